@@ -1,0 +1,45 @@
+import { is, sql, type SQL, type SQLWrapper } from 'drizzle-orm';
+import { PgTransaction, type PgTransactionConfig } from 'drizzle-orm/pg-core';
+import { IDEMPOTENCY_KEYS_TABLE } from './schema.js';
+import { IdempotencyOptionsInvalidError } from './errors.js';
+
+/**
+ * What the library needs of a Drizzle PostgreSQL database or transaction, with
+ * any driver (node-postgres, postgres.js, PGlite, Neon, …): raw SQL and nested
+ * transactions (a savepoint when called on a transaction).
+ */
+export interface IdempotencyDatabase {
+  execute(query: SQLWrapper): PromiseLike<unknown>;
+  transaction<T>(fn: (tx: IdempotencyDatabase) => Promise<T>, config?: PgTransactionConfig): Promise<T>;
+}
+
+/** The transaction type a database hands to `transaction()` callbacks. */
+export type TransactionOf<TDb extends IdempotencyDatabase> = Parameters<Parameters<TDb['transaction']>[0]>[0];
+
+/** Whether `db` is already a transaction (then we nest a savepoint in it). */
+export function isTransaction(db: IdempotencyDatabase): boolean {
+  return is(db, PgTransaction);
+}
+
+/** Runs `query` and returns its rows, whichever driver answered. */
+export async function queryRows<Row>(db: IdempotencyDatabase, query: SQL): Promise<Row[]> {
+  const result: unknown = await db.execute(query);
+  // node-postgres and PGlite answer { rows }, postgres.js an array of rows.
+  if (Array.isArray(result)) return result as Row[];
+  return ((result as { rows?: Row[] }).rows ?? []) as Row[];
+}
+
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
+
+/** Checks a Postgres schema name given in options. */
+export function assertValidSchemaName(schema: unknown): asserts schema is string {
+  if (typeof schema !== 'string' || !IDENTIFIER.test(schema)) {
+    throw new IdempotencyOptionsInvalidError(`schema must be a plain identifier of at most 63 characters, got ${JSON.stringify(schema)}`);
+  }
+}
+
+/** The keys table, qualified by `schema` when one is given. */
+export function keysTable(schema: string | undefined): SQL {
+  if (schema === undefined) return sql`${sql.identifier(IDEMPOTENCY_KEYS_TABLE)}`;
+  return sql`${sql.identifier(schema)}.${sql.identifier(IDEMPOTENCY_KEYS_TABLE)}`;
+}

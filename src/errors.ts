@@ -1,0 +1,69 @@
+/** Every error this library throws on purpose has one of these codes. */
+export type IdempotencyErrorCode =
+  | 'IDEMPOTENCY_KEY_INVALID'
+  | 'IDEMPOTENCY_KEY_REUSED'
+  | 'IDEMPOTENCY_IN_FLIGHT'
+  | 'IDEMPOTENCY_RESULT_INVALID'
+  | 'IDEMPOTENCY_OPTIONS_INVALID'
+  | 'IDEMPOTENCY_SERIALIZATION_FAILURE';
+
+/**
+ * Base class: a stable `code` to branch on and the HTTP `status` it maps to.
+ *
+ * @example
+ * try { await withIdempotency(db, key, charge) }
+ * catch (e) { if (e instanceof IdempotencyError) res.status(e.status).json({ code: e.code }) }
+ */
+export abstract class IdempotencyError extends Error {
+  abstract readonly code: IdempotencyErrorCode;
+  abstract readonly status: number;
+  /** True when running the same call again (in a new transaction) can succeed. */
+  readonly retryable: boolean = false;
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** The key is empty, longer than 255 characters, not a string, or has control characters. */
+export class IdempotencyKeyInvalidError extends IdempotencyError {
+  readonly code = 'IDEMPOTENCY_KEY_INVALID';
+  readonly status = 400;
+}
+
+/** The key was first used for a different request (its fingerprint differs). */
+export class IdempotencyKeyReusedError extends IdempotencyError {
+  readonly code = 'IDEMPOTENCY_KEY_REUSED';
+  readonly status = 422;
+}
+
+/** Another transaction holds the key: policy `'reject'`, or the wait bound ran out. */
+export class IdempotencyInFlightError extends IdempotencyError {
+  readonly code = 'IDEMPOTENCY_IN_FLIGHT';
+  readonly status = 409;
+  override readonly retryable = true;
+}
+
+/** `fn` returned something that cannot be stored as JSON, or is over the size limit. */
+export class IdempotencyResultInvalidError extends IdempotencyError {
+  readonly code = 'IDEMPOTENCY_RESULT_INVALID';
+  readonly status = 500;
+}
+
+/** An option (ttl, scope, fingerprint, wait bound, size limit) is out of range. */
+export class IdempotencyOptionsInvalidError extends IdempotencyError {
+  readonly code = 'IDEMPOTENCY_OPTIONS_INVALID';
+  readonly status = 500;
+}
+
+/**
+ * Under REPEATABLE READ or SERIALIZABLE, a concurrent duplicate committed the
+ * key after this transaction took its snapshot (SQLSTATE 40001). Roll back and
+ * run the whole transaction again: the retry replays the stored result.
+ */
+export class IdempotencySerializationError extends IdempotencyError {
+  readonly code = 'IDEMPOTENCY_SERIALIZATION_FAILURE';
+  readonly status = 409;
+  override readonly retryable = true;
+}

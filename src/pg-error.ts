@@ -1,0 +1,18 @@
+// Drivers and drizzle wrap the server's error (DrizzleQueryError has the driver
+// error as `cause`), so the SQLSTATE can sit a few levels down.
+const SQLSTATE = /^[0-9A-Z]{5}$/;
+
+/** The Postgres SQLSTATE of an error thrown by any driver, or undefined. */
+export function sqlState(error: unknown): string | undefined {
+  let current: unknown = error;
+  for (let depth = 0; depth < 5 && typeof current === 'object' && current !== null; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string' && SQLSTATE.test(code)) return code;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+export const SERIALIZATION_FAILURE = '40001';
+export const LOCK_NOT_AVAILABLE = '55P03';
+export const UNDEFINED_TABLE = '42P01';

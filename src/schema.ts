@@ -1,0 +1,56 @@
+import { sql } from 'drizzle-orm';
+import { type AnyPgColumn, check, index, jsonb, pgSchema, pgTable, primaryKey, text, timestamp } from 'drizzle-orm/pg-core';
+
+/** The two states a key row can be in. A `started` row is visible to other
+ * transactions only while multi-step work holds a lease (`locked_until`). */
+export type IdempotencyKeyStatus = 'started' | 'completed';
+
+/** Name of the table in the database. */
+export const IDEMPOTENCY_KEYS_TABLE = 'idempotency_keys';
+
+// One column set for the public-schema table and for tables in a named schema,
+// so the two can never drift apart.
+const columns = () => ({
+  scope: text('scope').notNull().default(''),
+  key: text('key').notNull(),
+  fingerprint: text('fingerprint'),
+  status: text('status').$type<IdempotencyKeyStatus>().notNull().default('started'),
+  response: jsonb('response'),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  completedAt: timestamp('completed_at', { withTimezone: true }),
+  // Always written from the database clock (never the application's), so app
+  // servers with skewed clocks agree on when a key dies.
+  expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+  lockedUntil: timestamp('locked_until', { withTimezone: true }),
+});
+
+
+function tableExtras(t: Record<'scope' | 'key' | 'status' | 'expiresAt', AnyPgColumn>) {
+  return [
+    // The lock: a claim is an INSERT that conflicts on this entry.
+    primaryKey({ name: 'idempotency_keys_pkey', columns: [t.scope, t.key] }),
+    check('idempotency_keys_status_check', sql`${t.status} in ('started', 'completed')`),
+    // Serves the sweep: it walks expired rows oldest first.
+    index('idempotency_keys_expires_at_idx').on(t.expiresAt),
+  ];
+}
+
+/**
+ * The `idempotency_keys` table, for applications that manage it in their own
+ * Drizzle schema (pick this or `migrate()`, never both).
+ *
+ * @example
+ * // drizzle/schema.ts of your app
+ * export { idempotencyKeys } from 'drizzle-idempotency';
+ */
+export const idempotencyKeys = pgTable(IDEMPOTENCY_KEYS_TABLE, columns(), tableExtras);
+
+/**
+ * The same table in a named Postgres schema.
+ *
+ * @example
+ * export const keys = idempotencyKeysIn('billing'); // billing.idempotency_keys
+ */
+export function idempotencyKeysIn(schemaName: string) {
+  return pgSchema(schemaName).table(IDEMPOTENCY_KEYS_TABLE, columns(), tableExtras);
+}

@@ -1,0 +1,45 @@
+import { randomBytes } from 'node:crypto';
+import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
+import pg from 'pg';
+import { afterAll, inject } from 'vitest';
+import { TEMPLATE_DATABASE, withDatabase } from './urls.js';
+
+export interface TestDatabase {
+  url: string;
+  name: string;
+  pool: pg.Pool;
+  db: NodePgDatabase;
+  /** A fresh pool on the same database (its own connections). */
+  newPool(max?: number): pg.Pool;
+}
+
+/**
+ * A database of this test file's own, cloned from the migrated template (or
+ * empty with `migrated: false`), dropped after the file.
+ */
+export async function testDatabase(options: { migrated?: boolean; max?: number } = {}): Promise<TestDatabase> {
+  const server = inject('serverUrl');
+  const name = `t_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: server });
+  await admin.connect();
+  await admin.query(`create database ${name}${options.migrated === false ? '' : ` template ${TEMPLATE_DATABASE}`}`);
+  await admin.end();
+  const url = withDatabase(server, name);
+  const pools: pg.Pool[] = [];
+  const newPool = (max = 10) => {
+    const p = new pg.Pool({ connectionString: url, max });
+    // A test that kills backends on purpose must not crash the runner.
+    p.on('error', () => {});
+    pools.push(p);
+    return p;
+  };
+  const pool = newPool(options.max ?? 60);
+  afterAll(async () => {
+    await Promise.all(pools.map((p) => p.end().catch(() => {})));
+    const cleanup = new pg.Client({ connectionString: server });
+    await cleanup.connect();
+    await cleanup.query(`drop database if exists ${name} with (force)`);
+    await cleanup.end();
+  });
+  return { url, name, pool, db: drizzle(pool), newPool };
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds, packs, installs the tarball into an empty project with its peers, and
+# type-checks and runs an import of every public entry point from there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+npm run build >/dev/null
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+tarball=$(npm pack --silent --pack-destination "$work" | tail -n 1)
+cd "$work"
+npm init -y >/dev/null
+npm pkg set type=module >/dev/null
+npm install --no-audit --no-fund --prefer-offline "./$tarball" drizzle-orm pg express @types/pg @types/express @types/node@20 typescript@~5.9 >/dev/null
+cat > check.ts <<'TS'
+import { withIdempotency, idempotencyKeys, migrate, migrationsFolder, IdempotencyKeyInvalidError } from 'drizzle-idempotency';
+const entries: unknown[] = [withIdempotency, idempotencyKeys, migrate, IdempotencyKeyInvalidError];
+const folder: string = migrationsFolder;
+console.log(entries.every(Boolean) && folder.length > 0 ? 'ok' : 'missing export');
+TS
+npx tsc --noEmit --strict --module nodenext --moduleResolution nodenext --skipLibCheck --types node check.ts
+node --input-type=module -e "
+import * as lib from 'drizzle-idempotency';
+import { existsSync } from 'node:fs';
+for (const name of ['withIdempotency', 'idempotencyKeys', 'migrate']) if (!lib[name]) throw new Error('missing export ' + name);
+if (!existsSync(lib.migrationsFolder + '/meta/_journal.json')) throw new Error('migrations not packed');
+console.log('package: installs, imports and type-checks');
+"

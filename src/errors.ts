@@ -5,7 +5,8 @@ export type IdempotencyErrorCode =
   | 'IDEMPOTENCY_IN_FLIGHT'
   | 'IDEMPOTENCY_RESULT_INVALID'
   | 'IDEMPOTENCY_OPTIONS_INVALID'
-  | 'IDEMPOTENCY_SERIALIZATION_FAILURE';
+  | 'IDEMPOTENCY_SERIALIZATION_FAILURE'
+  | 'IDEMPOTENCY_MIGRATION_CONFLICT';
 
 /**
  * Base class: a stable `code` to branch on and the HTTP `status` it maps to.
@@ -66,4 +67,11 @@ export class IdempotencySerializationError extends IdempotencyError {
   readonly code = 'IDEMPOTENCY_SERIALIZATION_FAILURE';
   readonly status = 409;
   override readonly retryable = true;
+}
+
+/** `migrate()` found `idempotency_keys` created by other means (your own
+ * drizzle-kit migrations): use one path, not both. */
+export class IdempotencyMigrationConflictError extends IdempotencyError {
+  readonly code = 'IDEMPOTENCY_MIGRATION_CONFLICT';
+  readonly status = 500;
 }

@@ -20,5 +20,6 @@ export {
   IdempotencyResultInvalidError,
   IdempotencyOptionsInvalidError,
   IdempotencySerializationError,
+  IdempotencyMigrationConflictError,
 } from './errors.js';
 export type { IdempotencyErrorCode } from './errors.js';

@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sql } from 'drizzle-orm';
 import { assertValidSchemaName, queryRows, type IdempotencyDatabase } from './db.js';
+import { IdempotencyMigrationConflictError } from './errors.js';
+import { DUPLICATE_TABLE, sqlState } from './pg-error.js';
 
 /**
  * Absolute path of the bundled drizzle-kit migrations, for teams that apply
@@ -88,7 +90,16 @@ export async function migrate(db: IdempotencyDatabase, options: MigrateOptions =
     const applied: string[] = [];
     for (const m of migrations) {
       if (done.has(m.tag)) continue;
-      for (const statement of m.statements) await tx.execute(sql.raw(statement));
+      for (const statement of m.statements) {
+        await tx.execute(sql.raw(statement)).then(undefined, (error: unknown) => {
+          if (sqlState(error) !== DUPLICATE_TABLE) throw error;
+          throw new IdempotencyMigrationConflictError(
+            `migration ${m.tag}: the table exists but migrate() did not create it; it is managed elsewhere ` +
+              '(your own drizzle-kit migrations?). Use one path: migrate(), or the exported table in your schema.',
+            { cause: error },
+          );
+        });
+      }
       await tx.execute(sql`insert into ${sql.identifier(MIGRATIONS_TABLE)} (tag, hash) values (${m.tag}, ${m.hash})`);
       applied.push(m.tag);
     }

@@ -16,3 +16,4 @@ export function sqlState(error: unknown): string | undefined {
 export const SERIALIZATION_FAILURE = '40001';
 export const LOCK_NOT_AVAILABLE = '55P03';
 export const UNDEFINED_TABLE = '42P01';
+export const DUPLICATE_TABLE = '42P07';

@@ -1,0 +1,48 @@
+import { sql } from 'drizzle-orm';
+import { check, integer, jsonb, pgTable, primaryKey, serial, text, timestamp, uuid } from 'drizzle-orm/pg-core';
+
+/** Money taken. `channel` tells the idempotent endpoint from the naive one the demo contrasts it with. */
+export const payments = pgTable('shop_payments', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  userId: text('user_id').notNull(),
+  amount: integer('amount').notNull(),
+  currency: text('currency').notNull(),
+  channel: text('channel').notNull().default('idempotent'),
+  // The key the client sent: lets the audit count effects per key.
+  requestKey: text('request_key'),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+});
+
+/** Stock per SKU. The check is a last line of defence; the code never relies on it. */
+export const inventory = pgTable(
+  'shop_inventory',
+  { sku: text('sku').primaryKey(), stock: integer('stock').notNull() },
+  (t) => [check('shop_inventory_stock_check', sql`${t.stock} >= 0`)],
+);
+
+export const orders = pgTable('shop_orders', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  userId: text('user_id').notNull(),
+  requestKey: text('request_key'),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+});
+
+export const orderItems = pgTable(
+  'shop_order_items',
+  {
+    orderId: uuid('order_id').notNull().references(() => orders.id),
+    sku: text('sku').notNull(),
+    quantity: integer('quantity').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.orderId, t.sku] })],
+);
+
+/** Messages to send, written in the business transaction, delivered by the worker. */
+export const outbox = pgTable('shop_outbox', {
+  id: serial('id').primaryKey(),
+  kind: text('kind').notNull(),
+  payload: jsonb('payload').notNull(),
+  requestKey: text('request_key'),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  deliveredAt: timestamp('delivered_at', { withTimezone: true }),
+});

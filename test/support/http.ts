@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import { createServer, type RequestListener, type Server } from 'node:http';
+import { createServer, request as httpRequest, type RequestListener, type Server } from 'node:http';
 
 /** An HTTP server on an ephemeral loopback port. */
 export interface Listening {
@@ -26,4 +26,23 @@ export async function listen(app: RequestListener): Promise<Listening> {
         server.close(() => resolve());
       }),
   };
+}
+
+/**
+ * Sends a request with raw header lines (fetch folds repeated headers into one
+ * line, which cannot test a header sent twice). Resolves with status and body.
+ */
+export function rawRequest(url: string, method: string, rawHeaders: string[], body = ''): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    // A raw header list replaces Node's defaults, Host included (which Node's server requires).
+    const headers = ['host', new URL(url).host, ...rawHeaders, 'content-length', String(Buffer.byteLength(body))];
+    const req = httpRequest(url, { method, headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode!, body: text }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }

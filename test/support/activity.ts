@@ -1,0 +1,29 @@
+import type pg from 'pg';
+import { sleep } from './fixtures.js';
+
+/**
+ * Resolves once `n` sessions of this database wait on a lock (duplicates
+ * parked behind an uncommitted claim): the moment to let the first commit.
+ */
+export async function waitForLockWaiters(pool: pg.Pool, n: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { rows } = await pool.query<{ n: string }>(
+      `select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
+    );
+    if (Number(rows[0]!.n) >= n) return;
+    if (Date.now() > deadline) throw new Error(`only ${rows[0]!.n} of ${n} sessions waited on a lock after ${timeoutMs} ms`);
+    await sleep(10);
+  }
+}
+
+/** Settles when `count` of `promises` have settled, whichever they are. */
+export function whenSettled(promises: readonly Promise<unknown>[], count: number): Promise<void> {
+  return new Promise((resolve) => {
+    let settled = 0;
+    const tick = () => {
+      if (++settled === count) resolve();
+    };
+    for (const p of promises) p.then(tick, tick);
+  });
+}

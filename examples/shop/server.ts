@@ -1,6 +1,7 @@
 // `npm run serve`: the shop on PORT (default 3000) against DATABASE_URL, or an
 // embedded PostgreSQL whose data stays in .data/ so a restart keeps it.
-import { join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../../tools/embedded-db.js';
@@ -15,7 +16,9 @@ pool.on('error', (error) => console.error(`idle connection lost: ${error.message
 const db = drizzle(pool);
 await migrateAll(db);
 
-const sink = await openMailSink(process.env.MAIL_SINK ?? join(root, '.data', 'mail.jsonl'));
+const sinkPath = process.env.MAIL_SINK ?? join(root, '.data', 'mail.jsonl');
+await mkdir(dirname(sinkPath), { recursive: true });
+const sink = await openMailSink(sinkPath);
 const worker = startOutboxWorker(db, sink, { onError: (error) => console.error('outbox:', error) });
 const server = shopApp(db).listen(Number(process.env.PORT ?? 3000), '127.0.0.1', () => {
   const address = server.address();

@@ -52,7 +52,7 @@ function progress(phase: string, done: number, total: number) {
 function print(r: DemoReport) {
   const a = r.audit;
   const rows: [string, string | number, string | number][] = [
-    ['logical requests', r.ours.requests, r.naive.requests],
+    ['requests sent (double clicks included)', r.ours.requests, r.naive.requests],
     ['HTTP attempts', r.ours.attempts, r.naive.attempts],
     ['retries', r.ours.retries, r.naive.retries],
     ['answers lost by the proxy', r.dropped.ours, r.dropped.naive],

@@ -125,8 +125,16 @@ describe('POST /notifications/welcome', () => {
     const answers = await Promise.all(
       Array.from({ length: 10 }, () => call('POST', '/notifications/welcome', { user: 'gus', key: 'welcome-gus', body: { email: 'gus@example.test' } })),
     );
-    expect(answers.every((a) => a.status === 202)).toBe(true);
-    expect(new Set(answers.map((a) => JSON.stringify(a.body))).size).toBe(1);
+    // The route rejects duplicates in flight: 409 + Retry-After, then the retry replays.
+    const accepted = answers.filter((a) => a.status === 202);
+    const rejected = answers.filter((a) => a.status !== 202);
+    expect(accepted.length).toBeGreaterThan(0);
+    for (const r of rejected) {
+      expect(r).toMatchObject({ status: 409, body: { code: 'IDEMPOTENCY_IN_FLIGHT' } });
+      expect(r.headers.get('retry-after')).toBe('1');
+    }
+    const retried = await call('POST', '/notifications/welcome', { user: 'gus', key: 'welcome-gus', body: { email: 'gus@example.test' } });
+    expect(new Set([...accepted, retried].map((a) => JSON.stringify(a.body))).size).toBe(1);
     // Two workers share the queue: SKIP LOCKED keeps them off each other's rows.
     const workers = [startOutboxWorker(drizzle(t.pool), sink, { every: 5 }), startOutboxWorker(drizzle(t.pool), sink, { every: 5 })];
     await Promise.all(workers.map((w) => w.drain()));

@@ -122,7 +122,12 @@ export function shopApp(db: ShopDb) {
   app.post(
     '/notifications/welcome',
     validBody(parseEmail),
-    idempotent(db, async (req, tx) => ({ status: 202, body: await queueWelcome(tx, req.body, req.get('idempotency-key') ?? null) }), keyed),
+    // 'reject': a duplicate that arrives while the first is still running gets 409 +
+    // Retry-After at once instead of holding a connection; the client retries.
+    idempotent(db, async (req, tx) => ({ status: 202, body: await queueWelcome(tx, req.body, req.get('idempotency-key') ?? null) }), {
+      ...keyed,
+      onInFlight: 'reject',
+    }),
   );
 
   app.use((error: unknown, _req: Request, res: Response, next: NextFunction) => {

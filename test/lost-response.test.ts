@@ -93,7 +93,7 @@ describe('a payment whose answer is lost', () => {
     gate.hold = true;
     const retries: RetryEvent[] = [];
     const paying = fetchWithRetry(`${proxy.url}/payments`, paymentInit('slow', 'sku-slow'), {
-      timeout: 300,
+      timeout: 500,
       sleep: noWait,
       onRetry: (event) => void retries.push(event),
     });

@@ -3,6 +3,7 @@ import { lookupReplay, withIdempotencyOutcome } from './core.js';
 import { isTransaction, type IdempotencyDatabase, type TransactionOf } from './db.js';
 import { IdempotencyError, IdempotencyInFlightError, IdempotencyKeyInvalidError, IdempotencyOptionsInvalidError } from './errors.js';
 import { keyFromHeaderLines } from './http-key.js';
+import { serializeResult } from './result.js';
 import { resolveRouteOptions, type IdempotentRouteOptions, type ResolvedRouteOptions } from './http-options.js';
 import { normalizeResponse, sendResponse, storedForm, type IdempotentResponse, type NormalizedResponse } from './http-response.js';
 import { commitFailedProblem, problemOf, PROBLEM_CONTENT_TYPE, type ProblemDetails } from './problem.js';
@@ -112,7 +113,11 @@ class Route {
     let fresh: NormalizedResponse | undefined;
     try {
       await this.db.transaction(async (tx) => {
-        fresh = await this.runHandler(req, res, tx);
+        const response = await this.runHandler(req, res, tx);
+        // Nothing is stored here, but a body res.json() would choke on must
+        // still fail before COMMIT, not as a 500 after the effects committed.
+        serializeResult(response.body, Number.MAX_SAFE_INTEGER);
+        fresh = response;
       }, this.o.core.transaction);
     } catch (error) {
       return this.fail(res, error, fresh !== undefined);

@@ -332,6 +332,19 @@ describe('a handler that fails', () => {
     expect(await keysFor('doomed')).toHaveLength(0);
   });
 
+  it('rolls back, with or without a key, a body that cannot be sent as JSON', async () => {
+    const url = `${await serve((app) =>
+      app.post('/charges', chargeRoute(t.db, () => ({ status: 201, body: { amount: 10n } }), { required: false })),
+    )}/charges`;
+    for (const headers of [{ 'idempotency-key': 'bigint' }, {}] as Record<string, string>[]) {
+      const res = await fetch(url, json({ ref: 'bigint' }, headers));
+      expect(res.status).toBe(500);
+      expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_RESULT_INVALID', retryable: false });
+    }
+    expect(await chargesFor('bigint')).toBe(0);
+    expect(await keysFor('bigint')).toHaveLength(0);
+  });
+
   it('stores nothing for a 4xx that isFinal declines', async () => {
     const url = `${await serve((app) =>
       app.post('/charges', chargeRoute(t.db, () => ({ status: 400, body: { error: 'try again' } }), { isFinal: (s) => s < 400 })),

@@ -13,7 +13,11 @@ npm pkg set type=module >/dev/null
 npm install --no-audit --no-fund --prefer-offline "./$tarball" drizzle-orm pg express @types/pg @types/express @types/node@20 typescript@~5.9 >/dev/null
 cat > check.ts <<'TS'
 import { withIdempotency, idempotencyKeys, migrate, migrationsFolder, IdempotencyKeyInvalidError } from 'drizzle-idempotency';
-const entries: unknown[] = [withIdempotency, idempotencyKeys, migrate, IdempotencyKeyInvalidError];
+import { idempotent, parseIdempotencyKey, type IdempotentRouteOptions } from 'drizzle-idempotency/express';
+import { fetchWithRetry, FetchRetryError, type RetriedResponse } from 'drizzle-idempotency/client';
+const options: IdempotentRouteOptions = { onInFlight: 'reject' };
+const call: (url: string) => Promise<RetriedResponse> = (url) => fetchWithRetry(url, { method: 'POST' });
+const entries: unknown[] = [withIdempotency, idempotencyKeys, migrate, IdempotencyKeyInvalidError, idempotent, parseIdempotencyKey, FetchRetryError, call, options];
 const folder: string = migrationsFolder;
 console.log(entries.every(Boolean) && folder.length > 0 ? 'ok' : 'missing export');
 TS
@@ -21,7 +25,12 @@ npx tsc --noEmit --strict --module nodenext --moduleResolution nodenext --skipLi
 node --input-type=module -e "
 import * as lib from 'drizzle-idempotency';
 import { existsSync } from 'node:fs';
+import * as http from 'drizzle-idempotency/express';
+import * as client from 'drizzle-idempotency/client';
 for (const name of ['withIdempotency', 'idempotencyKeys', 'migrate']) if (!lib[name]) throw new Error('missing export ' + name);
+for (const name of ['idempotent', 'parseIdempotencyKey']) if (!http[name]) throw new Error('missing express export ' + name);
+for (const name of ['fetchWithRetry', 'FetchRetryError']) if (!client[name]) throw new Error('missing client export ' + name);
+if ('idempotent' in lib) throw new Error('the core entry must not pull in express');
 if (!existsSync(lib.migrationsFolder + '/meta/_journal.json')) throw new Error('migrations not packed');
 console.log('package: installs, imports and type-checks');
 "

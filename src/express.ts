@@ -1,8 +1,9 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { lookupReplay, withIdempotencyOutcome } from './core.js';
 import { isTransaction, type IdempotencyDatabase, type TransactionOf } from './db.js';
-import { IdempotencyError, IdempotencyKeyInvalidError, IdempotencyOptionsInvalidError } from './errors.js';
+import { IdempotencyError, IdempotencyInFlightError, IdempotencyKeyInvalidError, IdempotencyOptionsInvalidError } from './errors.js';
 import { keyFromHeaderLines } from './http-key.js';
+import { serializeResult } from './result.js';
 import { resolveRouteOptions, type IdempotentRouteOptions, type ResolvedRouteOptions } from './http-options.js';
 import { normalizeResponse, sendResponse, storedForm, type IdempotentResponse, type NormalizedResponse } from './http-response.js';
 import { commitFailedProblem, problemOf, PROBLEM_CONTENT_TYPE, type ProblemDetails } from './problem.js';
@@ -97,6 +98,13 @@ class Route {
       // The body as jsonb gave it back: byte for byte what a replay will send.
       return sendResponse(res, { ...fresh!, body: outcome.value.body }, false);
     } catch (error) {
+      // The claim also waits on a completed key's row while another request
+      // replays it in a transaction; under 'reject' that reads as "in flight".
+      // A completed key must replay, never 409: look once more.
+      if (error instanceof IdempotencyInFlightError) {
+        const hit = await lookupReplay<NormalizedResponse>(this.db, key, options).catch(() => undefined);
+        if (hit) return sendResponse(res, hit.value, true);
+      }
       return this.fail(res, error, fresh !== undefined);
     }
   }
@@ -105,7 +113,11 @@ class Route {
     let fresh: NormalizedResponse | undefined;
     try {
       await this.db.transaction(async (tx) => {
-        fresh = await this.runHandler(req, res, tx);
+        const response = await this.runHandler(req, res, tx);
+        // Nothing is stored here, but a body res.json() would choke on must
+        // still fail before COMMIT, not as a 500 after the effects committed.
+        serializeResult(response.body, Number.MAX_SAFE_INTEGER);
+        fresh = response;
       }, this.o.core.transaction);
     } catch (error) {
       return this.fail(res, error, fresh !== undefined);

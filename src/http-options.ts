@@ -65,8 +65,14 @@ const NEVER_STORED = new Set([
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
-/** The default fingerprint: method, path and body, so a reused key on another request is caught. */
-export function requestFingerprint(req: Request): Fingerprint {
+/**
+ * The default fingerprint: method, path and body, so a reused key on another
+ * request is caught. Compose it to add more, e.g. a header that selects behaviour.
+ *
+ * @example
+ * idempotent(db, handler, { fingerprint: (req) => ({ ...requestFingerprint(req), currency: req.get('x-currency') ?? null }) })
+ */
+export function requestFingerprint(req: Request): { method: string; path: string; body: Fingerprint } {
   return { method: req.method.toUpperCase(), path: req.baseUrl + req.path, body: (req.body as Fingerprint | undefined) ?? null };
 }
 

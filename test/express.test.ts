@@ -2,9 +2,9 @@
 // header filtering, and handlers that fail after writing. Real HTTP, real
 // Postgres; each test ends with an audit of what the database holds.
 import { sql } from 'drizzle-orm';
-import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
+import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
 import express, { type ErrorRequestHandler, type Express } from 'express';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { IdempotencyOptionsInvalidError } from '../src/errors.js';
 import { idempotent, type IdempotentHandler, type IdempotentRouteOptions } from '../src/express.js';
 import { testDatabase } from './support/db.js';
@@ -152,6 +152,19 @@ describe('a completed key', () => {
     expect(replay.headers.get('content-type')).toBe(first.headers.get('content-type'));
     expect(await chargesFor('pay-1')).toBe(1);
     expect(await count(t.pool, 'stock', "sku = 'sku-a' and quantity = 4")).toBe(1);
+  });
+
+  it('replays with one SELECT and no transaction', async () => {
+    const observed = drizzle(t.pool);
+    const counted = `${await serve((app) => app.post('/charges', chargeRoute(observed, () => ({ status: 201 }))))}/charges`;
+    const init = json({ ref: 'cheap' }, { 'idempotency-key': 'cheap' });
+    expect((await fetch(counted, init)).status).toBe(201);
+    const transaction = vi.spyOn(observed, 'transaction');
+    const execute = vi.spyOn(observed, 'execute');
+    const replay = await fetch(counted, init);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(transaction).not.toHaveBeenCalled();
+    expect(execute).toHaveBeenCalledTimes(1);
   });
 
   it('never stores or replays set-cookie, unlisted headers or anything of the request', async () => {
@@ -317,6 +330,19 @@ describe('a handler that fails', () => {
     expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_COMMIT_FAILED', retryable: true });
     expect(await count(t.pool, 'ledger')).toBe(0);
     expect(await keysFor('doomed')).toHaveLength(0);
+  });
+
+  it('rolls back, with or without a key, a body that cannot be sent as JSON', async () => {
+    const url = `${await serve((app) =>
+      app.post('/charges', chargeRoute(t.db, () => ({ status: 201, body: { amount: 10n } }), { required: false })),
+    )}/charges`;
+    for (const headers of [{ 'idempotency-key': 'bigint' }, {}] as Record<string, string>[]) {
+      const res = await fetch(url, json({ ref: 'bigint' }, headers));
+      expect(res.status).toBe(500);
+      expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_RESULT_INVALID', retryable: false });
+    }
+    expect(await chargesFor('bigint')).toBe(0);
+    expect(await keysFor('bigint')).toHaveLength(0);
   });
 
   it('stores nothing for a 4xx that isFinal declines', async () => {

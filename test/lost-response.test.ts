@@ -70,6 +70,25 @@ describe('a payment whose answer is lost', () => {
     expect(keys).toMatchObject([{ scope: 'alice', status: 'completed' }]);
   });
 
+  it('is replayed to a retry after the client gave up on a slow answer, and charged once', async () => {
+    await stockUp(t.db, 'sku-late', 10);
+    proxy.setDelay(1_000);
+    const retries: RetryEvent[] = [];
+    const res = await fetchWithRetry(`${proxy.url}/payments`, paymentInit('late', 'sku-late'), {
+      timeout: 200,
+      sleep: noWait,
+      onRetry: (event) => {
+        retries.push(event);
+        proxy.setDelay(0);
+      },
+    });
+    expect(retries.map((r) => r.reason)).toEqual(['timeout']);
+    expect(res.status).toBe(201);
+    expect(res.replayed).toBe(true);
+    expect(await count(t.pool, 'charges', 'ref = $1', ['late'])).toBe(1);
+    expect(await quantityOf('sku-late')).toBe(9);
+  });
+
   it('is charged twice when retried without a key: the failure the key prevents', async () => {
     const open = await listen(paymentsApp(t.db, { required: false }));
     const openProxy = await startFaultProxy({ targetPort: open.port });
@@ -93,7 +112,7 @@ describe('a payment whose answer is lost', () => {
     gate.hold = true;
     const retries: RetryEvent[] = [];
     const paying = fetchWithRetry(`${proxy.url}/payments`, paymentInit('slow', 'sku-slow'), {
-      timeout: 300,
+      timeout: 500,
       sleep: noWait,
       onRetry: (event) => void retries.push(event),
     });

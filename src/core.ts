@@ -1,9 +1,9 @@
-import { claimKey } from './claim.js';
+import { claimKey, reclaimKey } from './claim.js';
 import { isTransaction, type IdempotencyDatabase, type TransactionOf } from './db.js';
-import { IdempotencySerializationError } from './errors.js';
+import { IdempotencyInFlightError, IdempotencySerializationError } from './errors.js';
 import { resolveOptions, type IdempotencyOptions, type ResolvedOptions } from './options.js';
 import { serializeResult } from './result.js';
-import { lookupStored, readClaimedByOther, type IdempotentOutcome } from './stored-key.js';
+import { lookupStored, readKey, replayOf, type IdempotentOutcome, type KeyRow } from './stored-key.js';
 import { storeResult } from './store.js';
 
 /**
@@ -86,7 +86,24 @@ async function claimRunStore<T>(
   o: ResolvedOptions,
   fn: (tx: IdempotencyDatabase) => Promise<T>,
 ): Promise<IdempotentOutcome<T>> {
-  if (!(await claimKey(tx, o))) return readClaimedByOther<T>(tx, o);
+  const live = await acquire(tx, o);
+  if (live) return replayOf<T>(live, o);
   const json = serializeResult(await fn(tx), o.maxResultBytes);
   return { value: await storeResult<T>(tx, o, json), replayed: false };
+}
+
+// Rounds of claim / read / reclaim before giving up: each lost round means
+// another transaction changed the row in between (a reclaim, a sweep).
+const ACQUIRE_ROUNDS = 3;
+
+/** Claims the key, or takes over its dead row: resolves undefined. A live row stands: resolves it. */
+async function acquire(tx: IdempotencyDatabase, o: ResolvedOptions): Promise<KeyRow | undefined> {
+  for (let round = 0; round < ACQUIRE_ROUNDS; round++) {
+    if (await claimKey(tx, o)) return undefined;
+    const row = await readKey(tx, o);
+    if (row.status === null) continue; // swept between our two statements: claim again
+    if (!row.reclaimable) return row;
+    if (await reclaimKey(tx, o)) return undefined;
+  }
+  throw new IdempotencyInFlightError(`idempotency key ${JSON.stringify(o.key)} kept changing under concurrent reclaims; retry`);
 }

@@ -1,7 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { lookupReplay, withIdempotencyOutcome } from './core.js';
 import { isTransaction, type IdempotencyDatabase, type TransactionOf } from './db.js';
-import { IdempotencyError, IdempotencyInFlightError, IdempotencyKeyInvalidError, IdempotencyOptionsInvalidError } from './errors.js';
+import { IdempotencyError, IdempotencyKeyInvalidError, IdempotencyOptionsInvalidError } from './errors.js';
 import { keyFromHeaderLines } from './http-key.js';
 import { serializeResult } from './result.js';
 import { resolveRouteOptions, type IdempotentRouteOptions, type ResolvedRouteOptions } from './http-options.js';
@@ -98,13 +98,6 @@ class Route {
       // The body as jsonb gave it back: byte for byte what a replay will send.
       return sendResponse(res, { ...fresh!, body: outcome.value.body }, false);
     } catch (error) {
-      // The claim also waits on a completed key's row while another request
-      // replays it in a transaction; under 'reject' that reads as "in flight".
-      // A completed key must replay, never 409: look once more.
-      if (error instanceof IdempotencyInFlightError) {
-        const hit = await lookupReplay<NormalizedResponse>(this.db, key, options).catch(() => undefined);
-        if (hit) return sendResponse(res, hit.value, true);
-      }
       return this.fail(res, error, fresh !== undefined);
     }
   }

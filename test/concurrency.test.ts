@@ -170,3 +170,39 @@ describe('a duplicate while the first call is in flight', () => {
     expect(await count(t.pool, 'charges', 'ref = $1', ['savepoint-release'])).toBe(1);
   });
 });
+
+describe('replays and reclaims racing each other', () => {
+  it("lets two transactions replay one completed key at once, even under 'reject'", async () => {
+    const stored = await withIdempotency(t.db, 'replay-race', (tx) => insertCharge(tx, 'replay-race', 1));
+    const inside = deferred();
+    const release = deferred();
+    const holder = t.db.transaction(async (tx) => {
+      const replay = await withIdempotencyOutcome(tx, 'replay-race', async () => 'must not run', { onInFlight: 'reject' });
+      inside.resolve();
+      await release.promise; // a replay whose transaction stays open
+      return replay;
+    });
+    await inside.promise;
+    const second = await t.db.transaction((tx) =>
+      withIdempotencyOutcome(tx, 'replay-race', async () => 'must not run', { onInFlight: 'reject' }),
+    );
+    release.resolve();
+    expect(second).toEqual({ value: stored, replayed: true });
+    expect(await holder).toEqual({ value: stored, replayed: true });
+    expect(await count(t.pool, 'charges', 'ref = $1', ['replay-race'])).toBe(1);
+  });
+
+  it('runs fn once for 30 concurrent callers of one expired key, and replays that to the rest', async () => {
+    await withIdempotency(t.db, 'expired-race', (tx) => insertCharge(tx, 'expired-race', 1));
+    await t.pool.query(`update idempotency_keys set expires_at = now() - interval '1 second' where key = 'expired-race'`);
+    const calls = { n: 0 };
+    const results = await Promise.all(
+      Array.from({ length: 30 }, () => withIdempotencyOutcome(t.db, 'expired-race', chargeOnce('expired-race', calls))),
+    );
+    expect(calls.n).toBe(1);
+    expect(results.filter((r) => !r.replayed)).toHaveLength(1);
+    expect(new Set(results.map((r) => JSON.stringify(r.value))).size).toBe(1);
+    expect(await count(t.pool, 'charges', 'ref = $1', ['expired-race'])).toBe(2); // the old one and one new
+    expect(await count(t.pool, 'idempotency_keys', `key = 'expired-race' and status = 'completed' and expires_at > now()`)).toBe(1);
+  });
+});

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
 import { afterAll, inject } from 'vitest';
-import { TEMPLATE_DATABASE, withDatabase } from './urls.js';
+import { withDatabase } from './urls.js';
 
 export interface TestDatabase {
   url: string;
@@ -19,10 +19,11 @@ export interface TestDatabase {
  */
 export async function testDatabase(options: { migrated?: boolean; max?: number } = {}): Promise<TestDatabase> {
   const server = inject('serverUrl');
+  const template = inject('templateDatabase');
   const name = `t_${randomBytes(6).toString('hex')}`;
   const admin = new pg.Client({ connectionString: server });
   await admin.connect();
-  await admin.query(`create database ${name}${options.migrated === false ? '' : ` template ${TEMPLATE_DATABASE}`}`);
+  await admin.query(`create database ${name}${options.migrated === false ? '' : ` template ${template}`}`);
   await admin.end();
   const url = withDatabase(server, name);
   const pools: pg.Pool[] = [];

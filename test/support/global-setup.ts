@@ -7,11 +7,12 @@ import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
 import { migrate } from '../../src/migrate.js';
 import { startEmbeddedPostgres } from '../../tools/embedded-db.js';
-import { TEMPLATE_DATABASE, withDatabase } from './urls.js';
+import { templateDatabaseFor, withDatabase } from './urls.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
     serverUrl: string;
+    templateDatabase: string;
   }
 }
 
@@ -36,6 +37,7 @@ async function startServer(): Promise<{ url: string; stop: () => Promise<void>; 
 
 export default async function setup(project: TestProject) {
   const server = await startServer();
+  const TEMPLATE_DATABASE = templateDatabaseFor(process.pid);
   const admin = new pg.Client({ connectionString: server.url });
   await admin.connect();
   try {
@@ -52,5 +54,11 @@ export default async function setup(project: TestProject) {
   }
   console.log(`tests use PostgreSQL from ${server.source}`);
   project.provide('serverUrl', server.url);
-  return async () => server.stop();
+  project.provide('templateDatabase', TEMPLATE_DATABASE);
+  return async () => {
+    const cleanup = new pg.Client({ connectionString: server.url });
+    await cleanup.connect();
+    await cleanup.query(`drop database if exists ${TEMPLATE_DATABASE} with (force)`).finally(() => cleanup.end());
+    await server.stop();
+  };
 }

@@ -1,5 +1,6 @@
-/** Database every test file clones: the migrations are already applied. */
-export const TEMPLATE_DATABASE = 'drizzle_idempotency_template';
+/** Database every test file of one run clones (migrations applied); named per
+ * run, so two runs against one shared server never drop each other's. */
+export const templateDatabaseFor = (pid: number) => `drizzle_idempotency_template_${pid}`;
 
 /** The same server, another database. */
 export function withDatabase(url: string, database: string): string {

@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { beforeEach, describe, expect, it, vi } from 'vitest';
 import {
@@ -282,5 +283,24 @@ describe('the database clock', () => {
       vi.useRealTimers();
     }
     expect(await keyCounts(t.pool)).toEqual({ total: 10, expired: 0, live: 10 });
+  });
+});
+
+describe('the pg_cron job in the README', () => {
+  it('is the same sweep: deletes expired keys (10,000 a run), never live or leased ones', async () => {
+    const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
+    const job = /cron\.schedule\('idempotency-keys-sweep', '[^']+', \$\$([\s\S]+?)\$\$\)/.exec(readme)?.[1];
+    expect(job).toBeDefined();
+    await seedKeys(t.pool, { expired: 12_000, live: 50 });
+    await t.pool.query(
+      "insert into idempotency_keys (key, status, expires_at, locked_until) values ('leased', 'started', now() - interval '1 hour', now() + interval '5 minutes')",
+    );
+
+    const first = await t.pool.query(job!);
+    const second = await t.pool.query(job!);
+
+    expect([first.rowCount, second.rowCount]).toEqual([10_000, 2_000]);
+    expect(await keyCounts(t.pool)).toEqual({ total: 51, expired: 1, live: 50 });
+    expect(await count(t.pool, 'idempotency_keys', "key = 'leased'")).toBe(1);
   });
 });

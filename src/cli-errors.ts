@@ -1,3 +1,4 @@
+import { errorMessage } from './error-message.js';
 import { IdempotencyOptionsInvalidError } from './errors.js';
 import { UNDEFINED_TABLE, sqlState } from './pg-error.js';
 
@@ -40,9 +41,14 @@ const UNUSABLE_SERVER = /^(08|28|3D000|57P0[1-3])/;
 /** The socket error code (ECONNREFUSED…), also inside the AggregateError Node raises when every address of a host refused. */
 function networkCode(error: unknown): string | undefined {
   const candidates = error instanceof AggregateError ? [error, ...error.errors] : [error];
-  for (const e of candidates) {
-    const code = (e as { code?: unknown } | null)?.code;
-    if (typeof code === 'string' && NETWORK_CODES.has(code)) return code;
+  for (const candidate of candidates) {
+    // Also when wrapped: drizzle puts the driver's error in `cause`.
+    let e: unknown = candidate;
+    for (let depth = 0; depth < 5 && typeof e === 'object' && e !== null; depth++) {
+      const code = (e as { code?: unknown }).code;
+      if (typeof code === 'string' && NETWORK_CODES.has(code)) return code;
+      e = (e as { cause?: unknown }).cause;
+    }
   }
   return undefined;
 }
@@ -58,7 +64,7 @@ export function isConnectionError(error: unknown): boolean {
 
 /** One line, whatever the error: no stack trace, no line breaks. */
 export function oneLine(error: unknown): string {
-  let message = error instanceof Error ? error.message : String(error);
+  let message = errorMessage(error);
   if (!message && error instanceof AggregateError) message = error.errors.map((e) => oneLine(e)).join('; ');
   if (!message) message = networkCode(error) ?? (error instanceof Error ? error.name : 'unknown error');
   return message.replace(/\s*\n\s*/g, ' ').trim();

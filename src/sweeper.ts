@@ -1,5 +1,6 @@
 import { isTransaction, type IdempotencyDatabase } from './db.js';
 import { parseDuration, type Duration } from './duration.js';
+import { errorMessage } from './error-message.js';
 import { IdempotencyOptionsInvalidError } from './errors.js';
 import { resolveSweepOptions, runSweep, type SweepOptions, type SweepResult } from './sweep.js';
 
@@ -23,7 +24,7 @@ export interface Sweeper {
 }
 
 function reportToStderr(error: unknown): void {
-  console.error(`drizzle-idempotency sweeper: ${error instanceof Error ? error.message : String(error)}`);
+  console.error(`drizzle-idempotency sweeper: ${errorMessage(error)}`);
 }
 
 /**

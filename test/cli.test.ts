@@ -131,6 +131,20 @@ describe.concurrent('commands that fail or only print', () => {
     });
   });
 
+  describe('a query that fails', () => {
+    it("exit code 1 and the database's own message in one line, not the SQL", async () => {
+      // A table of that name in another schema, but not ours: the query itself fails.
+      await empty.pool.query('create schema if not exists broken; create table if not exists broken.idempotency_keys (id int)');
+
+      const run = await cli(['stats', '--schema', 'broken'], { DATABASE_URL: empty.url });
+
+      expect(run.code).toBe(1);
+      expectOneLineError(run);
+      expect(run.stderr).toBe('drizzle-idempotency: column "expires_at" does not exist\n');
+      expect(await empty.pool.query('select * from broken.idempotency_keys')).toMatchObject({ rowCount: 0 });
+    });
+  });
+
   describe('a database without the table', () => {
     it.each([['stats'], ['sweep']])('%s: exit code 4, telling to run migrate', async (command) => {
       const run = await cli([command], { DATABASE_URL: empty.url });

@@ -43,3 +43,11 @@ export function keysTable(schema: string | undefined): SQL {
   if (schema === undefined) return sql`${sql.identifier(IDEMPOTENCY_KEYS_TABLE)}`;
   return sql`${sql.identifier(schema)}.${sql.identifier(IDEMPOTENCY_KEYS_TABLE)}`;
 }
+
+/** The keys table's oid, or NULL when it does not exist (no error, unlike naming it in a query). */
+export function keysTableOid(schema: string | undefined): SQL {
+  const name = schema === undefined
+    ? sql`quote_ident(${IDEMPOTENCY_KEYS_TABLE})`
+    : sql`quote_ident(${schema}) || '.' || quote_ident(${IDEMPOTENCY_KEYS_TABLE})`;
+  return sql`to_regclass(${name})`;
+}

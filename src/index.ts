@@ -23,3 +23,9 @@ export {
   IdempotencyMigrationConflictError,
 } from './errors.js';
 export type { IdempotencyErrorCode } from './errors.js';
+export { sweepExpiredKeys, DEFAULT_SWEEP_BATCH_SIZE, MAX_SWEEP_BATCH_SIZE } from './sweep.js';
+export type { SweepOptions, SweepProgress, SweepResult, SweepStop } from './sweep.js';
+export { startSweeper } from './sweeper.js';
+export type { Sweeper, SweeperOptions } from './sweeper.js';
+export { idempotencyStats } from './stats.js';
+export type { IdempotencyStats, OldestLiveKey } from './stats.js';

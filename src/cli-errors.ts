@@ -1,6 +1,6 @@
 import { errorMessage } from './error-message.js';
 import { IdempotencyOptionsInvalidError } from './errors.js';
-import { UNDEFINED_TABLE, sqlState } from './pg-error.js';
+import { UNDEFINED_TABLE, findCode, sqlState } from './pg-error.js';
 
 /** The CLI's exit codes; the README documents them, scripts branch on them. */
 export const EXIT = {
@@ -43,12 +43,8 @@ function networkCode(error: unknown): string | undefined {
   const candidates = error instanceof AggregateError ? [error, ...error.errors] : [error];
   for (const candidate of candidates) {
     // Also when wrapped: drizzle puts the driver's error in `cause`.
-    let e: unknown = candidate;
-    for (let depth = 0; depth < 5 && typeof e === 'object' && e !== null; depth++) {
-      const code = (e as { code?: unknown }).code;
-      if (typeof code === 'string' && NETWORK_CODES.has(code)) return code;
-      e = (e as { cause?: unknown }).cause;
-    }
+    const code = findCode(candidate, (c) => NETWORK_CODES.has(c));
+    if (code !== undefined) return code;
   }
   return undefined;
 }

@@ -2,16 +2,19 @@
 // error as `cause`), so the SQLSTATE can sit a few levels down.
 const SQLSTATE = /^[0-9A-Z]{5}$/;
 
-/** The Postgres SQLSTATE of an error thrown by any driver, or undefined. */
-export function sqlState(error: unknown): string | undefined {
+/** The first `code` along the `cause` chain that `accept` takes, or undefined. */
+export function findCode(error: unknown, accept: (code: string) => boolean): string | undefined {
   let current: unknown = error;
   for (let depth = 0; depth < 5 && typeof current === 'object' && current !== null; depth++) {
     const code = (current as { code?: unknown }).code;
-    if (typeof code === 'string' && SQLSTATE.test(code)) return code;
+    if (typeof code === 'string' && accept(code)) return code;
     current = (current as { cause?: unknown }).cause;
   }
   return undefined;
 }
+
+/** The Postgres SQLSTATE of an error thrown by any driver, or undefined. */
+export const sqlState = (error: unknown): string | undefined => findCode(error, (code) => SQLSTATE.test(code));
 
 export const SERIALIZATION_FAILURE = '40001';
 export const LOCK_NOT_AVAILABLE = '55P03';

@@ -1,5 +1,6 @@
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
-import { idempotent, type IdempotentResponse } from 'drizzle-idempotency/express';
+import type { TransactionOf } from 'drizzle-idempotency';
+import { idempotent, type IdempotentResponse, type IdempotentRouteOptions } from 'drizzle-idempotency/express';
 import { ShopRefusal, type ShopDb } from './db.js';
 import { getStock, reserveAll, setStock } from './inventory.js';
 import { queueWelcome } from './notifications.js';
@@ -51,21 +52,24 @@ const json = <T>(res: Response, status: number, body: T) => res.status(status).j
 export function shopApp(db: ShopDb) {
   const app = express();
   app.use(express.json({ limit: '64kb' }));
-  const keyed = { scope: (req: Request) => userOf(req) };
+  // Every POST: scoped by the caller, and business refusals (ShopRefusal) are
+  // answers to store and replay, not errors to roll back.
+  const keyedRoute = (handler: (req: Request, tx: TransactionOf<ShopDb>) => Promise<IdempotentResponse>, options: IdempotentRouteOptions = {}) =>
+    idempotent(
+      db,
+      (req, tx) => handler(req, tx).catch(refusal),
+      { scope: (req: Request) => userOf(req), ...options },
+    );
 
   app.get('/healthz', (_req, res) => void json(res, 200, { ok: true }));
 
   app.post(
     '/payments',
     validBody(parsePayment),
-    idempotent(
-      db,
-      async (req, tx) => {
-        const payment = await createPayment(tx, userOf(req), req.body, req.get('idempotency-key') ?? null);
-        return { status: 201, body: payment, headers: { location: `/payments/${payment.id}` } };
-      },
-      keyed,
-    ),
+    keyedRoute(async (req, tx) => {
+      const payment = await createPayment(tx, userOf(req), req.body, req.get('idempotency-key') ?? null);
+      return { status: 201, body: payment, headers: { location: `/payments/${payment.id}` } };
+    }),
   );
   app.get('/payments', async (req, res) => void json(res, 200, { payments: await listPayments(db, userOf(req)) }));
   app.get('/payments/:id', async (req, res) => {
@@ -88,35 +92,19 @@ export function shopApp(db: ShopDb) {
   app.post(
     '/inventory/:sku/reserve',
     validBody((body, req) => ({ sku: parseSku(req.params.sku), quantity: parseQuantity(body) })),
-    idempotent(
-      db,
-      async (req, tx) => {
-        try {
-          const [level] = await reserveAll(tx, [req.body as { sku: string; quantity: number }]);
-          return { status: 200, body: { sku: level!.sku, remaining: level!.stock } };
-        } catch (error) {
-          return refusal(error);
-        }
-      },
-      keyed,
-    ),
+    keyedRoute(async (req, tx) => {
+      const [level] = await reserveAll(tx, [req.body as { sku: string; quantity: number }]);
+      return { status: 200, body: { sku: level!.sku, remaining: level!.stock } };
+    }),
   );
 
   app.post(
     '/orders',
     validBody(parseOrder),
-    idempotent(
-      db,
-      async (req, tx) => {
-        try {
-          const order = await createOrder(tx, userOf(req), req.body, req.get('idempotency-key') ?? null);
-          return { status: 201, body: order, headers: { location: `/orders/${order.id}` } };
-        } catch (error) {
-          return refusal(error);
-        }
-      },
-      keyed,
-    ),
+    keyedRoute(async (req, tx) => {
+      const order = await createOrder(tx, userOf(req), req.body, req.get('idempotency-key') ?? null);
+      return { status: 201, body: order, headers: { location: `/orders/${order.id}` } };
+    }),
   );
 
   app.post(
@@ -124,8 +112,7 @@ export function shopApp(db: ShopDb) {
     validBody(parseEmail),
     // 'reject': a duplicate that arrives while the first is still running gets 409 +
     // Retry-After at once instead of holding a connection; the client retries.
-    idempotent(db, async (req, tx) => ({ status: 202, body: await queueWelcome(tx, req.body, req.get('idempotency-key') ?? null) }), {
-      ...keyed,
+    keyedRoute(async (req, tx) => ({ status: 202, body: await queueWelcome(tx, req.body, req.get('idempotency-key') ?? null) }), {
       onInFlight: 'reject',
     }),
   );

@@ -25,8 +25,11 @@ let stopping = false;
 async function stop(): Promise<void> {
   if (stopping) return;
   stopping = true;
-  server.closeAllConnections();
-  await new Promise((resolve) => server.close(resolve));
+  // The parent stops us between runs, so no request is in flight; any keep-alive
+  // connection left is idle.
+  const closed = new Promise((resolve) => server.close(resolve));
+  server.closeIdleConnections();
+  await closed;
   await Promise.allSettled([pool.end(), redis.quit()]);
   process.disconnect?.();
 }

@@ -5,6 +5,7 @@
 // runs. `npx tsx bench/http.ts [--quick]` prints the markdown table.
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -67,6 +68,9 @@ const DEFAULT_REDIS = 'redis://127.0.0.1:6379';
 const POOL_SIZE = 16;
 const REPLAY_KEYS = 200;
 const WARMUP_SECONDS = 1;
+// autocannon hangs up at the deadline while the server still finishes what it
+// was sent: let those land before counting writes or starting the next run.
+const SETTLE_MS = 500;
 
 export async function runHttpBench(options: HttpBenchOptions): Promise<HttpBenchResult[]> {
   const connections = options.connections ?? 32;
@@ -89,6 +93,7 @@ export async function runHttpBench(options: HttpBenchOptions): Promise<HttpBench
       log(`warming up ${WARMUP_SECONDS} s per route`);
       for (const variant of ['bare', 'ours', 'redis'] as const) {
         await load({ url: urlOf(variant), connections, seconds: WARMUP_SECONDS, nextKey: keys });
+        await sleep(SETTLE_MS);
       }
       const completed = Array.from({ length: REPLAY_KEYS }, (_, i) => `${runId}-done-${i}`);
       for (const variant of ['ours', 'redis'] as const) await completeKeys(urlOf(variant), completed);
@@ -101,6 +106,7 @@ export async function runHttpBench(options: HttpBenchOptions): Promise<HttpBench
           const before = await countPayments(pool, scenario.variant);
           const nextKey = scenario.replay ? cycledKeys(completed) : keys;
           const result = await load({ url: urlOf(scenario.variant), connections, seconds, nextKey });
+          await sleep(SETTLE_MS);
           const writes = (await countPayments(pool, scenario.variant)) - before;
           measured.get(scenario.name)!.push({ ...result, writes });
           log(`round ${round + 1}/${rounds} ${scenario.name}: ${result.rps.toFixed(0)} req/s, p99 ${result.p99} ms`);

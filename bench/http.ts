@@ -1,0 +1,187 @@
+// Part 2 of the benchmarks: the shop's POST /payments over HTTP, bare, behind
+// our Express layer and behind the usual Redis middleware, first executions
+// and replays. Every round measures every scenario, bare included, so each
+// ratio compares numbers taken minutes apart on the same machine, not across
+// runs. `npx tsx bench/http.ts [--quick]` prints the markdown table.
+import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pathToFileURL } from 'node:url';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { PAYMENT_ROUTES, type Variant } from './http-app.js';
+import { countPayments, createBenchDatabase, dropBenchDatabase } from './http-database.js';
+import { BENCH_USER, cycledKeys, freshKeys, load, PAYMENT_BODY, type LoadResult } from './http-load.js';
+import { startBenchServer } from './http-server-process.js';
+import { httpBenchTable } from './http-table.js';
+
+export interface HttpBenchOptions {
+  /** A PostgreSQL server; the bench creates and drops its own database there. */
+  databaseUrl: string;
+  /** (Default: redis://127.0.0.1:6379) */
+  redisUrl?: string;
+  /** Concurrent HTTP connections. (Default: 32) */
+  connections?: number;
+  /** Length of each measurement. (Default: 5) */
+  seconds?: number;
+  /** Rounds of all scenarios; results are medians over them. (Default: 3) */
+  rounds?: number;
+  /** Progress lines. (Default: none) */
+  log?: (line: string) => void;
+}
+
+/** One scenario in one round. */
+export interface HttpRound extends LoadResult {
+  /** Payments written during the measurement: one per 2xx first, none for replays. */
+  writes: number;
+}
+
+export interface HttpBenchResult {
+  name: string;
+  /** Median over rounds of 2xx answers per second. */
+  rps: number;
+  /** Median over rounds, in milliseconds. */
+  p50: number;
+  p99: number;
+  /** Median over rounds of rps / bare rps in the same round. */
+  ratio: number;
+  rounds: HttpRound[];
+}
+
+interface Scenario {
+  name: string;
+  variant: Variant;
+  replay: boolean;
+}
+
+const SCENARIOS: readonly Scenario[] = [
+  { name: 'bare', variant: 'bare', replay: false },
+  { name: 'ours', variant: 'ours', replay: false },
+  { name: 'redis', variant: 'redis', replay: false },
+  { name: 'ours replay', variant: 'ours', replay: true },
+  { name: 'redis replay', variant: 'redis', replay: true },
+];
+
+export const DEFAULT_SERVER = 'postgres://postgres@127.0.0.1:5432/test';
+const DEFAULT_REDIS = 'redis://127.0.0.1:6379';
+// Enough to keep 2 cores of Postgres busy, few enough for a server others share.
+const POOL_SIZE = 16;
+const REPLAY_KEYS = 200;
+const WARMUP_SECONDS = 1;
+// autocannon hangs up at the deadline while the server still finishes what it
+// was sent: let those land before counting writes or starting the next run.
+const SETTLE_MS = 500;
+
+export async function runHttpBench(options: HttpBenchOptions): Promise<HttpBenchResult[]> {
+  const connections = options.connections ?? 32;
+  const seconds = options.seconds ?? 5;
+  const rounds = options.rounds ?? 3;
+  const log = options.log ?? (() => {});
+  const redisUrl = options.redisUrl ?? DEFAULT_REDIS;
+  const runId = randomBytes(4).toString('hex');
+  const redisPrefix = `bench-http:${runId}:`;
+
+  const databaseUrl = await createBenchDatabase(options.databaseUrl);
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 });
+  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    const server = await startBenchServer({ databaseUrl, redisUrl, redisPrefix, poolSize: POOL_SIZE });
+    try {
+      const urlOf = (variant: Variant) => server.url + PAYMENT_ROUTES[variant];
+      const keys = freshKeys(`${runId}-fresh`);
+      log(`warming up ${WARMUP_SECONDS} s per route`);
+      for (const variant of ['bare', 'ours', 'redis'] as const) {
+        await load({ url: urlOf(variant), connections, seconds: WARMUP_SECONDS, nextKey: keys });
+        await sleep(SETTLE_MS);
+      }
+      const completed = Array.from({ length: REPLAY_KEYS }, (_, i) => `${runId}-done-${i}`);
+      for (const variant of ['ours', 'redis'] as const) await completeKeys(urlOf(variant), completed);
+
+      const measured = new Map<string, HttpRound[]>(SCENARIOS.map((s) => [s.name, []]));
+      for (let round = 0; round < rounds; round++) {
+        // Rotating the order spreads drift (a neighbour's load, autovacuum) over all scenarios.
+        const order = SCENARIOS.map((_, i) => SCENARIOS[(i + round) % SCENARIOS.length]!);
+        for (const scenario of order) {
+          const before = await countPayments(pool, scenario.variant);
+          const nextKey = scenario.replay ? cycledKeys(completed) : keys;
+          const result = await load({ url: urlOf(scenario.variant), connections, seconds, nextKey });
+          await sleep(SETTLE_MS);
+          const writes = (await countPayments(pool, scenario.variant)) - before;
+          measured.get(scenario.name)!.push({ ...result, writes });
+          log(`round ${round + 1}/${rounds} ${scenario.name}: ${result.rps.toFixed(0)} req/s, p99 ${result.p99} ms`);
+        }
+      }
+      return summarise(measured);
+    } finally {
+      await server.stop();
+    }
+  } finally {
+    await Promise.allSettled([pool.end(), deleteKeys(redis, redisPrefix).finally(() => redis.quit())]);
+    await dropBenchDatabase(options.databaseUrl);
+  }
+}
+
+function summarise(measured: Map<string, HttpRound[]>): HttpBenchResult[] {
+  const bare = measured.get('bare')!;
+  return SCENARIOS.map(({ name }) => {
+    const rounds = measured.get(name)!;
+    return {
+      name,
+      rps: median(rounds.map((r) => r.rps)),
+      p50: median(rounds.map((r) => r.p50)),
+      p99: median(rounds.map((r) => r.p99)),
+      ratio: median(rounds.map((r, i) => r.rps / bare[i]!.rps)),
+      rounds,
+    };
+  });
+}
+
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** Runs each key once, so the replay scenarios only ever meet completed keys. */
+async function completeKeys(url: string, keys: readonly string[]): Promise<void> {
+  for (const key of keys) {
+    const response = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-user-id': BENCH_USER, 'idempotency-key': key },
+      body: PAYMENT_BODY,
+    });
+    await response.arrayBuffer();
+    if (response.status !== 201) throw new Error(`completing key ${key} on ${url} answered ${response.status}`);
+  }
+}
+
+async function deleteKeys(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    if (found.length) await redis.unlink(...found);
+    cursor = next;
+  } while (cursor !== '0');
+}
+
+async function main(): Promise<void> {
+  const quick = process.argv.includes('--quick');
+  const options = { connections: 32, seconds: quick ? 2 : 5, rounds: quick ? 1 : 3 };
+  const results = await runHttpBench({
+    ...options,
+    databaseUrl: process.env.DATABASE_URL ?? DEFAULT_SERVER,
+    redisUrl: process.env.REDIS_URL ?? DEFAULT_REDIS,
+    log: (line) => console.error(line),
+  });
+  console.log(`POST /payments over HTTP: ${options.connections} connections, ${options.rounds} × ${options.seconds} s, ` +
+    `${availableParallelism()} cores, Node ${process.version}, ${new Date().toISOString()}\n`);
+  console.log(httpBenchTable(results));
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((error: unknown) => {
+    console.error(error);
+    process.exitCode = 1;
+  });
+}

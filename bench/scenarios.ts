@@ -1,0 +1,111 @@
+// The four library-level scenarios of part 1, each one operation a worker
+// repeats: (a) the bare business transaction, (b) the same inside
+// withIdempotency with a new key, (c) a replay of a completed key, (d) the
+// Redis middleware around the same transaction with a new key.
+import { randomUUID } from 'node:crypto';
+import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
+import type { Redis } from 'ioredis';
+import { withIdempotencyOutcome, type IdempotencyOptions } from '../src/index.js';
+import { AMOUNT, charge, randomSku, type Charge } from './business.js';
+import { withRedisIdempotency, type RedisIdempotencyOptions } from './redis-idempotency.js';
+
+export type ScenarioId = 'a' | 'b' | 'c' | 'd';
+
+export interface Scenario {
+  id: ScenarioId;
+  label: string;
+  /** One operation; throws when it did not do what the scenario measures. */
+  operation(ctx: ScenarioContext): () => Promise<void>;
+}
+
+export interface ReplayKey {
+  key: string;
+  scope: string;
+  sku: string;
+}
+
+export interface ScenarioContext {
+  db: NodePgDatabase;
+  redis: Redis;
+  redisOptions: RedisIdempotencyOptions;
+  /** Completed keys for (c). */
+  replayKeys: readonly ReplayKey[];
+}
+
+/** Keys belong to tenants: scopes spread new keys over the whole primary key
+ * index, as in a multi-tenant service, instead of one hot corner of it. */
+export const TENANT_COUNT = 1000;
+
+export function randomTenant(): string {
+  return `tenant-${Math.floor(Math.random() * TENANT_COUNT)}`;
+}
+
+/** How (b) and (c) call the library: the request's fingerprint, as the HTTP layer would pass it. */
+export function idempotencyOptions(scope: string, sku: string, extra: IdempotencyOptions = {}): IdempotencyOptions {
+  return { scope, fingerprint: { sku, amount: AMOUNT }, ...extra };
+}
+
+/** First execution with the library: new key, default options. */
+export async function chargeIdempotently(db: NodePgDatabase, key: string, scope: string, sku: string, extra?: IdempotencyOptions) {
+  return withIdempotencyOutcome(db, key, (tx) => charge(tx, key, sku), idempotencyOptions(scope, sku, extra));
+}
+
+export const bare: Scenario = {
+  id: 'a',
+  label: 'bare transaction',
+  operation: ({ db }) => async () => {
+    const sku = randomSku();
+    await db.transaction((tx) => charge(tx, randomUUID(), sku));
+  },
+};
+
+export const firstExecution: Scenario = {
+  id: 'b',
+  label: 'withIdempotency, first execution',
+  operation: ({ db }) => async () => {
+    const outcome = await chargeIdempotently(db, randomUUID(), randomTenant(), randomSku());
+    if (outcome.replayed) throw new Error('a new key was replayed');
+  },
+};
+
+export const replay: Scenario = {
+  id: 'c',
+  label: 'replay (lookupFirst)',
+  operation: ({ db, replayKeys }) => async () => {
+    const hit = replayKeys[Math.floor(Math.random() * replayKeys.length)]!;
+    const outcome = await withIdempotencyOutcome<NodePgDatabase, Charge>(
+      db,
+      hit.key,
+      () => Promise.reject(new Error('a completed key ran its function again')),
+      idempotencyOptions(hit.scope, hit.sku, { lookupFirst: true }),
+    );
+    if (!outcome.replayed) throw new Error('a completed key was not replayed');
+  },
+};
+
+export const redisMiddleware: Scenario = {
+  id: 'd',
+  label: 'Redis middleware, first execution',
+  operation: ({ db, redis, redisOptions }) => async () => {
+    const key = randomUUID();
+    const sku = randomSku();
+    const outcome = await withRedisIdempotency(redis, key, () => db.transaction((tx) => charge(tx, key, sku)), redisOptions);
+    if (outcome.replayed) throw new Error('a new key was replayed');
+  },
+};
+
+export const SCENARIOS: readonly Scenario[] = [bare, firstExecution, replay, redisMiddleware];
+
+/** Completed keys for (c), made by the library itself so they look like real ones. */
+export async function createReplayKeys(db: NodePgDatabase, count: number, concurrency = 8): Promise<ReplayKey[]> {
+  const keys: ReplayKey[] = [];
+  const worker = async () => {
+    while (keys.length < count) {
+      const entry = { key: randomUUID(), scope: randomTenant(), sku: randomSku() };
+      keys.push(entry);
+      await chargeIdempotently(db, entry.key, entry.scope, entry.sku);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return keys;
+}

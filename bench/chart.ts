@@ -57,7 +57,7 @@ function renderPanel(panel: ChartPanel): string {
 
   out.push(`<text x="${PANEL_WIDTH / 2}" y="20" text-anchor="middle" font-size="14" font-weight="600" fill="#111">${escape(panel.title)}</text>`);
   // Legend on one line under the title.
-  let legendX = MARGIN.left;
+  let legendX = 20;
   for (const s of panel.series) {
     out.push(`<rect x="${legendX}" y="32" width="10" height="10" fill="${s.color}"/>`);
     out.push(`<text x="${legendX + 14}" y="41" fill="#333" font-size="11">${escape(s.label)}</text>`);

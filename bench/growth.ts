@@ -184,7 +184,7 @@ function report(bySize: SizeResult[], connections: number): ModuleReport {
   const chart: ChartPanel = {
     title: `Part 4: growth, ${connections} connections`,
     yLabel: 'tx/s (median, whisker min–max)',
-    series: (['a', 'b', 'c'] as const).map((id) => ({ id, label: `(${id})`, color: SERIES_COLORS[id] })),
+    series: [bare, firstExecution, replay].map((s) => ({ id: s.id, label: `(${s.id}) ${s.short}`, color: SERIES_COLORS[s.id] })),
     groups: bySize.map((s) => ({
       label: `${formatRows(s.prefilled)} keys`,
       bars: (['a', 'b', 'c'] as const).map((id) => {

@@ -21,7 +21,7 @@ export async function writeReport(options: BenchOptions, machine: Machine, parts
   const ordered = [...parts].sort((x, y) => x.module.part - y.module.part);
   const charts = ordered.flatMap((p) => p.report.charts);
   if (charts.length > 0) {
-    await writeFile(join(options.outDir, CHART_FILE), renderChart(charts, `${machine.cores} cores, PostgreSQL ${machine.postgres}, Redis ${machine.redis}, ${machine.date}`));
+    await writeFile(join(options.outDir, CHART_FILE), renderChart(charts, `${machine.cores} cores, PostgreSQL ${machine.postgres.split(' ')[0]}, Redis ${machine.redis}, ${machine.date.slice(0, 10)}`));
   }
   const targets = ordered.flatMap((p) => p.report.targets);
   const markdown = [

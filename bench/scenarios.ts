@@ -14,6 +14,8 @@ export type ScenarioId = 'a' | 'b' | 'c' | 'd';
 export interface Scenario {
   id: ScenarioId;
   label: string;
+  /** For chart legends. */
+  short: string;
   /** One operation; throws when it did not do what the scenario measures. */
   operation(ctx: ScenarioContext): () => Promise<void>;
 }
@@ -52,6 +54,7 @@ export async function chargeIdempotently(db: NodePgDatabase, key: string, scope:
 
 export const bare: Scenario = {
   id: 'a',
+  short: 'bare',
   label: 'bare transaction',
   operation: ({ db }) => async () => {
     const sku = randomSku();
@@ -61,6 +64,7 @@ export const bare: Scenario = {
 
 export const firstExecution: Scenario = {
   id: 'b',
+  short: 'withIdempotency',
   label: 'withIdempotency, first execution',
   operation: ({ db }) => async () => {
     const outcome = await chargeIdempotently(db, randomUUID(), randomTenant(), randomSku());
@@ -70,6 +74,7 @@ export const firstExecution: Scenario = {
 
 export const replay: Scenario = {
   id: 'c',
+  short: 'replay',
   label: 'replay (lookupFirst)',
   operation: ({ db, replayKeys }) => async () => {
     const hit = replayKeys[Math.floor(Math.random() * replayKeys.length)]!;
@@ -85,6 +90,7 @@ export const replay: Scenario = {
 
 export const redisMiddleware: Scenario = {
   id: 'd',
+  short: 'Redis middleware',
   label: 'Redis middleware, first execution',
   operation: ({ db, redis, redisOptions }) => async () => {
     const key = randomUUID();

@@ -159,6 +159,15 @@ function report(ctx: BenchContext, byConnections: Map<number, RoundResults>, hot
   };
 
   const hotShare = hot.updates === 0 ? NaN : hot.hotUpdates / hot.updates;
+  const ours = (id: ScenarioId) => cpuMicros(id, columns[4]![1]);
+  const machine = (id: ScenarioId) => cpuMicros(id, (c) => c.nodeMs + c.postgresMs + c.postgresBackgroundMs + c.redisMs + c.interruptsMs + c.stealMs + c.otherMs + c.idleMs);
+  const idleShare = cpuMicros('b', (c) => c.idleMs) / machine('b');
+  const cpuReading = hasCpu
+    ? `With the cores ${(100 - idleShare * 100).toFixed(0)}% busy during (b), throughput follows CPU per operation: ` +
+      `(a) takes ${rate(ours('a'))} µs, (b) ${rate(ours('b'))} µs and (d) ${rate(ours('d'))} µs of Node + Postgres + Redis CPU, ` +
+      `so CPU alone predicts (b) ÷ (a) ≈ ${(ours('a') / ours('b')).toFixed(2)} and (b) ÷ (d) ≈ ${(ours('d') / ours('b')).toFixed(2)} ` +
+      `(measured ${ratioSpread(b)} and ${ratioSpread(bd)}). Where (b)'s extra CPU goes, and what would cut it: [bench/README.md](bench/README.md#findings).`
+    : '';
   const markdown = [
     `Closed loop: as many workers as connections, each repeating one operation; a pool of exactly that many connections, opened before measuring. ` +
       `${options.rounds} rounds × ${options.seconds} s per cell after ${options.warmupSeconds} s of warm-up; every round measures the four scenarios in a rotated order, ` +
@@ -182,6 +191,8 @@ function report(ctx: BenchContext, byConnections: Map<number, RoundResults>, hot
       'hypervisor gave elsewhere; other processes whatever else ran (other users of this shared machine); idle the cores\' unused time.',
     '',
     cpuTable,
+    '',
+    cpuReading,
     '',
     `Store UPDATEs of part 1 that were HOT (no new index entries, so the store adds no index work): ${Number.isFinite(hotShare) ? `${(hotShare * 100).toFixed(0)}%` : '–'} ` +
       `(${hot.hotUpdates.toLocaleString('en-US')} of ${hot.updates.toLocaleString('en-US')}).`,

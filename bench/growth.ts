@@ -179,7 +179,8 @@ function report(bySize: SizeResult[], connections: number): ModuleReport {
       : (['b', 'c'] as const).map((id) => ({
           target: `(${id}) at ${formatRows(last.prefilled)} keys ≥ 0.9x (${id}) at ${formatRows(base.prefilled)}`,
           measured: `${ratio(versusEmpty(last, id))} raw, ${ratio(normalised(last, id))} normalised by (a)`,
-          met: versusEmpty(last, id) >= 0.9,
+          // The machine drifts between sizes, in either direction: both readings must pass.
+          met: Math.min(versusEmpty(last, id), normalised(last, id)) >= 0.9,
         }));
   const chart: ChartPanel = {
     title: `Part 4: growth, ${connections} connections`,

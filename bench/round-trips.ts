@@ -11,7 +11,7 @@ import pg from 'pg';
 import { lookupReplay, withIdempotencyOutcome } from '../src/index.js';
 import { charge, randomSku, type Charge } from './business.js';
 import { BENCH_DATABASE } from './environment.js';
-import { ms, table, verdict } from './format.js';
+import { table, verdict } from './format.js';
 import { sleep } from './load.js';
 import type { BenchContext, BenchModule, ModuleReport, TargetCheck } from './module.js';
 import { statementKind } from './pg-tap.js';
@@ -120,7 +120,6 @@ interface Count {
   sequence: string[];
   transactionsPerOperation: number;
   redisCommandsPerOperation: number;
-  medianOperationMs: number;
   /** Median duration of each kind of statement, ms, one connection. */
   statementMs: Record<string, number>;
 }
@@ -158,7 +157,6 @@ export const roundTripsModule: BenchModule = {
         let current: string[] = [];
         const perOperation: string[][] = [];
         const durations = new Map<string, number[]>();
-        const operationMs: number[] = [];
         const redisBefore = { n: 0 };
         const transactions = await serverTransactions(admin, async () => {
           const counted = await openPool(env.url, 1, (text, send) => {
@@ -178,9 +176,7 @@ export const roundTripsModule: BenchModule = {
             redisBefore.n = redisCommands;
             for (let i = 0; i < n; i++) {
               current = [];
-              const started = performance.now();
               await variant.operation(deps, prepared[i]);
-              operationMs.push(performance.now() - started);
               perOperation.push(current);
             }
             counting = false;
@@ -197,7 +193,6 @@ export const roundTripsModule: BenchModule = {
           sequence: perOperation.at(-1)!,
           transactionsPerOperation: (transactions - overhead) / n,
           redisCommandsPerOperation: (redisCommands - redisBefore.n) / n,
-          medianOperationMs: median(operationMs),
           statementMs: Object.fromEntries([...durations].map(([kind, list]) => [kind, median(list)])),
         };
         counts.push(count);
@@ -241,14 +236,13 @@ function report(counts: Count[], n: number): ModuleReport {
   const c = byId.get('c')!;
   const statements = (x: Count) => (x.range[0] === x.range[1] ? String(x.range[0]) : `${x.statementsPerOperation} (${x.range[0]}–${x.range[1]})`);
   const countTable = table(
-    ['operation', 'statements to Postgres', 'sequence', 'Postgres transactions (server count)', 'Redis commands', 'median ms, 1 conn.'],
+    ['operation', 'statements to Postgres', 'sequence', 'Postgres transactions (server count)', 'Redis commands'],
     counts.map((x) => [
       x.label,
       statements(x),
       x.sequence.join(' → ') || '–',
       x.transactionsPerOperation.toFixed(2),
       x.redisCommandsPerOperation.toFixed(0),
-      ms(x.medianOperationMs),
     ]),
   );
   const kinds = Object.keys(b.statementMs);
@@ -273,7 +267,7 @@ function report(counts: Count[], n: number): ModuleReport {
     '',
     countTable,
     '',
-    'Where the time of a first execution goes on one connection (loopback, so mostly round trip and server CPU):',
+    `Where the time of a first execution goes on one connection (loopback, so mostly round trip and server CPU; ${n} operations, so a busy neighbour shows here first):`,
     '',
     statementTable,
     '',

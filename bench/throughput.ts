@@ -166,7 +166,8 @@ function report(ctx: BenchContext, byConnections: Map<number, RoundResults>, hot
     ? `With the cores ${(100 - idleShare * 100).toFixed(0)}% busy during (b), throughput follows CPU per operation: ` +
       `(a) takes ${rate(ours('a'))} µs, (b) ${rate(ours('b'))} µs and (d) ${rate(ours('d'))} µs of Node + Postgres + Redis CPU, ` +
       `so CPU alone predicts (b) ÷ (a) ≈ ${(ours('a') / ours('b')).toFixed(2)} and (b) ÷ (d) ≈ ${(ours('d') / ours('b')).toFixed(2)} ` +
-      `(measured ${ratioSpread(b)} and ${ratioSpread(bd)}). Where (b)'s extra CPU goes, and what would cut it: [bench/README.md](bench/README.md#findings).`
+      `(measured ${ratioSpread(b)} and ${ratioSpread(bd)}); a replay (c) takes ${rate(ours('c'))} µs, so CPU predicts (c) ÷ (a) ≈ ${(ours('a') / ours('c')).toFixed(2)} ` +
+      `(measured ${ratioSpread(c)}). Where the CPU goes and what would cut it: [bench/README.md](bench/README.md#findings).`
     : '';
   const markdown = [
     `Closed loop: as many workers as connections, each repeating one operation; a pool of exactly that many connections, opened before measuring. ` +

@@ -4,10 +4,10 @@
 import { CpuProbe } from './cpu.js';
 import { runClosedLoop, type LoadResult } from './load.js';
 import { serverProcesses, type BenchPool } from './pools.js';
-import type { Scenario, ScenarioContext, ScenarioId } from './scenarios.js';
+import type { Scenario, ScenarioContext } from './scenarios.js';
 import { spread, type Spread } from './stats.js';
 
-export type RoundResults = Map<ScenarioId, LoadResult[]>;
+export type RoundResults = Map<string, LoadResult[]>;
 
 export interface RoundSpec {
   pool: BenchPool;
@@ -42,19 +42,19 @@ export async function measureRounds(spec: RoundSpec): Promise<RoundResults> {
   return results;
 }
 
-export function rates(results: RoundResults, id: ScenarioId): Spread {
+export function rates(results: RoundResults, id: string): Spread {
   return spread(results.get(id)!.map((r) => r.perSecond));
 }
 
 /** Ratio of two scenarios round by round: the pairing cancels slow drifts. */
-export function pairedRatio(results: RoundResults, numerator: ScenarioId, denominator: ScenarioId): Spread {
+export function pairedRatio(results: RoundResults, numerator: string, denominator: string): Spread {
   const top = results.get(numerator)!;
   const bottom = results.get(denominator)!;
   return spread(top.map((r, i) => r.perSecond / bottom[i]!.perSecond));
 }
 
 /** Median over rounds of a per-operation quantity. */
-export function perOperation(results: RoundResults, id: ScenarioId, pick: (r: LoadResult) => number | undefined): number | undefined {
+export function perOperation(results: RoundResults, id: string, pick: (r: LoadResult) => number | undefined): number | undefined {
   const values = results
     .get(id)!
     .map((r) => {

@@ -12,7 +12,8 @@ import { withRedisIdempotency, type RedisIdempotencyOptions } from './redis-idem
 export type ScenarioId = 'a' | 'b' | 'c' | 'd';
 
 export interface Scenario {
-  id: ScenarioId;
+  /** One of ScenarioId, or a variant of one (part 4's small-table twins). */
+  id: string;
   label: string;
   /** For chart legends. */
   short: string;
@@ -32,6 +33,8 @@ export interface ScenarioContext {
   redisOptions: RedisIdempotencyOptions;
   /** Completed keys for (c). */
   replayKeys: readonly ReplayKey[];
+  /** Postgres schema of the key table (b) and (c) use; the search_path's when absent. */
+  keysSchema?: string;
 }
 
 /** Keys belong to tenants: scopes spread new keys over the whole primary key
@@ -66,8 +69,8 @@ export const firstExecution: Scenario = {
   id: 'b',
   short: 'withIdempotency',
   label: 'withIdempotency, first execution',
-  operation: ({ db }) => async () => {
-    const outcome = await chargeIdempotently(db, randomUUID(), randomTenant(), randomSku());
+  operation: ({ db, keysSchema }) => async () => {
+    const outcome = await chargeIdempotently(db, randomUUID(), randomTenant(), randomSku(), { schema: keysSchema });
     if (outcome.replayed) throw new Error('a new key was replayed');
   },
 };
@@ -76,13 +79,13 @@ export const replay: Scenario = {
   id: 'c',
   short: 'replay',
   label: 'replay (lookupFirst)',
-  operation: ({ db, replayKeys }) => async () => {
+  operation: ({ db, replayKeys, keysSchema }) => async () => {
     const hit = replayKeys[Math.floor(Math.random() * replayKeys.length)]!;
     const outcome = await withIdempotencyOutcome<NodePgDatabase, Charge>(
       db,
       hit.key,
       () => Promise.reject(new Error('a completed key ran its function again')),
-      idempotencyOptions(hit.scope, hit.sku, { lookupFirst: true }),
+      idempotencyOptions(hit.scope, hit.sku, { lookupFirst: true, schema: keysSchema }),
     );
     if (!outcome.replayed) throw new Error('a completed key was not replayed');
   },
@@ -102,14 +105,19 @@ export const redisMiddleware: Scenario = {
 
 export const SCENARIOS: readonly Scenario[] = [bare, firstExecution, replay, redisMiddleware];
 
+/** The same scenario against the key table in another schema, under its own id. */
+export function againstSchema(scenario: Scenario, id: string, label: string, keysSchema: string, replayKeys: readonly ReplayKey[]): Scenario {
+  return { ...scenario, id, label, operation: (ctx) => scenario.operation({ ...ctx, keysSchema, replayKeys }) };
+}
+
 /** Completed keys for (c), made by the library itself so they look like real ones. */
-export async function createReplayKeys(db: NodePgDatabase, count: number, concurrency = 8): Promise<ReplayKey[]> {
+export async function createReplayKeys(db: NodePgDatabase, count: number, schema?: string, concurrency = 8): Promise<ReplayKey[]> {
   const keys: ReplayKey[] = [];
   const worker = async () => {
     while (keys.length < count) {
       const entry = { key: randomUUID(), scope: randomTenant(), sku: randomSku() };
       keys.push(entry);
-      await chargeIdempotently(db, entry.key, entry.scope, entry.sku);
+      await chargeIdempotently(db, entry.key, entry.scope, entry.sku, { schema });
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));

@@ -91,7 +91,7 @@ function report(ctx: BenchContext, byConnections: Map<number, RoundResults>, hot
   const connections = [...byConnections.keys()];
   const top = Math.max(...connections);
   const topResults = byConnections.get(top)!;
-  const labelOf = (id: ScenarioId) => `(${id}) ${SCENARIOS.find((s) => s.id === id)!.label}`;
+  const labelOf = (id: string) => `(${id}) ${SCENARIOS.find((s) => s.id === id)!.label}`;
 
   const rateTable = table(
     ['scenario', ...connections.map((c) => `${c} conn. tx/s`)],
@@ -115,7 +115,7 @@ function report(ctx: BenchContext, byConnections: Map<number, RoundResults>, hot
     ]),
   );
 
-  const cpuMicros = (id: ScenarioId, pick: (cpu: CpuUse) => number) =>
+  const cpuMicros = (id: string, pick: (cpu: CpuUse) => number) =>
     perOperation(topResults, id, (r) => (r.cpu ? pick(r.cpu) * 1000 : undefined)) ?? NaN;
   const hasCpu = topResults.get('a')!.some((r) => r.cpu !== undefined);
   const columns: [string, (c: CpuUse) => number][] = [
@@ -148,7 +148,7 @@ function report(ctx: BenchContext, byConnections: Map<number, RoundResults>, hot
   const chart: ChartPanel = {
     title: 'Part 1: transactions per second',
     yLabel: 'tx/s (median, whisker min–max)',
-    series: SCENARIOS.map((s) => ({ id: s.id, label: `(${s.id}) ${s.short}`, color: SERIES_COLORS[s.id] })),
+    series: SCENARIOS.map((s) => ({ id: s.id, label: `(${s.id}) ${s.short}`, color: SERIES_COLORS[s.id as ScenarioId] })),
     groups: connections.map((conn) => ({
       label: `${conn} connection${conn === 1 ? '' : 's'}`,
       bars: SCENARIOS.map((s) => {
@@ -159,8 +159,8 @@ function report(ctx: BenchContext, byConnections: Map<number, RoundResults>, hot
   };
 
   const hotShare = hot.updates === 0 ? NaN : hot.hotUpdates / hot.updates;
-  const ours = (id: ScenarioId) => cpuMicros(id, columns[4]![1]);
-  const machine = (id: ScenarioId) => cpuMicros(id, (c) => c.nodeMs + c.postgresMs + c.postgresBackgroundMs + c.redisMs + c.interruptsMs + c.stealMs + c.otherMs + c.idleMs);
+  const ours = (id: string) => cpuMicros(id, columns[4]![1]);
+  const machine = (id: string) => cpuMicros(id, (c) => c.nodeMs + c.postgresMs + c.postgresBackgroundMs + c.redisMs + c.interruptsMs + c.stealMs + c.otherMs + c.idleMs);
   const idleShare = cpuMicros('b', (c) => c.idleMs) / machine('b');
   const cpuReading = hasCpu
     ? `With the cores ${(100 - idleShare * 100).toFixed(0)}% busy during (b), throughput follows CPU per operation: ` +

@@ -1,0 +1,50 @@
+// Sees every statement a pg.Pool sends, at the one place all of them pass:
+// each client's query method. Used to count and time statements (part 3) and
+// to stop a process at an exact point of a transaction (part 5).
+import type pg from 'pg';
+
+/** Called instead of the client's query; `send` performs the original call. */
+export type QueryInterceptor = (text: string, send: () => Promise<unknown>) => Promise<unknown>;
+
+export function interceptQueries(pool: pg.Pool, intercept: QueryInterceptor): void {
+  // 'connect' fires for each new client before anyone can use it.
+  pool.on('connect', (client) => {
+    const original = client.query.bind(client) as (...args: unknown[]) => unknown;
+    const tapped = (...args: unknown[]) => {
+      // pg-pool's own query() passes a callback; turn every call into the
+      // promise form so the interceptor sees when each statement ends.
+      const callback = typeof args.at(-1) === 'function' ? (args.pop() as (error: unknown, result?: unknown) => void) : undefined;
+      const result = intercept(statementText(args[0]), () => original(...args) as Promise<unknown>);
+      if (!callback) return result;
+      result.then(
+        (value) => callback(null, value),
+        (error: unknown) => callback(error),
+      );
+      return undefined;
+    };
+    (client as unknown as { query: typeof tapped }).query = tapped;
+  });
+}
+
+function statementText(first: unknown): string {
+  if (typeof first === 'string') return first;
+  if (first && typeof first === 'object' && 'text' in first && typeof first.text === 'string') return first.text;
+  return '';
+}
+
+/** A short, stable name for a statement, for counts and profiles. */
+export function statementKind(text: string): string {
+  const s = text.replace(/\s+/g, ' ').trim().toLowerCase();
+  if (/^begin\b/.test(s)) return 'BEGIN';
+  if (/^commit\b/.test(s)) return 'COMMIT';
+  if (/^rollback\b/.test(s)) return 'ROLLBACK';
+  if (/^(savepoint|release)\b/.test(s)) return 'SAVEPOINT';
+  if (/^insert into "idempotency_keys"/.test(s)) return 'claim';
+  if (/^update "idempotency_keys"/.test(s)) return 'store';
+  if (/^select status, fingerprint, response from "idempotency_keys"/.test(s)) return 'lookup';
+  if (/^select .*"idempotency_keys"/.test(s)) return 'read key';
+  if (/^select quantity from stock .* for update$/.test(s)) return 'SELECT stock FOR UPDATE';
+  if (/^update stock\b/.test(s)) return 'UPDATE stock';
+  if (/^insert into charges\b/.test(s)) return 'INSERT charge';
+  return s.slice(0, 40);
+}

@@ -1,0 +1,125 @@
+// The four library-level scenarios of part 1, each one operation a worker
+// repeats: (a) the bare business transaction, (b) the same inside
+// withIdempotency with a new key, (c) a replay of a completed key, (d) the
+// Redis middleware around the same transaction with a new key.
+import { randomUUID } from 'node:crypto';
+import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
+import type { Redis } from 'ioredis';
+import { withIdempotencyOutcome, type IdempotencyOptions } from '../src/index.js';
+import { AMOUNT, charge, randomSku, type Charge } from './business.js';
+import { withRedisIdempotency, type RedisIdempotencyOptions } from './redis-idempotency.js';
+
+export type ScenarioId = 'a' | 'b' | 'c' | 'd';
+
+export interface Scenario {
+  /** One of ScenarioId, or a variant of one (part 4's small-table twins). */
+  id: string;
+  label: string;
+  /** For chart legends. */
+  short: string;
+  /** One operation; throws when it did not do what the scenario measures. */
+  operation(ctx: ScenarioContext): () => Promise<void>;
+}
+
+export interface ReplayKey {
+  key: string;
+  scope: string;
+  sku: string;
+}
+
+export interface ScenarioContext {
+  db: NodePgDatabase;
+  redis: Redis;
+  redisOptions: RedisIdempotencyOptions;
+  /** Completed keys for (c). */
+  replayKeys: readonly ReplayKey[];
+  /** Postgres schema of the key table (b) and (c) use; the search_path's when absent. */
+  keysSchema?: string;
+}
+
+/** Keys belong to tenants: scopes spread new keys over the whole primary key
+ * index, as in a multi-tenant service, instead of one hot corner of it. */
+export const TENANT_COUNT = 1000;
+
+export function randomTenant(): string {
+  return `tenant-${Math.floor(Math.random() * TENANT_COUNT)}`;
+}
+
+/** How (b) and (c) call the library: the request's fingerprint, as the HTTP layer would pass it. */
+export function idempotencyOptions(scope: string, sku: string, extra: IdempotencyOptions = {}): IdempotencyOptions {
+  return { scope, fingerprint: { sku, amount: AMOUNT }, ...extra };
+}
+
+/** First execution with the library: new key, default options. */
+export async function chargeIdempotently(db: NodePgDatabase, key: string, scope: string, sku: string, extra?: IdempotencyOptions) {
+  return withIdempotencyOutcome(db, key, (tx) => charge(tx, key, sku), idempotencyOptions(scope, sku, extra));
+}
+
+export const bare: Scenario = {
+  id: 'a',
+  short: 'bare',
+  label: 'bare transaction',
+  operation: ({ db }) => async () => {
+    const sku = randomSku();
+    await db.transaction((tx) => charge(tx, randomUUID(), sku));
+  },
+};
+
+export const firstExecution: Scenario = {
+  id: 'b',
+  short: 'withIdempotency',
+  label: 'withIdempotency, first execution',
+  operation: ({ db, keysSchema }) => async () => {
+    const outcome = await chargeIdempotently(db, randomUUID(), randomTenant(), randomSku(), { schema: keysSchema });
+    if (outcome.replayed) throw new Error('a new key was replayed');
+  },
+};
+
+export const replay: Scenario = {
+  id: 'c',
+  short: 'replay',
+  label: 'replay (lookupFirst)',
+  operation: ({ db, replayKeys, keysSchema }) => async () => {
+    const hit = replayKeys[Math.floor(Math.random() * replayKeys.length)]!;
+    const outcome = await withIdempotencyOutcome<NodePgDatabase, Charge>(
+      db,
+      hit.key,
+      () => Promise.reject(new Error('a completed key ran its function again')),
+      idempotencyOptions(hit.scope, hit.sku, { lookupFirst: true, schema: keysSchema }),
+    );
+    if (!outcome.replayed) throw new Error('a completed key was not replayed');
+  },
+};
+
+export const redisMiddleware: Scenario = {
+  id: 'd',
+  short: 'Redis middleware',
+  label: 'Redis middleware, first execution',
+  operation: ({ db, redis, redisOptions }) => async () => {
+    const key = randomUUID();
+    const sku = randomSku();
+    const outcome = await withRedisIdempotency(redis, key, () => db.transaction((tx) => charge(tx, key, sku)), redisOptions);
+    if (outcome.replayed) throw new Error('a new key was replayed');
+  },
+};
+
+export const SCENARIOS: readonly Scenario[] = [bare, firstExecution, replay, redisMiddleware];
+
+/** The same scenario against the key table in another schema, under its own id. */
+export function againstSchema(scenario: Scenario, id: string, label: string, keysSchema: string, replayKeys: readonly ReplayKey[]): Scenario {
+  return { ...scenario, id, label, operation: (ctx) => scenario.operation({ ...ctx, keysSchema, replayKeys }) };
+}
+
+/** Completed keys for (c), made by the library itself so they look like real ones. */
+export async function createReplayKeys(db: NodePgDatabase, count: number, schema?: string, concurrency = 8): Promise<ReplayKey[]> {
+  const keys: ReplayKey[] = [];
+  const worker = async () => {
+    while (keys.length < count) {
+      const entry = { key: randomUUID(), scope: randomTenant(), sku: randomSku() };
+      keys.push(entry);
+      await chargeIdempotently(db, entry.key, entry.scope, entry.sku, { schema });
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return keys;
+}

@@ -1,9 +1,9 @@
 // Command-line options of `npm run bench`. A full run is sized to stay under
 // ten minutes on two cores; `--quick` is for checking the harness, not numbers.
 
-export type PartId = 'round-trips' | 'throughput' | 'growth' | 'crash-window';
+export type PartId = 'round-trips' | 'throughput' | 'http' | 'growth' | 'crash-window';
 
-export const ALL_PARTS: readonly PartId[] = ['round-trips', 'throughput', 'growth', 'crash-window'];
+export const ALL_PARTS: readonly PartId[] = ['round-trips', 'throughput', 'http', 'growth', 'crash-window'];
 
 export interface BenchOptions {
   quick: boolean;
@@ -15,6 +15,9 @@ export interface BenchOptions {
   /** Measured seconds per scenario and round (after the warm-up). */
   seconds: number;
   warmupSeconds: number;
+  /** Part 2: autocannon connections and measured seconds per scenario and round (rounds as part 1). */
+  httpConnections: number;
+  httpSeconds: number;
   /** Rows pre-filled into idempotency_keys for part 4, ascending. */
   growthRows: number[];
   growthConnections: number;
@@ -58,6 +61,8 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
         rounds: 2,
         seconds: 1,
         warmupSeconds: 0.25,
+        httpConnections: 32,
+        httpSeconds: 1,
         growthRows: [0, 100_000],
         growthConnections: 32,
         growthRounds: 2,
@@ -76,6 +81,8 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
         rounds: 5,
         seconds: 2,
         warmupSeconds: 0.5,
+        httpConnections: 32,
+        httpSeconds: 3,
         growthRows: [0, 1_000_000, 10_000_000],
         growthConnections: 32,
         growthRounds: 3,
@@ -91,6 +98,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     rounds: flags.has('rounds') ? positiveInt(flags.get('rounds')!, 'rounds') : defaults.rounds,
     growthRounds: flags.has('rounds') ? positiveInt(flags.get('rounds')!, 'rounds') : defaults.growthRounds,
     seconds: flags.has('seconds') ? positiveNumber(flags.get('seconds')!, 'seconds') : defaults.seconds,
+    httpSeconds: flags.has('seconds') ? positiveNumber(flags.get('seconds')!, 'seconds') : defaults.httpSeconds,
     growthRows: flags.has('rows') ? rowsList(flags.get('rows')!) : defaults.growthRows,
     outDir: flags.get('out') ?? defaults.outDir,
     keepDatabase: flags.has('keep-db'),

@@ -1,11 +1,12 @@
 // `npm run bench`: sets up the bench database, runs the parts in an order
 // that keeps them from disturbing each other, writes the report.
 //   round trips first (the server's counters must see only its connections),
-//   throughput, crash window, and growth last (it leaves 10M rows behind).
+//   throughput, HTTP, crash window, and growth last (it leaves 10M rows behind).
 import { performance } from 'node:perf_hooks';
 import { crashWindowModule } from './crash-window.js';
 import { openEnvironment } from './environment.js';
 import { growthModule } from './growth.js';
+import { httpModule } from './http.js';
 import { describeMachine } from './machine.js';
 import type { BenchModule } from './module.js';
 import { parseOptions } from './options.js';
@@ -13,7 +14,7 @@ import { writeReport, type PartResult } from './report.js';
 import { roundTripsModule } from './round-trips.js';
 import { throughputModule } from './throughput.js';
 
-const MODULES: readonly BenchModule[] = [roundTripsModule, throughputModule, crashWindowModule, growthModule];
+const MODULES: readonly BenchModule[] = [roundTripsModule, throughputModule, httpModule, crashWindowModule, growthModule];
 
 const log = (line: string) => console.log(line);
 const args = process.argv.slice(2);

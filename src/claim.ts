@@ -1,5 +1,5 @@
 import { sql, type SQL } from 'drizzle-orm';
-import { keysTable, queryRows, type IdempotencyDatabase } from './db.js';
+import { keysTable, queryRows, type SqlRunner } from './db.js';
 import { IdempotencyInFlightError, IdempotencySerializationError } from './errors.js';
 import type { ResolvedOptions } from './options.js';
 import { LOCK_NOT_AVAILABLE, SERIALIZATION_FAILURE, sqlState } from './pg-error.js';
@@ -32,7 +32,7 @@ export const reclaimable = (k: SQL) =>
  *
  * Returns true when this transaction now owns the key.
  */
-export async function claimKey(db: IdempotencyDatabase, o: ResolvedOptions): Promise<boolean> {
+export async function claimKey(db: SqlRunner, o: ResolvedOptions): Promise<boolean> {
   const rows = await bounded(o, () =>
     queryRows(
       db,
@@ -41,6 +41,7 @@ export async function claimKey(db: IdempotencyDatabase, o: ResolvedOptions): Pro
           from ${boundedWait(o)}
           on conflict (scope, key) do nothing
           returning ${restoreLockTimeout}`,
+      o.prepare,
     ),
   );
   return rows.length === 1;
@@ -51,7 +52,7 @@ export async function claimKey(db: IdempotencyDatabase, o: ResolvedOptions): Pro
  * checked again on the locked row, so of two reclaimers only one wins; the
  * other sees the winner's row on its next read.
  */
-export async function reclaimKey(db: IdempotencyDatabase, o: ResolvedOptions): Promise<boolean> {
+export async function reclaimKey(db: SqlRunner, o: ResolvedOptions): Promise<boolean> {
   const k = keysTable(o.schema);
   const rows = await bounded(o, () =>
     queryRows(
@@ -61,6 +62,7 @@ export async function reclaimKey(db: IdempotencyDatabase, o: ResolvedOptions): P
           from ${boundedWait(o)}
           where ${k}.scope = ${o.scope} and ${k}.key = ${o.key} and ${reclaimable(k)}
           returning ${restoreLockTimeout}`,
+      o.prepare,
     ),
   );
   return rows.length === 1;

@@ -1,7 +1,8 @@
 import { claimKey, reclaimKey } from './claim.js';
-import { isTransaction, type IdempotencyDatabase, type TransactionOf } from './db.js';
+import { isTransaction, type IdempotencyDatabase, type SqlRunner, type TransactionOf } from './db.js';
 import { IdempotencyInFlightError, IdempotencySerializationError } from './errors.js';
 import { resolveOptions, type IdempotencyOptions, type ResolvedOptions } from './options.js';
+import { inPipelinedTransaction, pipelineSourceOf, type Pipeline } from './pipelined-transaction.js';
 import { serializeResult } from './result.js';
 import { lookupStored, readKey, replayOf, type IdempotentOutcome, type KeyRow } from './stored-key.js';
 import { storeResult } from './store.js';
@@ -12,7 +13,8 @@ import { storeResult } from './store.js';
  *
  * Given a transaction, the claim, `fn` and the stored result share one
  * savepoint inside it, and commit with it. Given a database, it opens the
- * transaction itself.
+ * transaction itself; on a node-postgres pool created with `pipeline: true`
+ * it sends BEGIN together with the claim and the store together with COMMIT.
  *
  * @example
  * const charge = await db.transaction((tx) =>
@@ -54,8 +56,10 @@ export async function withIdempotencyOutcome<TDb extends IdempotencyDatabase, T>
     const hit = await lookupStored<T>(db, o);
     if (hit) return hit;
   }
+  const pipeline = pipelineSourceOf(db);
   for (let attempt = 0; ; attempt++) {
     try {
+      if (pipeline) return await inPipelinedTransaction(pipeline, o.transaction, (p) => claimRunStorePipelined(p, o, fn as (tx: IdempotencyDatabase) => Promise<T>));
       return await db.transaction(run as (tx: IdempotencyDatabase) => Promise<IdempotentOutcome<T>>, o.transaction);
     } catch (error) {
       // We own this transaction, so we may run it again: the new snapshot sees
@@ -76,7 +80,7 @@ export async function withIdempotencyOutcome<TDb extends IdempotencyDatabase, T>
 export async function lookupReplay<T = unknown>(
   db: IdempotencyDatabase,
   key: string,
-  options?: Pick<IdempotencyOptions, 'scope' | 'fingerprint' | 'schema'>,
+  options?: Pick<IdempotencyOptions, 'scope' | 'fingerprint' | 'schema' | 'prepare'>,
 ): Promise<IdempotentOutcome<T> | undefined> {
   return lookupStored<T>(db, resolveOptions(key, options));
 }
@@ -86,20 +90,52 @@ async function claimRunStore<T>(
   o: ResolvedOptions,
   fn: (tx: IdempotencyDatabase) => Promise<T>,
 ): Promise<IdempotentOutcome<T>> {
-  const live = await acquire(tx, o);
+  const live = await acquire(tx, o, claimKey(tx, o));
   if (live) return replayOf<T>(live, o);
   const json = serializeResult(await fn(tx), o.maxResultBytes);
   return { value: await storeResult<T>(tx, o, json), replayed: false };
+}
+
+/**
+ * `claimRunStore` in a pipelined transaction: two round trips fewer, because
+ * BEGIN goes out with the claim and the store with COMMIT. A store that fails
+ * aborts the transaction, so the COMMIT behind it rolls back.
+ */
+async function claimRunStorePipelined<T>(
+  p: Pipeline,
+  o: ResolvedOptions,
+  fn: (tx: IdempotencyDatabase) => Promise<T>,
+): Promise<IdempotentOutcome<T>> {
+  const begun = p.begin();
+  const claimed = claimKey(p.runner, o);
+  await both(begun, claimed);
+  const live = await acquire(p.runner, o, claimed);
+  if (live) return replayOf<T>(live, o);
+  const json = serializeResult(await fn(p.tx), o.maxResultBytes);
+  const stored = storeResult<T>(p.runner, o, json, true);
+  const [value] = await both(stored, p.commit());
+  return { value, replayed: false };
+}
+
+/** Both results; else the first one's error (the second often just follows from it). */
+async function both<A, B>(first: Promise<A>, second: Promise<B>): Promise<[A, B]> {
+  const [a, b] = await Promise.allSettled([first, second]);
+  if (a.status === 'rejected') throw a.reason;
+  if (b.status === 'rejected') throw b.reason;
+  return [a.value, b.value];
 }
 
 // Rounds of claim / read / reclaim before giving up: each lost round means
 // another transaction changed the row in between (a reclaim, a sweep).
 const ACQUIRE_ROUNDS = 3;
 
-/** Claims the key, or takes over its dead row: resolves undefined. A live row stands: resolves it. */
-async function acquire(tx: IdempotencyDatabase, o: ResolvedOptions): Promise<KeyRow | undefined> {
+/**
+ * Given the first claim, sent by the caller: resolves undefined once the key
+ * is ours (claimed, or its dead row taken over), or the live row that stands.
+ */
+async function acquire(tx: SqlRunner, o: ResolvedOptions, claimed: Promise<boolean>): Promise<KeyRow | undefined> {
   for (let round = 0; round < ACQUIRE_ROUNDS; round++) {
-    if (await claimKey(tx, o)) return undefined;
+    if (await (round === 0 ? claimed : claimKey(tx, o))) return undefined;
     const row = await readKey(tx, o);
     if (row.status === null) continue; // swept between our two statements: claim again
     if (!row.reclaimable) return row;

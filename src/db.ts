@@ -2,6 +2,7 @@ import { is, sql, type SQL, type SQLWrapper } from 'drizzle-orm';
 import { PgTransaction, type PgTransactionConfig } from 'drizzle-orm/pg-core';
 import { IDEMPOTENCY_KEYS_TABLE } from './schema.js';
 import { IdempotencyOptionsInvalidError } from './errors.js';
+import { executeNamed } from './named-statement.js';
 
 /**
  * What the library needs of a Drizzle PostgreSQL database or transaction, with
@@ -21,9 +22,21 @@ export function isTransaction(db: IdempotencyDatabase): boolean {
   return is(db, PgTransaction);
 }
 
-/** Runs `query` and returns its rows, whichever driver answered. */
-export async function queryRows<Row>(db: IdempotencyDatabase, query: SQL): Promise<Row[]> {
-  const result: unknown = await db.execute(query);
+/**
+ * What the library's own statements run on: a database, a transaction, or the
+ * pipelined connection of `pipelined-transaction.ts`, which names statements itself.
+ */
+export interface SqlRunner {
+  execute(query: SQL): PromiseLike<unknown>;
+  executeNamed?(query: SQL): PromiseLike<unknown>;
+}
+
+/**
+ * Runs `query` and returns its rows, whichever driver answered; `named` sends
+ * it as a named prepared statement where the driver has them.
+ */
+export async function queryRows<Row>(db: SqlRunner, query: SQL, named = false): Promise<Row[]> {
+  const result: unknown = await (!named ? db.execute(query) : db.executeNamed ? db.executeNamed(query) : executeNamed(db, query));
   // node-postgres and PGlite answer { rows }, postgres.js an array of rows.
   if (Array.isArray(result)) return result as Row[];
   return ((result as { rows?: Row[] }).rows ?? []) as Row[];

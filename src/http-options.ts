@@ -5,7 +5,7 @@ import { resolveOptions, type IdempotencyOptions } from './options.js';
 
 /** Options of `idempotent`: the core's (TTL, wait or reject, …) plus how to read a request. */
 export interface IdempotentRouteOptions
-  extends Pick<IdempotencyOptions, 'ttl' | 'onInFlight' | 'waitTimeout' | 'maxResultBytes' | 'schema' | 'transaction' | 'serializationRetries'> {
+  extends Pick<IdempotencyOptions, 'ttl' | 'onInFlight' | 'waitTimeout' | 'maxResultBytes' | 'schema' | 'transaction' | 'serializationRetries' | 'prepare'> {
   /** Answer 400 when a request of an idempotent method has no key; when false, such a
    * request runs once, without a key. (Default: `true`) */
   required?: boolean;
@@ -37,7 +37,7 @@ export interface ResolvedRouteOptions {
   storedHeaders: ReadonlySet<string>;
   isFinal: (status: number) => boolean;
   retryAfter: number;
-  core: Pick<IdempotencyOptions, 'ttl' | 'onInFlight' | 'waitTimeout' | 'maxResultBytes' | 'schema' | 'transaction' | 'serializationRetries'>;
+  core: Pick<IdempotencyOptions, 'ttl' | 'onInFlight' | 'waitTimeout' | 'maxResultBytes' | 'schema' | 'transaction' | 'serializationRetries' | 'prepare'>;
 }
 
 export const DEFAULT_METHODS = ['POST', 'PATCH'] as const;

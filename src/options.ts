@@ -37,6 +37,13 @@ export interface IdempotencyOptions {
    * (a concurrent duplicate committed under REPEATABLE READ/SERIALIZABLE); the
    * retry replays. (Default: `3`) */
   serializationRetries?: number;
+  /** Send the library's statements (lookup, claim, store) as named prepared
+   * statements, parsed and planned once per connection instead of on every
+   * call: cheaper replays and first executions on node-postgres. Leave it off
+   * behind a pooler that shares server connections between transactions and
+   * does not track prepared statements (PgBouncer before 1.21 in transaction
+   * mode). postgres.js prepares on its own and PGlite ignores it. (Default: `false`) */
+  prepare?: boolean;
 }
 
 /** Options checked and normalised once, before anything touches the database. */
@@ -52,6 +59,7 @@ export interface ResolvedOptions {
   lookupFirst: boolean;
   transaction: PgTransactionConfig | undefined;
   serializationRetries: number;
+  prepare: boolean;
 }
 
 export const DEFAULT_TTL = '24h';
@@ -75,6 +83,9 @@ export function resolveOptions(key: unknown, options: IdempotencyOptions = {}): 
   if (!Number.isSafeInteger(serializationRetries) || serializationRetries < 0 || serializationRetries > 100) {
     throw new IdempotencyOptionsInvalidError('serializationRetries must be an integer from 0 to 100');
   }
+  if (options.prepare !== undefined && typeof options.prepare !== 'boolean') {
+    throw new IdempotencyOptionsInvalidError(`prepare must be a boolean, got ${JSON.stringify(options.prepare)}`);
+  }
   return {
     key,
     scope,
@@ -88,5 +99,6 @@ export function resolveOptions(key: unknown, options: IdempotencyOptions = {}): 
     lookupFirst: options.lookupFirst ?? false,
     transaction: options.transaction,
     serializationRetries,
+    prepare: options.prepare ?? false,
   };
 }

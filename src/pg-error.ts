@@ -20,3 +20,4 @@ export const SERIALIZATION_FAILURE = '40001';
 export const LOCK_NOT_AVAILABLE = '55P03';
 export const UNDEFINED_TABLE = '42P01';
 export const DUPLICATE_TABLE = '42P07';
+export const DIVISION_BY_ZERO = '22012';

@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { keysTable, queryRows, type IdempotencyDatabase } from './db.js';
+import { keysTable, queryRows, type SqlRunner } from './db.js';
 import { IdempotencyInFlightError, IdempotencyKeyReusedError } from './errors.js';
 import type { ResolvedOptions } from './options.js';
 import { deserializeResult } from './result.js';
@@ -25,12 +25,13 @@ export interface KeyRow {
  * which the claim's RETURNING could not (it returned no row), so it always
  * returns one row, empty when the key is gone.
  */
-export async function readKey(db: IdempotencyDatabase, o: ResolvedOptions): Promise<KeyRow> {
+export async function readKey(db: SqlRunner, o: ResolvedOptions): Promise<KeyRow> {
   const [row] = await queryRows<KeyRow>(
     db,
     sql`select k.status, k.fingerprint, k.response, ${reclaimable(sql`k`)} as reclaimable, ${restoreLockTimeout}
         from (select 1) as one
         left join ${keysTable(o.schema)} as k on k.scope = ${o.scope} and k.key = ${o.key}`,
+    o.prepare,
   );
   return row!;
 }
@@ -39,11 +40,12 @@ export async function readKey(db: IdempotencyDatabase, o: ResolvedOptions): Prom
  * One SELECT, outside any transaction: the stored result of a completed, live
  * key, or undefined when the caller has to claim it.
  */
-export async function lookupStored<T>(db: IdempotencyDatabase, o: ResolvedOptions): Promise<IdempotentOutcome<T> | undefined> {
+export async function lookupStored<T>(db: SqlRunner, o: ResolvedOptions): Promise<IdempotentOutcome<T> | undefined> {
   const [row] = await queryRows<KeyRow>(
     db,
     sql`select status, fingerprint, response, false as reclaimable from ${keysTable(o.schema)}
         where scope = ${o.scope} and key = ${o.key} and status = 'completed' and expires_at > statement_timestamp()`,
+    o.prepare,
   );
   return row ? replayOf<T>(row, o) : undefined;
 }

@@ -10,7 +10,7 @@ export interface TestDatabase {
   pool: pg.Pool;
   db: NodePgDatabase;
   /** A fresh pool on the same database (its own connections). */
-  newPool(max?: number): pg.Pool;
+  newPool(max?: number, config?: pg.PoolConfig): pg.Pool;
 }
 
 /**
@@ -27,8 +27,8 @@ export async function testDatabase(options: { migrated?: boolean; max?: number }
   await admin.end();
   const url = withDatabase(server, name);
   const pools: pg.Pool[] = [];
-  const newPool = (max = 10) => {
-    const p = new pg.Pool({ connectionString: url, max });
+  const newPool = (max = 10, config: pg.PoolConfig = {}) => {
+    const p = new pg.Pool({ ...config, connectionString: url, max });
     // Tests kill backends on purpose; node-postgres reports that on the pool for
     // idle clients and on the client for checked-out ones. Neither may crash the runner.
     p.on('error', () => {});

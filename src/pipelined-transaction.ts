@@ -1,0 +1,139 @@
+import { entityKind, type SQL } from 'drizzle-orm';
+import type { PgTransactionConfig } from 'drizzle-orm/pg-core';
+import type { IdempotencyDatabase, SqlRunner } from './db.js';
+import { IdempotencyOptionsInvalidError } from './errors.js';
+import { statementName } from './named-statement.js';
+
+// The parts of node-postgres and of drizzle's node-postgres session used here,
+// typed by shape: `pg` is an optional peer, so nothing here may import it.
+interface PgClient {
+  query(config: { text: string; values?: unknown[]; name?: string }): Promise<unknown>;
+  release(error?: Error | boolean): void;
+}
+interface PgPool {
+  options?: { pipeline?: unknown };
+  connect(): Promise<PgClient>;
+}
+interface Dialect {
+  sqlToQuery(sql: SQL): { sql: string; params: unknown[] };
+}
+interface NodePgSessionParts {
+  client: unknown;
+  dialect: Dialect;
+  schema: unknown;
+  options: unknown;
+}
+
+/** A node-postgres database on a pool created with `pipeline: true`. */
+export interface PipelineSource {
+  pool: PgPool;
+  session: NodePgSessionParts;
+}
+
+/** What a pipelined transaction offers the code that runs in it. */
+export interface Pipeline {
+  /** The transaction `fn` gets: drizzle's own, on the pipelined connection. */
+  tx: IdempotencyDatabase;
+  /** Runs the library's statements; each is queued on the connection the moment it is called. */
+  runner: SqlRunner;
+  /** Queues BEGIN: the statement queued next travels in the same round trip. */
+  begin(): Promise<unknown>;
+  /** Queues COMMIT behind what was queued before it. */
+  commit(): Promise<unknown>;
+}
+
+/**
+ * The pool to pipeline on, when `db` is drizzle's node-postgres database over
+ * a `pg.Pool` created with `pipeline: true`; undefined for anything else.
+ */
+export function pipelineSourceOf(db: IdempotencyDatabase): PipelineSource | undefined {
+  const session = (db as { session?: NodePgSessionParts }).session;
+  if (!session || (session.constructor as { [entityKind]?: string })[entityKind] !== 'NodePgSession') return undefined;
+  const pool = session.client as Partial<PgPool> | undefined;
+  if (!pool || typeof pool.connect !== 'function' || pool.options?.pipeline !== true) return undefined;
+  // A pool's clients have `release`; a lone client (not supported here) has none, and no `options`.
+  return { pool: pool as PgPool, session };
+}
+
+let nodePg: Promise<typeof import('drizzle-orm/node-postgres')> | undefined;
+
+/**
+ * Runs `body` in a transaction on one pipelined connection from the pool.
+ * Unlike `db.transaction`, BEGIN and COMMIT are queued without waiting, so
+ * they share round trips with the statements queued next to them. If `body`
+ * throws while the transaction is open, it is rolled back; if it returns with
+ * the transaction open, it is committed.
+ */
+export async function inPipelinedTransaction<R>(
+  source: PipelineSource,
+  config: PgTransactionConfig | undefined,
+  body: (p: Pipeline) => Promise<R>,
+): Promise<R> {
+  const begin = beginStatement(config);
+  nodePg ??= import('drizzle-orm/node-postgres');
+  const { NodePgSession, NodePgTransaction } = await nodePg;
+  const { dialect, schema, options } = source.session;
+  const client = await source.pool.connect();
+  const session = new NodePgSession(client as never, dialect as never, schema as never, options as never);
+  const tx = new NodePgTransaction(dialect as never, session, schema as never) as unknown as IdempotencyDatabase;
+
+  const send = (query: SQL, named: boolean) => {
+    const { sql: text, params } = dialect.sqlToQuery(query);
+    return client.query(named ? { name: statementName(text), text, values: params } : { text, values: params });
+  };
+  let open = false;
+  const pipeline: Pipeline = {
+    tx,
+    runner: { execute: (query) => send(query, false), executeNamed: (query) => send(query, true) },
+    begin() {
+      open = true;
+      return client.query({ text: begin });
+    },
+    commit() {
+      // Whatever COMMIT answers, the transaction is over.
+      open = false;
+      return client.query({ text: 'commit' });
+    },
+  };
+  let broken: Error | undefined;
+  try {
+    const result = await body(pipeline);
+    if (open) await pipeline.commit();
+    return result;
+  } catch (error) {
+    if (open) {
+      await client.query({ text: 'rollback' }).catch((rollbackError: unknown) => {
+        // A connection that cannot roll back must not go back to the pool.
+        broken = rollbackError instanceof Error ? rollbackError : new Error(String(rollbackError));
+      });
+    }
+    throw error;
+  } finally {
+    client.release(broken);
+  }
+}
+
+const ISOLATION_LEVELS = new Set(['read uncommitted', 'read committed', 'repeatable read', 'serializable']);
+const ACCESS_MODES = new Set(['read only', 'read write']);
+
+/** BEGIN with the options drizzle's `transaction(fn, config)` takes, checked, since they become SQL text. */
+function beginStatement(config: PgTransactionConfig | undefined): string {
+  const parts = ['begin'];
+  if (config?.isolationLevel !== undefined) {
+    if (!ISOLATION_LEVELS.has(config.isolationLevel)) throw invalidConfig('isolationLevel', config.isolationLevel);
+    parts.push(`isolation level ${config.isolationLevel}`);
+  }
+  if (config?.accessMode !== undefined) {
+    if (!ACCESS_MODES.has(config.accessMode)) throw invalidConfig('accessMode', config.accessMode);
+    parts.push(config.accessMode);
+  }
+  if (config?.deferrable !== undefined) {
+    if (typeof config.deferrable !== 'boolean') throw invalidConfig('deferrable', config.deferrable);
+    parts.push(config.deferrable ? 'deferrable' : 'not deferrable');
+  }
+  return parts.join(' ');
+}
+
+function invalidConfig(name: string, value: unknown): IdempotencyOptionsInvalidError {
+  return new IdempotencyOptionsInvalidError(`transaction.${name} is not valid: ${JSON.stringify(value)}`);
+}

@@ -40,8 +40,8 @@ export function statementKind(text: string): string {
   if (/^rollback\b/.test(s)) return 'ROLLBACK';
   if (/^(savepoint|release)\b/.test(s)) return 'SAVEPOINT';
   if (/^insert into "idempotency_keys"/.test(s)) return 'claim';
-  if (/^update "idempotency_keys"/.test(s)) return 'store';
-  if (/^select status, fingerprint, response from "idempotency_keys"/.test(s)) return 'lookup';
+  if (/^(with stored as \()?update "idempotency_keys"/.test(s)) return 'store';
+  if (/^select status, fingerprint, response\b.* from "idempotency_keys"/.test(s)) return 'lookup';
   if (/^select .*"idempotency_keys"/.test(s)) return 'read key';
   if (/^select quantity from stock .* for update$/.test(s)) return 'SELECT stock FOR UPDATE';
   if (/^update stock\b/.test(s)) return 'UPDATE stock';

@@ -14,10 +14,11 @@ export interface BenchPool {
   close(): Promise<void>;
 }
 
-export async function openPool(url: string, size: number, intercept?: QueryInterceptor): Promise<BenchPool> {
+/** `pipeline`: node-postgres pipeline mode, in which withIdempotency sends BEGIN with the claim and the store with COMMIT. */
+export async function openPool(url: string, size: number, intercept?: QueryInterceptor, { pipeline = false } = {}): Promise<BenchPool> {
   // Idle connections stay open: a closed and reopened one would be a new
   // backend the CPU probe does not know.
-  const pool = new pg.Pool({ connectionString: url, max: size, idleTimeoutMillis: 0 });
+  const pool = new pg.Pool({ connectionString: url, max: size, idleTimeoutMillis: 0, pipeline });
   pool.on('error', (error) => console.error(`bench: idle connection lost: ${error.message}`));
   if (intercept) interceptQueries(pool, intercept);
   const clients = await Promise.all(Array.from({ length: size }, () => pool.connect()));

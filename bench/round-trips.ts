@@ -2,7 +2,8 @@
 // client (every query call of the pool's clients passes a tap) and checked
 // against the server's own transaction counters in pg_stat_database. On
 // node-postgres each statement is one round trip: it waits for the answer
-// before sending the next.
+// before sending the next, except on a pool in pipeline mode, where a
+// statement sent while another is still unanswered shares its round trip.
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
@@ -29,6 +30,8 @@ interface Deps {
 interface Variant {
   id: string;
   label: string;
+  /** Run on a pool created with `pipeline: true`. */
+  pipeline?: boolean;
   /** Uncounted set-up, on its own connections: the completed keys a replay needs. */
   prepare?(deps: Deps, count: number): Promise<ReplayKey[]>;
   operation(deps: Deps, prepared: ReplayKey | undefined): Promise<void>;
@@ -88,6 +91,22 @@ const VARIANTS: readonly Variant[] = [
     },
   },
   {
+    id: 'e',
+    label: '(e) first execution, prepare: true, pool in pipeline mode',
+    pipeline: true,
+    operation: async ({ db }) => void (await chargeIdempotently(db, randomUUID(), randomTenant(), randomSku(), { prepare: true })),
+  },
+  {
+    id: 'f',
+    label: '(f) replay, lookupFirst and prepare: true',
+    prepare: ({ db }, count) => createReplayKeys(db, count),
+    operation: async ({ db }, hit) => {
+      const options = idempotencyOptions(hit!.scope, hit!.sku, { lookupFirst: true, prepare: true });
+      const outcome = await withIdempotencyOutcome<NodePgDatabase, Charge>(db, hit!.key, neverRuns, options);
+      if (!outcome.replayed) throw new Error('not replayed');
+    },
+  },
+  {
     id: 'd',
     label: '(d) Redis middleware, first execution',
     operation: async (deps) => void (await redisFirst(deps, randomUUID(), randomSku())),
@@ -115,6 +134,8 @@ interface Count {
   id: string;
   label: string;
   statementsPerOperation: number;
+  /** Times the client waited for Postgres: statements sent while none was unanswered. */
+  roundTripsPerOperation: number;
   /** Fewest and most statements any single operation sent. */
   range: [number, number];
   sequence: string[];
@@ -154,6 +175,8 @@ export const roundTripsModule: BenchModule = {
           prepared = await variant.prepare({ db: setup.db, redis, redisOptions }, n).finally(() => setup.close());
         }
         let counting = false;
+        let inFlight = 0;
+        let roundTrips = 0;
         let current: string[] = [];
         const perOperation: string[][] = [];
         const durations = new Map<string, number[]>();
@@ -163,13 +186,15 @@ export const roundTripsModule: BenchModule = {
             if (!counting) return send();
             const kind = statementKind(text);
             current.push(kind);
+            if (inFlight++ === 0) roundTrips++;
             const started = performance.now();
             return send().finally(() => {
+              inFlight--;
               const list = durations.get(kind) ?? [];
               list.push(performance.now() - started);
               durations.set(kind, list);
             });
-          });
+          }, { pipeline: variant.pipeline });
           try {
             const deps = { db: counted.db, redis, redisOptions };
             counting = true;
@@ -189,6 +214,7 @@ export const roundTripsModule: BenchModule = {
           id: variant.id,
           label: variant.label,
           statementsPerOperation: sizes.reduce((a, b) => a + b, 0) / n,
+          roundTripsPerOperation: roundTrips / n,
           range: [Math.min(...sizes), Math.max(...sizes)],
           sequence: perOperation.at(-1)!,
           transactionsPerOperation: (transactions - overhead) / n,
@@ -236,10 +262,11 @@ function report(counts: Count[], n: number): ModuleReport {
   const c = byId.get('c')!;
   const statements = (x: Count) => (x.range[0] === x.range[1] ? String(x.range[0]) : `${x.statementsPerOperation} (${x.range[0]}–${x.range[1]})`);
   const countTable = table(
-    ['operation', 'statements to Postgres', 'sequence', 'Postgres transactions (server count)', 'Redis commands'],
+    ['operation', 'statements to Postgres', 'round trips', 'sequence', 'Postgres transactions (server count)', 'Redis commands'],
     counts.map((x) => [
       x.label,
       statements(x),
+      String(+x.roundTripsPerOperation.toFixed(2)),
       x.sequence.join(' → ') || '–',
       x.transactionsPerOperation.toFixed(2),
       x.redisCommandsPerOperation.toFixed(0),
@@ -263,7 +290,8 @@ function report(counts: Count[], n: number): ModuleReport {
     `Counted over ${n} operations per row on one connection: every \`query\` call of the pool's clients passes a tap that records it. ` +
       'The server-side column is the change of `xact_commit + xact_rollback` in `pg_stat_database` for the bench database over the same operations ' +
       '(connection set-up subtracted): a statement outside BEGIN counts as a transaction of its own, so a one-statement replay shows 1.00. ' +
-      'node-postgres sends one statement per round trip, so statements = round trips to Postgres.',
+      'node-postgres sends one statement per round trip, except on a pool in pipeline mode: the round-trip column counts the statements sent while no other was ' +
+      'waiting for its answer.',
     '',
     countTable,
     '',

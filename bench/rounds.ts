@@ -11,6 +11,8 @@ export type RoundResults = Map<string, LoadResult[]>;
 
 export interface RoundSpec {
   pool: BenchPool;
+  /** A second pool, in pipeline mode, for the scenarios that need one; its backends are profiled too. */
+  pipelinedPool?: BenchPool;
   scenarios: readonly Scenario[];
   context: Omit<ScenarioContext, 'db'>;
   rounds: number;
@@ -22,8 +24,10 @@ export interface RoundSpec {
 
 export async function measureRounds(spec: RoundSpec): Promise<RoundResults> {
   const workers = spec.pool.backendPids.length;
-  const cpu = CpuProbe.create(await serverProcesses(spec.pool, spec.context.redis));
-  const context: ScenarioContext = { ...spec.context, db: spec.pool.db };
+  const processes = await serverProcesses(spec.pool, spec.context.redis);
+  processes.postgresBackends = [...processes.postgresBackends, ...(spec.pipelinedPool?.backendPids ?? [])];
+  const cpu = CpuProbe.create(processes);
+  const context: ScenarioContext = { ...spec.context, db: spec.pool.db, pipelinedDb: spec.pipelinedPool?.db };
   const operations = spec.scenarios.map((s) => ({ scenario: s, operation: s.operation(context) }));
   const results: RoundResults = new Map(spec.scenarios.map((s) => [s.id, []]));
   for (let round = 0; round < spec.rounds; round++) {

@@ -1,7 +1,9 @@
-// The four library-level scenarios of part 1, each one operation a worker
+// The library-level scenarios of part 1, each one operation a worker
 // repeats: (a) the bare business transaction, (b) the same inside
 // withIdempotency with a new key, (c) a replay of a completed key, (d) the
-// Redis middleware around the same transaction with a new key.
+// Redis middleware around the same transaction with a new key; and (b) and
+// (c) again tuned for node-postgres: (e) with `prepare: true` on a pool in
+// pipeline mode, (f) with `prepare: true`.
 import { randomUUID } from 'node:crypto';
 import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
 import type { Redis } from 'ioredis';
@@ -9,7 +11,7 @@ import { withIdempotencyOutcome, type IdempotencyOptions } from '../src/index.js
 import { AMOUNT, charge, randomSku, type Charge } from './business.js';
 import { withRedisIdempotency, type RedisIdempotencyOptions } from './redis-idempotency.js';
 
-export type ScenarioId = 'a' | 'b' | 'c' | 'd';
+export type ScenarioId = 'a' | 'b' | 'c' | 'd' | 'e' | 'f';
 
 export interface Scenario {
   /** One of ScenarioId, or a variant of one (part 4's small-table twins). */
@@ -33,6 +35,8 @@ export interface ScenarioContext {
   redisOptions: RedisIdempotencyOptions;
   /** Completed keys for (c). */
   replayKeys: readonly ReplayKey[];
+  /** The same database on a pool created with `pipeline: true`, for (e). */
+  pipelinedDb?: NodePgDatabase;
   /** Postgres schema of the key table (b) and (c) use; the search_path's when absent. */
   keysSchema?: string;
 }
@@ -79,16 +83,41 @@ export const replay: Scenario = {
   id: 'c',
   short: 'replay',
   label: 'replay (lookupFirst)',
-  operation: ({ db, replayKeys, keysSchema }) => async () => {
+  operation: (ctx) => replayOperation(ctx, {}),
+};
+
+function replayOperation({ db, replayKeys, keysSchema }: ScenarioContext, extra: IdempotencyOptions): () => Promise<void> {
+  return async () => {
     const hit = replayKeys[Math.floor(Math.random() * replayKeys.length)]!;
     const outcome = await withIdempotencyOutcome<NodePgDatabase, Charge>(
       db,
       hit.key,
       () => Promise.reject(new Error('a completed key ran its function again')),
-      idempotencyOptions(hit.scope, hit.sku, { lookupFirst: true, schema: keysSchema }),
+      idempotencyOptions(hit.scope, hit.sku, { lookupFirst: true, schema: keysSchema, ...extra }),
     );
     if (!outcome.replayed) throw new Error('a completed key was not replayed');
+  };
+}
+
+export const tunedFirstExecution: Scenario = {
+  id: 'e',
+  short: 'tuned withIdempotency',
+  label: 'withIdempotency, first execution, prepare: true on a pipelining pool',
+  operation: ({ pipelinedDb }) => {
+    if (!pipelinedDb) throw new Error('scenario (e) needs a pool in pipeline mode');
+    return async () => {
+      const outcome = await chargeIdempotently(pipelinedDb, randomUUID(), randomTenant(), randomSku(), { prepare: true });
+      if (outcome.replayed) throw new Error('a new key was replayed');
+    };
   },
+};
+
+export const tunedReplay: Scenario = {
+  ...replay,
+  id: 'f',
+  short: 'tuned replay',
+  label: 'replay (lookupFirst), prepare: true',
+  operation: (ctx) => replayOperation(ctx, { prepare: true }),
 };
 
 export const redisMiddleware: Scenario = {
@@ -103,7 +132,7 @@ export const redisMiddleware: Scenario = {
   },
 };
 
-export const SCENARIOS: readonly Scenario[] = [bare, firstExecution, replay, redisMiddleware];
+export const SCENARIOS: readonly Scenario[] = [bare, firstExecution, replay, redisMiddleware, tunedFirstExecution, tunedReplay];
 
 /** The same scenario against the key table in another schema, under its own id. */
 export function againstSchema(scenario: Scenario, id: string, label: string, keysSchema: string, replayKeys: readonly ReplayKey[]): Scenario {

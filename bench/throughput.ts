@@ -1,4 +1,4 @@
-// Part 1: transactions per second of the four scenarios at 1, 8 and 32
+// Part 1: transactions per second of the scenarios at 1, 8 and 32
 // connections, each as a ratio to the bare transaction of the same round.
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -13,7 +13,7 @@ import { createReplayKeys, SCENARIOS, type ScenarioId } from './scenarios.js';
 import { median } from './stats.js';
 import { sleep } from './load.js';
 
-export const SERIES_COLORS: Record<ScenarioId, string> = { a: '#6b7280', b: '#2563eb', c: '#16a34a', d: '#dc2626' };
+export const SERIES_COLORS: Record<ScenarioId, string> = { a: '#6b7280', b: '#2563eb', c: '#16a34a', d: '#dc2626', e: '#7c3aed', f: '#0d9488' };
 
 export const throughputModule: BenchModule = {
   id: 'throughput',
@@ -31,11 +31,13 @@ export const throughputModule: BenchModule = {
       const byConnections = new Map<number, RoundResults>();
       for (const connections of options.connections) {
         const pool = await openPool(env.url, connections);
+        const pipelinedPool = await openPool(env.url, connections, undefined, { pipeline: true });
         try {
           byConnections.set(
             connections,
             await measureRounds({
               pool,
+              pipelinedPool,
               scenarios: SCENARIOS,
               context: { redis, redisOptions: { prefix: env.redisPrefix, lockTtlSeconds: 30, resultTtlSeconds: RESULT_TTL_SECONDS }, replayKeys },
               rounds: options.rounds,
@@ -46,7 +48,7 @@ export const throughputModule: BenchModule = {
             }),
           );
         } finally {
-          await pool.close();
+          await Promise.all([pool.close(), pipelinedPool.close()]);
         }
       }
       const hotAfter = await storeUpdateStats(env.url);
@@ -101,7 +103,9 @@ function report(ctx: BenchContext, byConnections: Map<number, RoundResults>, hot
     `${labelOf(s.id)} ÷ (a)`,
     ...connections.map((c) => ratioSpread(pairedRatio(byConnections.get(c)!, s.id, 'a'))),
   ]);
-  ratioRows.push(['(b) ÷ (d)', ...connections.map((c) => ratioSpread(pairedRatio(byConnections.get(c)!, 'b', 'd')))]);
+  for (const [x, y] of [['b', 'd'], ['e', 'd'], ['e', 'b'], ['f', 'c']] as const) {
+    ratioRows.push([`(${x}) ÷ (${y})`, ...connections.map((c) => ratioSpread(pairedRatio(byConnections.get(c)!, x, y)))]);
+  }
   const ratioTable = table(['ratio, paired per round', ...connections.map((c) => `${c} conn.`)], ratioRows);
 
   const latencyTable = table(
@@ -139,10 +143,16 @@ function report(ctx: BenchContext, byConnections: Map<number, RoundResults>, hot
   const b = pairedRatio(topResults, 'b', 'a');
   const bd = pairedRatio(topResults, 'b', 'd');
   const c = pairedRatio(topResults, 'c', 'a');
+  const e = pairedRatio(topResults, 'e', 'a');
+  const ed = pairedRatio(topResults, 'e', 'd');
+  const f = pairedRatio(topResults, 'f', 'a');
   const targets: TargetCheck[] = [
     { target: `(b) ≥ 0.70x (a) at ${top} connections`, measured: ratioSpread(b), met: b.median >= 0.7 },
+    { target: `the same, tuned: (e) ≥ 0.70x (a) at ${top} connections`, measured: ratioSpread(e), met: e.median >= 0.7 },
     { target: `stretch: (b) ≥ 0.95x (d) at ${top} connections`, measured: ratioSpread(bd), met: bd.median >= 0.95 },
+    { target: `stretch, tuned: (e) ≥ 0.95x (d) at ${top} connections`, measured: ratioSpread(ed), met: ed.median >= 0.95 },
     { target: `(c) ≥ 3x (a) at ${top} connections`, measured: ratioSpread(c), met: c.median >= 3 },
+    { target: `the same, tuned: (f) ≥ 3x (a) at ${top} connections`, measured: ratioSpread(f), met: f.median >= 3 },
   ];
 
   const chart: ChartPanel = {
@@ -171,13 +181,16 @@ function report(ctx: BenchContext, byConnections: Map<number, RoundResults>, hot
     : '';
   const markdown = [
     `Closed loop: as many workers as connections, each repeating one operation; a pool of exactly that many connections, opened before measuring. ` +
-      `${options.rounds} rounds × ${options.seconds} s per cell after ${options.warmupSeconds} s of warm-up; every round measures the four scenarios in a rotated order, ` +
+      `${options.rounds} rounds × ${options.seconds} s per cell after ${options.warmupSeconds} s of warm-up; every round measures the six scenarios in a rotated order, ` +
       `and each ratio is taken within a round, then the median (min–max) over rounds is shown.`,
     '',
     '- **(a)** `db.transaction`: BEGIN, SELECT stock FOR UPDATE, UPDATE stock, INSERT charge, COMMIT (1000 SKUs drawn at random).',
     '- **(b)** the same function inside `withIdempotency(db, key, fn, { scope, fingerprint })` with a new random key: BEGIN, claim, the three statements, store, COMMIT.',
     `- **(c)** \`withIdempotencyOutcome(db, key, fn, { lookupFirst: true })\` on one of ${options.replayKeys} completed keys: one SELECT, no transaction, \`fn\` never runs.`,
     '- **(d)** Redis middleware around (a): GET key, SET key NX EX 30 (lock), the transaction, SET key result EX 86400; one shared ioredis connection.',
+    '- **(e)** (b) tuned for node-postgres: `prepare: true` (the library\'s statements parsed and planned once per connection) on a second pool of the same size created ' +
+      'with `pipeline: true`, where the library sends BEGIN with the claim and the store with COMMIT: the same 7 statements in 5 round trips.',
+    '- **(f)** (c) with `prepare: true`.',
     '',
     rateTable,
     '',

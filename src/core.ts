@@ -106,14 +106,12 @@ async function claimRunStorePipelined<T>(
   o: ResolvedOptions,
   fn: (tx: IdempotencyDatabase) => Promise<T>,
 ): Promise<IdempotentOutcome<T>> {
-  const begun = p.begin();
-  const claimed = claimKey(p.runner, o);
+  const [begun, claimed] = p.together(() => [p.begin(), claimKey(p.runner, o)] as const);
   await both(begun, claimed);
   const live = await acquire(p.runner, o, claimed);
   if (live) return replayOf<T>(live, o);
   const json = serializeResult(await fn(p.tx), o.maxResultBytes);
-  const stored = storeResult<T>(p.runner, o, json, true);
-  const [value] = await both(stored, p.commit());
+  const [value] = await both(...p.together(() => [storeResult<T>(p.runner, o, json, true), p.commit()] as const));
   return { value, replayed: false };
 }
 

@@ -10,7 +10,7 @@ import { parsePayment } from '../examples/shop/validation.js';
 import { redisIdempotency } from './redis-middleware.js';
 
 /** Route of each variant; the payment's `channel` column names the variant too. */
-export const PAYMENT_ROUTES = { bare: '/bare/payments', ours: '/ours/payments', redis: '/redis/payments' } as const;
+export const PAYMENT_ROUTES = { bare: '/bare/payments', ours: '/ours/payments', tuned: '/tuned/payments', redis: '/redis/payments' } as const;
 export type Variant = keyof typeof PAYMENT_ROUTES;
 
 const userOf = (req: Request): string => {
@@ -28,7 +28,8 @@ const validPayment: RequestHandler = (req, _res, next) => {
 const pay = (db: ShopDb, req: Request, channel: Variant): Promise<Payment> =>
   createPayment(db, userOf(req), req.body as PaymentInput, req.get('idempotency-key') ?? null, channel);
 
-export function benchHttpApp(db: ShopDb, redis: Redis, redisPrefix: string): Express {
+/** `pipelinedDb`: the same database on a pool created with `pipeline: true`, for the tuned route. */
+export function benchHttpApp(db: ShopDb, pipelinedDb: ShopDb, redis: Redis, redisPrefix: string): Express {
   const app = express();
   app.use(express.json({ limit: '64kb' }));
 
@@ -47,6 +48,20 @@ export function benchHttpApp(db: ShopDb, redis: Redis, redisPrefix: string): Exp
         return { status: 201, body: payment, headers: { location: `/payments/${payment.id}` } };
       },
       { scope: userOf },
+    ),
+  );
+
+  // Ours again, tuned for node-postgres: named statements, BEGIN with the claim and the store with COMMIT.
+  app.post(
+    PAYMENT_ROUTES.tuned,
+    validPayment,
+    idempotent(
+      pipelinedDb,
+      async (req, tx) => {
+        const payment = await pay(tx, req, 'tuned');
+        return { status: 201, body: payment, headers: { location: `/payments/${payment.id}` } };
+      },
+      { scope: userOf, prepare: true },
     ),
   );
 

@@ -56,12 +56,18 @@ function renderPanel(panel: ChartPanel): string {
   const out: string[] = [];
 
   out.push(`<text x="${PANEL_WIDTH / 2}" y="20" text-anchor="middle" font-size="14" font-weight="600" fill="#111">${escape(panel.title)}</text>`);
-  // Legend on one line under the title.
+  // Legend under the title, wrapped onto a second line when the panel is too narrow.
   let legendX = 20;
+  let legendY = 30;
   for (const s of panel.series) {
-    out.push(`<rect x="${legendX}" y="32" width="10" height="10" fill="${s.color}"/>`);
-    out.push(`<text x="${legendX + 14}" y="41" fill="#333" font-size="11">${escape(s.label)}</text>`);
-    legendX += 22 + s.label.length * 6;
+    const width = 22 + s.label.length * 6;
+    if (legendX > 20 && legendX + width > PANEL_WIDTH - 8) {
+      legendX = 20;
+      legendY += 15;
+    }
+    out.push(`<rect x="${legendX}" y="${legendY}" width="10" height="10" fill="${s.color}"/>`);
+    out.push(`<text x="${legendX + 14}" y="${legendY + 9}" fill="#333" font-size="11">${escape(s.label)}</text>`);
+    legendX += width;
   }
 
   for (let v = 0; v <= yMax + step / 2; v += step) {

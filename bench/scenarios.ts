@@ -101,7 +101,7 @@ function replayOperation({ db, replayKeys, keysSchema }: ScenarioContext, extra:
 
 export const tunedFirstExecution: Scenario = {
   id: 'e',
-  short: 'tuned withIdempotency',
+  short: 'tuned (b)',
   label: 'withIdempotency, first execution, prepare: true on a pipelining pool',
   operation: ({ pipelinedDb }) => {
     if (!pipelinedDb) throw new Error('scenario (e) needs a pool in pipeline mode');
@@ -115,7 +115,7 @@ export const tunedFirstExecution: Scenario = {
 export const tunedReplay: Scenario = {
   ...replay,
   id: 'f',
-  short: 'tuned replay',
+  short: 'tuned (c)',
   label: 'replay (lookupFirst), prepare: true',
   operation: (ctx) => replayOperation(ctx, { prepare: true }),
 };

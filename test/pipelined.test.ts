@@ -78,6 +78,28 @@ describe('on a node-postgres pool created with pipeline: true', () => {
     expect(pipelinedPool.totalCount).toBe(pipelinedPool.idleCount);
   });
 
+  it("gives fn drizzle's own transaction: a nested savepoint rolls back alone, tx.rollback() undoes everything", async () => {
+    const kept = await withIdempotencyOutcome(db, 'piped-nested', async (tx) => {
+      const charge = await insertCharge(tx, 'piped-nested', 1);
+      await tx.transaction(async (inner) => {
+        await insertCharge(inner, 'piped-nested-inner', 1);
+        inner.rollback();
+      }).catch(() => {});
+      return charge;
+    });
+    expect(kept.replayed).toBe(false);
+    await expect(
+      withIdempotencyOutcome(db, 'piped-rollback', async (tx) => {
+        await insertCharge(tx, 'piped-rollback', 1);
+        tx.rollback();
+      }),
+    ).rejects.toThrow(/rollback/i);
+    expect(await count(t.pool, 'charges', 'ref = $1', ['piped-nested'])).toBe(1);
+    expect(await count(t.pool, 'charges', 'ref = $1', ['piped-nested-inner'])).toBe(0);
+    expect(await count(t.pool, 'charges', 'ref = $1', ['piped-rollback'])).toBe(0);
+    expect(await count(t.pool, 'idempotency_keys', `key in ('piped-nested', 'piped-rollback')`)).toBe(1);
+  });
+
   it('rolls back the effects when the store finds no key row, although COMMIT was already sent', async () => {
     await expect(
       withIdempotencyOutcome(db, 'piped-vanish', async (tx) => {

@@ -4,6 +4,7 @@ import { parseDuration, type Duration } from './duration.js';
 import { IdempotencyOptionsInvalidError } from './errors.js';
 import { fingerprintOf, type Fingerprint } from './fingerprint.js';
 import { assertValidKey, assertValidScope } from './key.js';
+import { assertValidTransactionConfig } from './transaction-config.js';
 import { DEFAULT_MAX_RESULT_BYTES } from './result.js';
 
 /** What a duplicate does while the first call still holds the key. */
@@ -83,6 +84,7 @@ export function resolveOptions(key: unknown, options: IdempotencyOptions = {}): 
   if (!Number.isSafeInteger(serializationRetries) || serializationRetries < 0 || serializationRetries > 100) {
     throw new IdempotencyOptionsInvalidError('serializationRetries must be an integer from 0 to 100');
   }
+  assertValidTransactionConfig(options.transaction);
   if (options.prepare !== undefined && typeof options.prepare !== 'boolean') {
     throw new IdempotencyOptionsInvalidError(`prepare must be a boolean, got ${JSON.stringify(options.prepare)}`);
   }
@@ -97,7 +99,7 @@ export function resolveOptions(key: unknown, options: IdempotencyOptions = {}): 
     maxResultBytes,
     schema: options.schema,
     lookupFirst: options.lookupFirst ?? false,
-    transaction: options.transaction,
+    transaction: options.transaction ?? undefined,
     serializationRetries,
     prepare: options.prepare ?? false,
   };

@@ -1,14 +1,16 @@
 import { entityKind, type SQL } from 'drizzle-orm';
 import type { PgTransactionConfig } from 'drizzle-orm/pg-core';
 import type { IdempotencyDatabase, SqlRunner } from './db.js';
-import { IdempotencyOptionsInvalidError } from './errors.js';
 import { statementName } from './named-statement.js';
+import { beginStatement } from './transaction-config.js';
 
 // The parts of node-postgres and of drizzle's node-postgres session used here,
 // typed by shape: `pg` is an optional peer, so nothing here may import it.
 interface PgClient {
   query(config: { text: string; values?: unknown[]; name?: string }): Promise<unknown>;
   release(error?: Error | boolean): void;
+  on(event: 'error', listener: (error: Error) => void): unknown;
+  removeListener(event: 'error', listener: (error: Error) => void): unknown;
   connection?: { stream?: { cork?(): void; uncork?(): void } };
 }
 interface PgPool {
@@ -77,6 +79,15 @@ export async function inPipelinedTransaction<R>(
   const { NodePgSession, NodePgTransaction } = await nodePg;
   const { dialect, schema, options } = source.session;
   const client = await source.pool.connect();
+  // Set when this connection must not go back to the pool: the server ended it
+  // (node-postgres notices only a tick later), or it could not roll back.
+  let broken: Error | undefined;
+  const markBroken = (error: unknown) => {
+    broken ??= error instanceof Error ? error : new Error(String(error));
+  };
+  // While we hold the client, a dead connection is an 'error' event on it:
+  // recorded here, instead of crashing the process for want of a listener.
+  client.on('error', markBroken);
   const session = new NodePgSession(client as never, dialect as never, schema as never, options as never);
   const tx = new NodePgTransaction(dialect as never, session, schema as never) as unknown as IdempotencyDatabase;
 
@@ -93,9 +104,12 @@ export async function inPipelinedTransaction<R>(
       return client.query({ text: begin });
     },
     commit() {
-      // Whatever COMMIT answers, the transaction is over.
+      // Whatever COMMIT answers, the transaction is over; if it failed, the
+      // connection may be on its way down, so it is not reused.
       open = false;
-      return client.query({ text: 'commit' });
+      const committed = client.query({ text: 'commit' });
+      committed.catch(markBroken);
+      return committed;
     },
     together(send) {
       // node-postgres writes each query with its own system call; corking the
@@ -111,45 +125,15 @@ export async function inPipelinedTransaction<R>(
       }
     },
   };
-  let broken: Error | undefined;
   try {
     const result = await body(pipeline);
     if (open) await pipeline.commit();
     return result;
   } catch (error) {
-    if (open) {
-      await client.query({ text: 'rollback' }).catch((rollbackError: unknown) => {
-        // A connection that cannot roll back must not go back to the pool.
-        broken = rollbackError instanceof Error ? rollbackError : new Error(String(rollbackError));
-      });
-    }
+    if (open) await client.query({ text: 'rollback' }).catch(markBroken);
     throw error;
   } finally {
+    client.removeListener('error', markBroken);
     client.release(broken);
   }
-}
-
-const ISOLATION_LEVELS = new Set(['read uncommitted', 'read committed', 'repeatable read', 'serializable']);
-const ACCESS_MODES = new Set(['read only', 'read write']);
-
-/** BEGIN with the options drizzle's `transaction(fn, config)` takes, checked, since they become SQL text. */
-function beginStatement(config: PgTransactionConfig | undefined): string {
-  const parts = ['begin'];
-  if (config?.isolationLevel !== undefined) {
-    if (!ISOLATION_LEVELS.has(config.isolationLevel)) throw invalidConfig('isolationLevel', config.isolationLevel);
-    parts.push(`isolation level ${config.isolationLevel}`);
-  }
-  if (config?.accessMode !== undefined) {
-    if (!ACCESS_MODES.has(config.accessMode)) throw invalidConfig('accessMode', config.accessMode);
-    parts.push(config.accessMode);
-  }
-  if (config?.deferrable !== undefined) {
-    if (typeof config.deferrable !== 'boolean') throw invalidConfig('deferrable', config.deferrable);
-    parts.push(config.deferrable ? 'deferrable' : 'not deferrable');
-  }
-  return parts.join(' ');
-}
-
-function invalidConfig(name: string, value: unknown): IdempotencyOptionsInvalidError {
-  return new IdempotencyOptionsInvalidError(`transaction.${name} is not valid: ${JSON.stringify(value)}`);
 }

@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { describe, expect, it } from 'vitest';
+import { idempotent } from '../src/express.js';
 import { IdempotencyOptionsInvalidError, lookupReplay, withIdempotencyOutcome } from '../src/index.js';
 import type { IdempotencyDatabase } from '../src/db.js';
 import { testDatabase } from './support/db.js';
@@ -27,7 +28,10 @@ describe('on a node-postgres pool created with pipeline: true', () => {
     expect(at('send claim')).toBeLessThan(at('done begin'));
     expect(at('send commit')).toBeGreaterThan(at('send store'));
     expect(at('send commit')).toBeLessThan(at('done store'));
-    expect(events.filter((e) => e.startsWith('send '))).toEqual(['send begin', 'send claim', 'send other', 'send store', 'send commit']);
+    // On the wire: BEGIN and the claim in one write, the charge, the store and COMMIT in one.
+    expect(events.filter((e) => e === 'write' || e.startsWith('send '))).toEqual([
+      'send begin', 'send claim', 'write', 'send other', 'write', 'send store', 'send commit', 'write',
+    ]);
     expect(await count(t.pool, 'charges', 'ref = $1', ['piped-order'])).toBe(1);
     expect(await count(t.pool, 'idempotency_keys', `key = 'piped-order' and status = 'completed'`)).toBe(1);
   });
@@ -76,6 +80,8 @@ describe('on a node-postgres pool created with pipeline: true', () => {
     expect(await count(t.pool, 'charges', 'ref = $1', ['piped-throw'])).toBe(0);
     expect(await count(t.pool, 'idempotency_keys', `key = 'piped-throw'`)).toBe(0);
     expect(pipelinedPool.totalCount).toBe(pipelinedPool.idleCount);
+    // Rolled back before it went back: no connection of this database sits in a transaction.
+    expect(await count(t.pool, 'pg_stat_activity', `datname = current_database() and state like 'idle in transaction%'`)).toBe(0);
   });
 
   it("gives fn drizzle's own transaction: a nested savepoint rolls back alone, tx.rollback() undoes everything", async () => {
@@ -130,6 +136,29 @@ describe('on a node-postgres pool created with pipeline: true', () => {
     expect(await count(t.pool, 'idempotency_keys', `key = 'piped-killed' and status = 'completed'`)).toBe(1);
   });
 
+  it('never hands on a connection whose COMMIT died with it: the next user gets a live one', async () => {
+    // A deferred trigger that ends its own backend: the server dies at COMMIT.
+    await t.pool.query(`
+      create table doomed (id int);
+      create function doom() returns trigger language plpgsql as $$
+        begin perform pg_terminate_backend(pg_backend_pid()); return null; end $$;
+      create constraint trigger doom_at_commit after insert on doomed
+        deferrable initially deferred for each row execute function doom();`);
+    const single = t.newPool(1, { pipeline: true });
+    const running = deferred();
+    const call = withIdempotencyOutcome(drizzle(single), 'piped-doomed', async (tx) => {
+      await tx.execute(sql`insert into doomed values (1)`);
+      running.resolve();
+      return 'done';
+    });
+    await running.promise;
+    const next = single.query<{ one: number }>('select 1 as one'); // waits for the only connection
+    await expect(call).rejects.toThrow();
+    expect((await next).rows).toEqual([{ one: 1 }]);
+    expect(await count(t.pool, 'idempotency_keys', `key = 'piped-doomed'`)).toBe(0);
+    expect(await count(t.pool, 'doomed')).toBe(0);
+  });
+
   it('opens the transaction with the isolation level asked for', async () => {
     const { value } = await withIdempotencyOutcome(
       db,
@@ -140,14 +169,31 @@ describe('on a node-postgres pool created with pipeline: true', () => {
     expect(value).toBe('serializable');
   });
 
-  it('refuses transaction options that are not SQL keywords with IDEMPOTENCY_OPTIONS_INVALID, touching nothing', async () => {
+});
+
+describe('the transaction option, whose values become SQL text in BEGIN', () => {
+  const bad = [
+    { isolationLevel: 'serializable; drop table charges; begin' },
+    { accessMode: 'read write; drop table charges' },
+    { deferrable: 'yes' },
+  ] as unknown as { isolationLevel: 'serializable' }[];
+
+  it.each([
+    ['a default pool', t.db],
+    ['a pool in pipeline mode', db],
+  ])('is refused with IDEMPOTENCY_OPTIONS_INVALID on %s before anything runs', async (_, target) => {
     const before = await keyRows(t.pool);
-    const bad = { isolationLevel: 'serializable; drop table charges' } as unknown as { isolationLevel: 'serializable' };
-    const error = await withIdempotencyOutcome(db, 'piped-bad', () => Promise.resolve(1), { transaction: bad }).catch((e: unknown) => e);
-    expect(error).toBeInstanceOf(IdempotencyOptionsInvalidError);
-    expect((error as IdempotencyOptionsInvalidError).code).toBe('IDEMPOTENCY_OPTIONS_INVALID');
+    for (const transaction of bad) {
+      const error = await withIdempotencyOutcome(target, 'bad-transaction', () => Promise.resolve(1), { transaction }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(IdempotencyOptionsInvalidError);
+      expect((error as IdempotencyOptionsInvalidError).code).toBe('IDEMPOTENCY_OPTIONS_INVALID');
+    }
     expect(await keyRows(t.pool)).toEqual(before);
-    expect(await count(t.pool, 'charges')).toBeGreaterThan(0);
+    expect((await t.pool.query(`select to_regclass('charges') is not null as present`)).rows[0]).toEqual({ present: true });
+  });
+
+  it('is refused when an idempotent() route is built', () => {
+    expect(() => idempotent(db, () => Promise.resolve({ status: 200 }), { transaction: bad[0] })).toThrow(IdempotencyOptionsInvalidError);
   });
 });
 

@@ -111,6 +111,10 @@ async function claimRunStorePipelined<T>(
   const live = await acquire(p.runner, o, claimed);
   if (live) return replayOf<T>(live, o);
   const json = serializeResult(await fn(p.tx), o.maxResultBytes);
+  // COMMIT leaves right behind the store, before its answer: the store must
+  // fail in SQL when it cannot complete the key (failInSql), so that this
+  // COMMIT rolls back. (node-postgres refuses to send a query only for a
+  // malformed config, which the store's is not.)
   const [value] = await both(...p.together(() => [storeResult<T>(p.runner, o, json, true), p.commit()] as const));
   return { value, replayed: false };
 }

@@ -38,32 +38,18 @@ export function benchHttpApp(db: ShopDb, pipelinedDb: ShopDb, redis: Redis, redi
     res.status(201).location(`/payments/${payment.id}`).json(payment);
   });
 
-  app.post(
-    PAYMENT_ROUTES.ours,
-    validPayment,
+  const ours = (channel: 'ours' | 'tuned', on: ShopDb, prepare: boolean) =>
     idempotent(
-      db,
+      on,
       async (req, tx) => {
-        const payment = await pay(tx, req, 'ours');
+        const payment = await pay(tx, req, channel);
         return { status: 201, body: payment, headers: { location: `/payments/${payment.id}` } };
       },
-      { scope: userOf },
-    ),
-  );
-
+      { scope: userOf, prepare },
+    );
+  app.post(PAYMENT_ROUTES.ours, validPayment, ours('ours', db, false));
   // Ours again, tuned for node-postgres: named statements, BEGIN with the claim and the store with COMMIT.
-  app.post(
-    PAYMENT_ROUTES.tuned,
-    validPayment,
-    idempotent(
-      pipelinedDb,
-      async (req, tx) => {
-        const payment = await pay(tx, req, 'tuned');
-        return { status: 201, body: payment, headers: { location: `/payments/${payment.id}` } };
-      },
-      { scope: userOf, prepare: true },
-    ),
-  );
+  app.post(PAYMENT_ROUTES.tuned, validPayment, ours('tuned', pipelinedDb, true));
 
   app.post(PAYMENT_ROUTES.redis, validPayment, redisIdempotency(redis, { prefix: redisPrefix, scope: userOf }), async (req, res) => {
     const payment = await pay(db, req, 'redis');

@@ -58,6 +58,8 @@ interface Scenario {
   replay: boolean;
 }
 
+const VARIANTS = Object.keys(PAYMENT_ROUTES) as Variant[];
+
 const SCENARIOS: readonly Scenario[] = [
   { name: 'bare', variant: 'bare', replay: false },
   { name: 'ours', variant: 'ours', replay: false },
@@ -97,14 +99,14 @@ export async function runHttpBench(options: HttpBenchOptions): Promise<HttpBench
       const urlOf = (variant: Variant) => server.url + PAYMENT_ROUTES[variant];
       const keys = freshKeys(`${runId}-fresh`);
       log(`warming up ${WARMUP_SECONDS} s per route`);
-      for (const variant of ['bare', 'ours', 'tuned', 'redis'] as const) {
+      for (const variant of VARIANTS) {
         await load({ url: urlOf(variant), connections, seconds: WARMUP_SECONDS, nextKey: keys });
         await sleep(SETTLE_MS);
       }
       // Keys of their own per route: ours and tuned share the key table, and the
       // fingerprint covers the path, so a shared key would answer 422.
       const completed = new Map<Variant, string[]>();
-      for (const variant of ['ours', 'tuned', 'redis'] as const) {
+      for (const variant of VARIANTS.filter((v) => v !== 'bare')) {
         completed.set(variant, Array.from({ length: REPLAY_KEYS }, (_, i) => `${runId}-done-${variant}-${i}`));
         await completeKeys(urlOf(variant), completed.get(variant)!);
       }

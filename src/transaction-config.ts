@@ -19,9 +19,8 @@ export function assertValidTransactionConfig(config: unknown): asserts config is
   if (deferrable !== undefined && deferrable !== null && typeof deferrable !== 'boolean') throw invalid('transaction.deferrable', deferrable);
 }
 
-/** BEGIN with a checked `transaction` option, as drizzle writes it. */
+/** BEGIN with a `transaction` option that `resolveOptions` has checked, as drizzle writes it. */
 export function beginStatement(config: PgTransactionConfig | undefined): string {
-  assertValidTransactionConfig(config);
   const parts = ['begin'];
   if (config?.isolationLevel) parts.push(`isolation level ${config.isolationLevel}`);
   if (config?.accessMode) parts.push(config.accessMode);

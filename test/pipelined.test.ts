@@ -24,13 +24,13 @@ describe('on a node-postgres pool created with pipeline: true', () => {
     expect(outcome.replayed).toBe(false);
     const at = (event: string) => events.indexOf(event);
     // The claim left before BEGIN's answer came back, the COMMIT before the store's.
-    expect(at('send claim')).toBeGreaterThan(at('send begin'));
-    expect(at('send claim')).toBeLessThan(at('done begin'));
-    expect(at('send commit')).toBeGreaterThan(at('send store'));
-    expect(at('send commit')).toBeLessThan(at('done store'));
+    expect(at('send claim')).toBeGreaterThan(at('send BEGIN'));
+    expect(at('send claim')).toBeLessThan(at('done BEGIN'));
+    expect(at('send COMMIT')).toBeGreaterThan(at('send store'));
+    expect(at('send COMMIT')).toBeLessThan(at('done store'));
     // On the wire: BEGIN and the claim in one write, the charge, the store and COMMIT in one.
     expect(events.filter((e) => e === 'write' || e.startsWith('send '))).toEqual([
-      'send begin', 'send claim', 'write', 'send other', 'write', 'send store', 'send commit', 'write',
+      'send BEGIN', 'send claim', 'write', 'send INSERT charge', 'write', 'send store', 'send COMMIT', 'write',
     ]);
     expect(await count(t.pool, 'charges', 'ref = $1', ['piped-order'])).toBe(1);
     expect(await count(t.pool, 'idempotency_keys', `key = 'piped-order' and status = 'completed'`)).toBe(1);

@@ -8,6 +8,7 @@ npm run build >/dev/null
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 tarball=$(npm pack --silent --pack-destination "$work" | tail -n 1)
+root=$(pwd)
 cd "$work"
 npm init -y >/dev/null
 npm pkg set type=module >/dev/null
@@ -22,6 +23,13 @@ const entries: unknown[] = [withIdempotency, idempotencyKeys, migrate, Idempoten
 const folder: string = migrationsFolder;
 console.log(entries.every(Boolean) && folder.length > 0 ? 'ok' : 'missing export');
 TS
+# The public surface, names of values and types per entry point, as committed.
+node "$root/scripts/public-api.mjs" > api.json
+if ! diff -u "$root/scripts/public-api.json" api.json; then
+  echo "package: the public API changed (above); if on purpose, update scripts/public-api.json" >&2
+  exit 1
+fi
+echo "package: public API matches scripts/public-api.json"
 npx tsc --noEmit --strict --module nodenext --moduleResolution nodenext --skipLibCheck --types node check.ts
 node --input-type=module -e "
 import * as lib from 'drizzle-idempotency';

@@ -1,17 +1,17 @@
-export { withIdempotency, withIdempotencyOutcome, lookupReplay } from './core.js';
-export type { IdempotentOutcome } from './stored-key.js';
-export type { IdempotencyOptions, InFlightPolicy } from './options.js';
-export type { IdempotencyDatabase, TransactionOf } from './db.js';
-export type { Duration } from './duration.js';
-export { parseDuration } from './duration.js';
-export type { Fingerprint } from './fingerprint.js';
-export { canonicalJson, fingerprintOf } from './fingerprint.js';
-export { MAX_KEY_LENGTH } from './key.js';
-export { DEFAULT_MAX_RESULT_BYTES } from './result.js';
-export { idempotencyKeys, idempotencyKeysIn, IDEMPOTENCY_KEYS_TABLE } from './schema.js';
-export type { IdempotencyKeyStatus } from './schema.js';
-export { migrate, migrationsFolder } from './migrate.js';
-export type { MigrateOptions } from './migrate.js';
+export { withIdempotency, withIdempotencyOutcome, lookupReplay } from './core/with-idempotency.js';
+export type { IdempotentOutcome } from './core/stored-key.js';
+export type { IdempotencyOptions, InFlightPolicy } from './core/options.js';
+export type { IdempotencyDatabase, TransactionOf } from './driver/database.js';
+export type { Duration } from './shared/duration.js';
+export { parseDuration } from './shared/duration.js';
+export type { Fingerprint } from './core/fingerprint.js';
+export { canonicalJson, fingerprintOf } from './core/fingerprint.js';
+export { MAX_KEY_LENGTH } from './shared/key.js';
+export { DEFAULT_MAX_RESULT_BYTES } from './core/result.js';
+export { idempotencyKeys, idempotencyKeysIn, IDEMPOTENCY_KEYS_TABLE } from './schema/table.js';
+export type { IdempotencyKeyStatus } from './schema/table.js';
+export { migrate, migrationsFolder } from './schema/migrate.js';
+export type { MigrateOptions } from './schema/migrate.js';
 export {
   IdempotencyError,
   IdempotencyKeyInvalidError,
@@ -21,11 +21,11 @@ export {
   IdempotencyOptionsInvalidError,
   IdempotencySerializationError,
   IdempotencyMigrationConflictError,
-} from './errors.js';
-export type { IdempotencyErrorCode } from './errors.js';
-export { sweepExpiredKeys, DEFAULT_SWEEP_BATCH_SIZE, MAX_SWEEP_BATCH_SIZE } from './sweep.js';
-export type { SweepOptions, SweepProgress, SweepResult, SweepStop } from './sweep.js';
-export { startSweeper } from './sweeper.js';
-export type { Sweeper, SweeperOptions } from './sweeper.js';
-export { idempotencyStats } from './stats.js';
-export type { IdempotencyStats, OldestLiveKey } from './stats.js';
+} from './shared/errors.js';
+export type { IdempotencyErrorCode } from './shared/errors.js';
+export { sweepExpiredKeys, DEFAULT_SWEEP_BATCH_SIZE, MAX_SWEEP_BATCH_SIZE } from './ops/sweep.js';
+export type { SweepOptions, SweepProgress, SweepResult, SweepStop } from './ops/sweep.js';
+export { startSweeper } from './ops/sweeper.js';
+export type { Sweeper, SweeperOptions } from './ops/sweeper.js';
+export { idempotencyStats } from './ops/stats.js';
+export type { IdempotencyStats, OldestLiveKey } from './ops/stats.js';

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type pg from 'pg';
-import type { IdempotencyDatabase } from '../../src/db.js';
+import type { IdempotencyDatabase } from '../../src/driver/database.js';
 
 /** A charges table (the effect we count) and a stock table (the one we must not oversell). */
 export async function createBusinessTables(pool: pg.Pool): Promise<void> {

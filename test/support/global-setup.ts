@@ -5,7 +5,7 @@ import { access } from 'node:fs/promises';
 import type { TestProject } from 'vitest/node';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
-import { migrate } from '../../src/migrate.js';
+import { migrate } from '../../src/schema/migrate.js';
 import { startEmbeddedPostgres } from '../../tools/embedded-db.js';
 import { templateDatabaseFor, withDatabase } from './urls.js';
 

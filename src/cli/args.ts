@@ -1,0 +1,196 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { usageError } from './errors.js';
+import { assertValidSchemaName } from '../schema/keys-table.js';
+import { parseDuration } from '../shared/duration.js';
+import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
+import { DEFAULT_SWEEP_BATCH_SIZE, MAX_SWEEP_BATCH_SIZE } from '../ops/sweep.js';
+
+/** Where to connect, common to every command. */
+export interface ConnectionArgs {
+  databaseUrl: string;
+  schema: string | undefined;
+}
+
+/** A command line, checked: what to run and with what. */
+export type CliCommand =
+  | { command: 'help'; text: string }
+  | { command: 'version' }
+  | ({ command: 'migrate' } & ConnectionArgs)
+  | ({ command: 'sweep'; batchSize: number; everyMs: number | undefined; timeBudgetMs: number | undefined } & ConnectionArgs)
+  | ({ command: 'stats'; json: boolean } & ConnectionArgs);
+
+const COMMON_HELP = `Options for every command:
+  --database-url <url>  PostgreSQL connection string (default: $DATABASE_URL)
+  --schema <name>       schema that holds idempotency_keys (default: the search_path)
+  -h, --help            this help`;
+
+const EXIT_HELP = `Exit codes: 0 ok, 1 failure, 2 usage error, 3 database unreachable, 4 table missing`;
+
+export const HELP = {
+  main: `Usage: drizzle-idempotency <command> [options]
+
+Commands:
+  migrate   create or update the idempotency_keys table
+  sweep     delete expired keys, once (for cron) or --every <duration>
+  stats     live, expired and in-progress keys, oldest live key, table and index size
+
+Run \`drizzle-idempotency <command> --help\` for a command's options.
+
+${COMMON_HELP}
+  -v, --version         print the version
+
+${EXIT_HELP}`,
+  migrate: `Usage: drizzle-idempotency migrate [options]
+
+Applies the bundled migrations: creates idempotency_keys (and the schema, if
+--schema names one) or brings it up to date. Safe to run at every deploy.
+
+${COMMON_HELP}
+
+${EXIT_HELP}`,
+  sweep: `Usage: drizzle-idempotency sweep [options]
+
+Deletes expired keys in short batches, oldest first, never a live key nor one
+whose lease still runs. Progress goes to stderr. SIGTERM or SIGINT stops it
+cleanly between batches (exit code 0); a second one stops it at once.
+
+  --batch <n>               rows per batch, 1 to ${MAX_SWEEP_BATCH_SIZE} (default: ${DEFAULT_SWEEP_BATCH_SIZE})
+  --every <duration>        keep running: sweep again this long after each sweep ends, e.g. 5m
+  --time-budget <duration>  start no batch after this long, e.g. 10m (default: none)
+
+Durations: 500ms, 30s, 5m, 1h, 1d.
+
+${COMMON_HELP}
+
+${EXIT_HELP}`,
+  stats: `Usage: drizzle-idempotency stats [options]
+
+Counts live, expired and in-progress keys, shows the oldest live key and the
+size of the table and its indexes. Reads the whole table.
+
+  --json                one JSON object on stdout, for scripts
+
+${COMMON_HELP}
+
+${EXIT_HELP}`,
+} as const;
+
+type CommandName = 'migrate' | 'sweep' | 'stats';
+const COMMANDS: readonly string[] = ['migrate', 'sweep', 'stats'];
+
+const COMMON_OPTIONS = {
+  'database-url': { type: 'string' },
+  schema: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const satisfies ParseArgsConfig['options'];
+
+const OPTIONS = {
+  migrate: COMMON_OPTIONS,
+  sweep: { ...COMMON_OPTIONS, batch: { type: 'string' }, every: { type: 'string' }, 'time-budget': { type: 'string' } },
+  stats: { ...COMMON_OPTIONS, json: { type: 'boolean' } },
+} as const satisfies Record<CommandName, ParseArgsConfig['options']>;
+
+/**
+ * Reads `drizzle-idempotency <command> [options]`; throws a usage error
+ * (exit code 2) for anything it cannot run.
+ *
+ * @example
+ * parseCommandLine(['sweep', '--every', '5m'], process.env)
+ */
+export function parseCommandLine(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): CliCommand {
+  const [first, ...rest] = argv;
+  if (first === undefined) throw usageError('no command given: use migrate, sweep or stats');
+  if (first === '-h' || first === '--help') return { command: 'help', text: HELP.main };
+  if (first === '-v' || first === '--version') return { command: 'version' };
+  if (first === 'help') {
+    const topic = rest[0];
+    if (topic === undefined) return { command: 'help', text: HELP.main };
+    if (!COMMANDS.includes(topic)) throw usageError(`unknown command ${JSON.stringify(topic)}: use migrate, sweep or stats`);
+    return { command: 'help', text: HELP[topic as CommandName] };
+  }
+  if (!COMMANDS.includes(first)) throw usageError(`unknown command ${JSON.stringify(first)}: use migrate, sweep or stats`);
+  const command = first as CommandName;
+
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    const options: ParseArgsConfig['options'] = OPTIONS[command];
+    values = parseArgs({ args: [...rest], options, strict: true, allowPositionals: false }).values as typeof values;
+  } catch (error) {
+    throw usageError(`${command}: ${describeParseError(error)}`);
+  }
+  if (values.help === true) return { command: 'help', text: HELP[command] };
+
+  const connection = connectionArgs(values, env);
+  switch (command) {
+    case 'migrate':
+      return { command, ...connection };
+    case 'stats':
+      return { command, ...connection, json: values.json === true };
+    case 'sweep':
+      return {
+        command,
+        ...connection,
+        batchSize: batchSizeArg(values.batch),
+        everyMs: durationArg(values.every, '--every'),
+        timeBudgetMs: durationArg(values['time-budget'], '--time-budget'),
+      };
+  }
+}
+
+function connectionArgs(values: Record<string, string | boolean | undefined>, env: Readonly<Record<string, string | undefined>>): ConnectionArgs {
+  const flag = values['database-url'];
+  const databaseUrl = typeof flag === 'string' ? flag : env.DATABASE_URL;
+  if (!databaseUrl) throw usageError('no database given: pass --database-url or set DATABASE_URL');
+  if (!isPostgresUrl(databaseUrl)) {
+    throw usageError(`${typeof flag === 'string' ? '--database-url' : 'DATABASE_URL'} must be a postgres:// or postgresql:// URL`);
+  }
+  const schema = typeof values.schema === 'string' ? values.schema : undefined;
+  if (schema !== undefined) {
+    try {
+      assertValidSchemaName(schema);
+    } catch (error) {
+      throw usageError(`--schema: ${(error as Error).message}`);
+    }
+  }
+  return { databaseUrl, schema };
+}
+
+function isPostgresUrl(value: string): boolean {
+  try {
+    const { protocol } = new URL(value);
+    return protocol === 'postgres:' || protocol === 'postgresql:';
+  } catch {
+    return false;
+  }
+}
+
+function batchSizeArg(value: string | boolean | undefined): number {
+  if (value === undefined) return DEFAULT_SWEEP_BATCH_SIZE;
+  const n = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1 || n > MAX_SWEEP_BATCH_SIZE) {
+    throw usageError(`--batch must be a whole number from 1 to ${MAX_SWEEP_BATCH_SIZE}, got ${JSON.stringify(value)}`);
+  }
+  return n;
+}
+
+function durationArg(value: string | boolean | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  // parseDuration takes a bare number as milliseconds only when it is a JS
+  // number; on a command line a unit is required, so '300' is refused.
+  try {
+    if (typeof value === 'string') return parseDuration(value, flag);
+  } catch (error) {
+    if (!(error instanceof IdempotencyOptionsInvalidError)) throw error;
+  }
+  throw usageError(`${flag} must be a duration such as 500ms, 30s, 5m, 1h or 1d, got ${JSON.stringify(value)}`);
+}
+
+// node:util explains its errors at length; the option it names is what the user needs.
+function describeParseError(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  const code = (error as { code?: unknown } | null)?.code;
+  const option = /'([^']+)'/.exec(message)?.[1];
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && option) return `unknown option ${option}`;
+  if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' && option) return `unexpected argument ${JSON.stringify(option)}`;
+  return message.split('. ')[0] ?? message;
+}

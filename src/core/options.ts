@@ -1,0 +1,106 @@
+import type { PgTransactionConfig } from 'drizzle-orm/pg-core';
+import { assertValidSchemaName } from '../schema/keys-table.js';
+import { parseDuration, type Duration } from '../shared/duration.js';
+import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
+import { fingerprintOf, type Fingerprint } from './fingerprint.js';
+import { assertValidKey, assertValidScope } from '../shared/key.js';
+import { assertValidTransactionConfig } from '../driver/transaction-config.js';
+import { DEFAULT_MAX_RESULT_BYTES } from './result.js';
+
+/** What a duplicate does while the first call still holds the key. */
+export type InFlightPolicy = 'wait' | 'reject';
+
+/** Options of `withIdempotency` and its variants. */
+export interface IdempotencyOptions {
+  /** Who the key belongs to: tenant, user or API client. Keys never match across scopes. (Default: `''`) */
+  scope?: string;
+  /** What the request was: a duplicate with another fingerprint fails with `IDEMPOTENCY_KEY_REUSED`.
+   * Any JSON value (hashed canonically) or a precomputed string. (Default: none, not compared) */
+  fingerprint?: Fingerprint;
+  /** How long the key lives, from the database clock. (Default: `'24h'`) */
+  ttl?: Duration;
+  /** `'wait'` blocks until the first transaction ends, then replays (or runs, if it rolled back);
+   * `'reject'` fails at once with `IDEMPOTENCY_IN_FLIGHT`. (Default: `'wait'`) */
+  onInFlight?: InFlightPolicy;
+  /** Bound on `'wait'`; past it the call fails with `IDEMPOTENCY_IN_FLIGHT`. (Default: `'10s'`) */
+  waitTimeout?: Duration;
+  /** Largest result stored, in bytes of JSON. (Default: 1 MiB) */
+  maxResultBytes?: number;
+  /** Postgres schema that holds `idempotency_keys`. (Default: the search_path) */
+  schema?: string;
+  /** Given a database (not a transaction): look a completed key up with one
+   * SELECT before opening a transaction. Cheaper replays, one more round trip
+   * on first executions. (Default: `false`) */
+  lookupFirst?: boolean;
+  /** Given a database: the transaction to open (isolation level etc.). (Default: the server's) */
+  transaction?: PgTransactionConfig;
+  /** Given a database: how often to retry a serialization failure of the claim
+   * (a concurrent duplicate committed under REPEATABLE READ/SERIALIZABLE); the
+   * retry replays. (Default: `3`) */
+  serializationRetries?: number;
+  /** Send the library's statements (lookup, claim, store) as named prepared
+   * statements, parsed and planned once per connection instead of on every
+   * call: cheaper replays and first executions on node-postgres. Leave it off
+   * behind a pooler that shares server connections between transactions and
+   * does not track prepared statements (PgBouncer before 1.21 in transaction
+   * mode). postgres.js prepares on its own and PGlite ignores it. (Default: `false`) */
+  prepare?: boolean;
+}
+
+/** Options checked and normalised once, before anything touches the database. */
+export interface ResolvedOptions {
+  key: string;
+  scope: string;
+  fingerprint: string | null;
+  ttlMs: number;
+  lockTimeoutMs: number;
+  onInFlight: InFlightPolicy;
+  maxResultBytes: number;
+  schema: string | undefined;
+  lookupFirst: boolean;
+  transaction: PgTransactionConfig | undefined;
+  serializationRetries: number;
+  prepare: boolean;
+}
+
+export const DEFAULT_TTL = '24h';
+export const DEFAULT_WAIT_TIMEOUT = '10s';
+
+/** Validates the key and options; throws a typed error and touches nothing. */
+export function resolveOptions(key: unknown, options: IdempotencyOptions = {}): ResolvedOptions {
+  assertValidKey(key);
+  const scope = options.scope ?? '';
+  assertValidScope(scope);
+  if (options.schema !== undefined) assertValidSchemaName(options.schema);
+  const onInFlight = options.onInFlight ?? 'wait';
+  if (onInFlight !== 'wait' && onInFlight !== 'reject') {
+    throw new IdempotencyOptionsInvalidError(`onInFlight must be 'wait' or 'reject', got ${JSON.stringify(onInFlight)}`);
+  }
+  const maxResultBytes = options.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
+  if (!Number.isSafeInteger(maxResultBytes) || maxResultBytes < 16) {
+    throw new IdempotencyOptionsInvalidError('maxResultBytes must be an integer of at least 16');
+  }
+  const serializationRetries = options.serializationRetries ?? 3;
+  if (!Number.isSafeInteger(serializationRetries) || serializationRetries < 0 || serializationRetries > 100) {
+    throw new IdempotencyOptionsInvalidError('serializationRetries must be an integer from 0 to 100');
+  }
+  assertValidTransactionConfig(options.transaction);
+  if (options.prepare !== undefined && typeof options.prepare !== 'boolean') {
+    throw new IdempotencyOptionsInvalidError(`prepare must be a boolean, got ${JSON.stringify(options.prepare)}`);
+  }
+  return {
+    key,
+    scope,
+    fingerprint: fingerprintOf(options.fingerprint),
+    ttlMs: parseDuration(options.ttl ?? DEFAULT_TTL, 'ttl'),
+    // 'reject' still has to notice the holder: 1 ms is the shortest lock_timeout.
+    lockTimeoutMs: onInFlight === 'reject' ? 1 : parseDuration(options.waitTimeout ?? DEFAULT_WAIT_TIMEOUT, 'waitTimeout'),
+    onInFlight,
+    maxResultBytes,
+    schema: options.schema,
+    lookupFirst: options.lookupFirst ?? false,
+    transaction: options.transaction ?? undefined,
+    serializationRetries,
+    prepare: options.prepare ?? false,
+  };
+}

@@ -1,0 +1,36 @@
+import { sql } from 'drizzle-orm';
+import { queryRows, type SqlRunner } from '../driver/database.js';
+import { keysTable } from '../schema/keys-table.js';
+import type { ResolvedOptions } from './options.js';
+import { DIVISION_BY_ZERO, sqlState } from '../driver/pg-error.js';
+import { deserializeResult } from './result.js';
+
+/**
+ * Marks the claimed key completed with its result, in the caller's transaction.
+ * Returns the result as jsonb gives it back, so the first answer is exactly
+ * what every replay will be (jsonb normalises key order).
+ *
+ * `failInSql`: when COMMIT is already on its way behind this statement, a
+ * missing row must fail the statement itself (so that COMMIT rolls back), not
+ * just the check on the answer, which comes after COMMIT.
+ */
+export async function storeResult<T>(db: SqlRunner, o: ResolvedOptions, json: string, failInSql = false): Promise<T> {
+  const update = sql`update ${keysTable(o.schema)}
+        set status = 'completed', response = ${json}::jsonb, completed_at = statement_timestamp()
+        where scope = ${o.scope} and key = ${o.key}
+        returning response`;
+  let rows: { response: unknown }[];
+  try {
+    rows = await queryRows(
+      db,
+      // No row: 1/0 raises division_by_zero, the one error plain SQL can raise on demand.
+      failInSql ? sql`with stored as (${update}) select (select response from stored) as response, 1 / (select count(*)::int from stored) as one` : update,
+      o.prepare,
+    );
+  } catch (error) {
+    if (failInSql && sqlState(error) === DIVISION_BY_ZERO) rows = [];
+    else throw error;
+  }
+  if (!rows[0]) throw new Error(`idempotency key ${JSON.stringify(o.key)} vanished before its result was stored`);
+  return deserializeResult<T>(rows[0].response);
+}

@@ -1,0 +1,63 @@
+import { sql } from 'drizzle-orm';
+import { queryRows, type SqlRunner } from '../driver/database.js';
+import { keysTable } from '../schema/keys-table.js';
+import { IdempotencyInFlightError, IdempotencyKeyReusedError } from '../shared/errors.js';
+import type { ResolvedOptions } from './options.js';
+import { deserializeResult } from './result.js';
+import { reclaimable, restoreLockTimeout } from './claim.js';
+
+/** A call's result and whether it came from the store rather than from `fn`. */
+export interface IdempotentOutcome<T> {
+  value: T;
+  /** True when `fn` did not run: this is the first execution's stored result. */
+  replayed: boolean;
+}
+
+/** A key row as `readKey` sees it; `status` is null when there is no row. */
+export interface KeyRow {
+  status: string | null;
+  fingerprint: string | null;
+  response: unknown;
+  reclaimable: boolean | null;
+}
+
+/**
+ * Reads the key a claim did not get. Also restores the caller's lock_timeout,
+ * which the claim's RETURNING could not (it returned no row), so it always
+ * returns one row, empty when the key is gone.
+ */
+export async function readKey(db: SqlRunner, o: ResolvedOptions): Promise<KeyRow> {
+  const [row] = await queryRows<KeyRow>(
+    db,
+    sql`select k.status, k.fingerprint, k.response, ${reclaimable(sql`k`)} as reclaimable, ${restoreLockTimeout}
+        from (select 1) as one
+        left join ${keysTable(o.schema)} as k on k.scope = ${o.scope} and k.key = ${o.key}`,
+    o.prepare,
+  );
+  return row!;
+}
+
+/**
+ * One SELECT, outside any transaction: the stored result of a completed, live
+ * key, or undefined when the caller has to claim it.
+ */
+export async function lookupStored<T>(db: SqlRunner, o: ResolvedOptions): Promise<IdempotentOutcome<T> | undefined> {
+  const [row] = await queryRows<KeyRow>(
+    db,
+    sql`select status, fingerprint, response, false as reclaimable from ${keysTable(o.schema)}
+        where scope = ${o.scope} and key = ${o.key} and status = 'completed' and expires_at > statement_timestamp()`,
+    o.prepare,
+  );
+  return row ? replayOf<T>(row, o) : undefined;
+}
+
+/** The stored result of a live row, or the error a duplicate gets. */
+export function replayOf<T>(row: KeyRow, o: ResolvedOptions): IdempotentOutcome<T> {
+  if (row.fingerprint !== o.fingerprint) {
+    throw new IdempotencyKeyReusedError(`idempotency key ${JSON.stringify(o.key)} was already used for a different request`);
+  }
+  if (row.status !== 'completed') {
+    throw new IdempotencyInFlightError(`idempotency key ${JSON.stringify(o.key)} is held by work in progress (lease)`);
+  }
+  return { value: deserializeResult<T>(row.response), replayed: true };
+}

@@ -1,0 +1,41 @@
+import { is, type SQL, type SQLWrapper } from 'drizzle-orm';
+import { PgTransaction, type PgTransactionConfig } from 'drizzle-orm/pg-core';
+import { executeNamed } from './named-statement.js';
+
+/**
+ * What the library needs of a Drizzle PostgreSQL database or transaction, with
+ * any driver (node-postgres, postgres.js, PGlite, Neon, …): raw SQL and nested
+ * transactions (a savepoint when called on a transaction).
+ */
+export interface IdempotencyDatabase {
+  execute(query: SQLWrapper): PromiseLike<unknown>;
+  transaction<T>(fn: (tx: IdempotencyDatabase) => Promise<T>, config?: PgTransactionConfig): Promise<T>;
+}
+
+/** The transaction type a database hands to `transaction()` callbacks. */
+export type TransactionOf<TDb extends IdempotencyDatabase> = Parameters<Parameters<TDb['transaction']>[0]>[0];
+
+/** Whether `db` is already a transaction (then we nest a savepoint in it). */
+export function isTransaction(db: IdempotencyDatabase): boolean {
+  return is(db, PgTransaction);
+}
+
+/**
+ * What the library's own statements run on: a database, a transaction, or the
+ * pipelined connection of `pipelined-transaction.ts`, which names statements itself.
+ */
+export interface SqlRunner {
+  execute(query: SQL): PromiseLike<unknown>;
+  executeNamed?(query: SQL): PromiseLike<unknown>;
+}
+
+/**
+ * Runs `query` and returns its rows, whichever driver answered; `named` sends
+ * it as a named prepared statement where the driver has them.
+ */
+export async function queryRows<Row>(db: SqlRunner, query: SQL, named = false): Promise<Row[]> {
+  const result: unknown = await (!named ? db.execute(query) : db.executeNamed ? db.executeNamed(query) : executeNamed(db, query));
+  // node-postgres and PGlite answer { rows }, postgres.js an array of rows.
+  if (Array.isArray(result)) return result as Row[];
+  return ((result as { rows?: Row[] }).rows ?? []) as Row[];
+}

@@ -1,0 +1,139 @@
+import { entityKind, type SQL } from 'drizzle-orm';
+import type { PgTransactionConfig } from 'drizzle-orm/pg-core';
+import type { IdempotencyDatabase, SqlRunner } from './database.js';
+import { statementName } from './named-statement.js';
+import { beginStatement } from './transaction-config.js';
+
+// The parts of node-postgres and of drizzle's node-postgres session used here,
+// typed by shape: `pg` is an optional peer, so nothing here may import it.
+interface PgClient {
+  query(config: { text: string; values?: unknown[]; name?: string }): Promise<unknown>;
+  release(error?: Error | boolean): void;
+  on(event: 'error', listener: (error: Error) => void): unknown;
+  removeListener(event: 'error', listener: (error: Error) => void): unknown;
+  connection?: { stream?: { cork?(): void; uncork?(): void } };
+}
+interface PgPool {
+  options?: { pipeline?: unknown };
+  connect(): Promise<PgClient>;
+}
+interface Dialect {
+  sqlToQuery(sql: SQL): { sql: string; params: unknown[] };
+}
+interface NodePgSessionParts {
+  client: unknown;
+  dialect: Dialect;
+  schema: unknown;
+  options: unknown;
+}
+
+/** A node-postgres database on a pool created with `pipeline: true`. */
+export interface PipelineSource {
+  pool: PgPool;
+  session: NodePgSessionParts;
+}
+
+/** What a pipelined transaction offers the code that runs in it. */
+export interface Pipeline {
+  /** The transaction `fn` gets: drizzle's own, on the pipelined connection. */
+  tx: IdempotencyDatabase;
+  /** Runs the library's statements; each is queued on the connection the moment it is called. */
+  runner: SqlRunner;
+  /** Queues BEGIN: the statement queued next travels in the same round trip. */
+  begin(): Promise<unknown>;
+  /** Queues COMMIT behind what was queued before it. */
+  commit(): Promise<unknown>;
+  /** Runs `send`, which queues statements, holding them back until it returns so they leave in one write. */
+  together<T>(send: () => T): T;
+}
+
+/**
+ * The pool to pipeline on, when `db` is drizzle's node-postgres database over
+ * a `pg.Pool` created with `pipeline: true`; undefined for anything else.
+ */
+export function pipelineSourceOf(db: IdempotencyDatabase): PipelineSource | undefined {
+  const session = (db as { session?: NodePgSessionParts }).session;
+  if (!session || (session.constructor as { [entityKind]?: string })[entityKind] !== 'NodePgSession') return undefined;
+  const pool = session.client as Partial<PgPool> | undefined;
+  if (!pool || typeof pool.connect !== 'function' || pool.options?.pipeline !== true) return undefined;
+  // A pool's clients have `release`; a lone client (not supported here) has none, and no `options`.
+  return { pool: pool as PgPool, session };
+}
+
+let nodePg: Promise<typeof import('drizzle-orm/node-postgres')> | undefined;
+
+/**
+ * Runs `body` in a transaction on one pipelined connection from the pool.
+ * Unlike `db.transaction`, BEGIN and COMMIT are queued without waiting, so
+ * they share round trips with the statements queued next to them. If `body`
+ * throws while the transaction is open, it is rolled back; if it returns with
+ * the transaction open, it is committed.
+ */
+export async function inPipelinedTransaction<R>(
+  source: PipelineSource,
+  config: PgTransactionConfig | undefined,
+  body: (p: Pipeline) => Promise<R>,
+): Promise<R> {
+  const begin = beginStatement(config);
+  nodePg ??= import('drizzle-orm/node-postgres');
+  const { NodePgSession, NodePgTransaction } = await nodePg;
+  const { dialect, schema, options } = source.session;
+  const client = await source.pool.connect();
+  // Set when this connection must not go back to the pool: the server ended it
+  // (node-postgres notices only a tick later), or it could not roll back.
+  let broken: Error | undefined;
+  const markBroken = (error: unknown) => {
+    broken ??= error instanceof Error ? error : new Error(String(error));
+  };
+  // While we hold the client, a dead connection is an 'error' event on it:
+  // recorded here, instead of crashing the process for want of a listener.
+  client.on('error', markBroken);
+  const session = new NodePgSession(client as never, dialect as never, schema as never, options as never);
+  const tx = new NodePgTransaction(dialect as never, session, schema as never) as unknown as IdempotencyDatabase;
+
+  const send = (query: SQL, named: boolean) => {
+    const { sql: text, params } = dialect.sqlToQuery(query);
+    return client.query(named ? { name: statementName(text), text, values: params } : { text, values: params });
+  };
+  let open = false;
+  const pipeline: Pipeline = {
+    tx,
+    runner: { execute: (query) => send(query, false), executeNamed: (query) => send(query, true) },
+    begin() {
+      open = true;
+      return client.query({ text: begin });
+    },
+    commit() {
+      // Whatever COMMIT answers, the transaction is over; if it failed, the
+      // connection may be on its way down, so it is not reused.
+      open = false;
+      const committed = client.query({ text: 'commit' });
+      committed.catch(markBroken);
+      return committed;
+    },
+    together(send) {
+      // node-postgres writes each query with its own system call; corking the
+      // socket around several makes one, which is half of what a statement
+      // costs this process. Cork and uncork nest, so the driver's own pairs
+      // inside do not flush early.
+      const stream = client.connection?.stream;
+      stream?.cork?.();
+      try {
+        return send();
+      } finally {
+        stream?.uncork?.();
+      }
+    },
+  };
+  try {
+    const result = await body(pipeline);
+    if (open) await pipeline.commit();
+    return result;
+  } catch (error) {
+    if (open) await client.query({ text: 'rollback' }).catch(markBroken);
+    throw error;
+  } finally {
+    client.removeListener('error', markBroken);
+    client.release(broken);
+  }
+}

@@ -1,0 +1,136 @@
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { lookupReplay, withIdempotencyOutcome } from '../core/with-idempotency.js';
+import { isTransaction, type IdempotencyDatabase, type TransactionOf } from '../driver/database.js';
+import { IdempotencyError, IdempotencyKeyInvalidError, IdempotencyOptionsInvalidError } from '../shared/errors.js';
+import { keyFromHeaderLines } from '../shared/header.js';
+import { serializeResult } from '../core/result.js';
+import { resolveRouteOptions, type IdempotentRouteOptions, type ResolvedRouteOptions } from './options.js';
+import { normalizeResponse, sendResponse, storedForm, type IdempotentResponse, type NormalizedResponse } from './response.js';
+import { commitFailedProblem, problemOf, PROBLEM_CONTENT_TYPE, type ProblemDetails } from './problem.js';
+
+/** A route handler that runs in the key's transaction and returns its response. */
+export type IdempotentHandler<TTx> = (req: Request, tx: TTx) => Promise<IdempotentResponse> | IdempotentResponse;
+
+/** Carries a non-final response (5xx by default) out of the transaction, rolling it back. */
+class NotFinal extends Error {
+  constructor(readonly response: NormalizedResponse) {
+    super(`status ${response.status} is not final: rolled back`);
+  }
+}
+
+/**
+ * An Express route handler that runs `handler` at most once per
+ * `Idempotency-Key` (within a scope). The handler's writes go through `tx`, the
+ * transaction that also claims the key and stores the response, so the key,
+ * the effects and the stored answer commit together; the answer is sent only
+ * after COMMIT succeeded. A replay costs one SELECT and opens no transaction.
+ *
+ * A thrown error or a non-final status (5xx by default) rolls everything back:
+ * nothing is stored and a retry runs the handler again. Thrown errors go to
+ * `next`; the library's own errors become RFC 9457 problem details.
+ *
+ * The handler must return its response, never write to `res` itself.
+ *
+ * @example
+ * app.post('/payments', idempotent(db, async (req, tx) => {
+ *   const [charge] = await tx.insert(charges).values({ amount: req.body.amount }).returning();
+ *   return { status: 201, body: charge, headers: { location: `/payments/${charge.id}` } };
+ * }, { scope: (req) => req.get('x-customer-id') ?? '' }));
+ */
+export function idempotent<TDb extends IdempotencyDatabase>(
+  db: TDb,
+  handler: IdempotentHandler<TransactionOf<TDb>>,
+  options?: IdempotentRouteOptions,
+): RequestHandler {
+  if (isTransaction(db)) {
+    throw new IdempotencyOptionsInvalidError('idempotent() needs a database, not a transaction: it opens the transaction itself');
+  }
+  const o = resolveRouteOptions(options);
+  const route = new Route(db, handler as IdempotentHandler<IdempotencyDatabase>, o);
+  return (req: Request, res: Response, next: NextFunction) => route.serve(req, res).catch(next);
+}
+
+class Route {
+  constructor(
+    private readonly db: IdempotencyDatabase,
+    private readonly handler: IdempotentHandler<IdempotencyDatabase>,
+    private readonly o: ResolvedRouteOptions,
+  ) {}
+
+  async serve(req: Request, res: Response): Promise<void> {
+    if (!this.o.methods.has(req.method.toUpperCase())) return this.runWithoutKey(req, res);
+    let key: string | undefined;
+    try {
+      key = keyFromHeaderLines(req.headersDistinct['idempotency-key']);
+      if (key === undefined && this.o.required) throw new IdempotencyKeyInvalidError('this request needs an Idempotency-Key header');
+    } catch (error) {
+      if (error instanceof IdempotencyError) return this.sendProblem(res, problemOf(error));
+      throw error;
+    }
+    if (key === undefined) return this.runWithoutKey(req, res);
+    return this.runWithKey(req, res, key);
+  }
+
+  private async runWithKey(req: Request, res: Response, key: string): Promise<void> {
+    const options = { ...this.o.core, scope: await this.o.scope(req), fingerprint: this.o.fingerprint(req) };
+    let fresh: NormalizedResponse | undefined;
+    try {
+      const hit = await lookupReplay<NormalizedResponse>(this.db, key, options);
+      if (hit) return sendResponse(res, hit.value, true);
+      const outcome = await withIdempotencyOutcome(
+        this.db,
+        key,
+        async (tx) => {
+          const response = await this.runHandler(req, res, tx);
+          fresh = response;
+          return storedForm(response, this.o.storedHeaders);
+        },
+        options,
+      );
+      if (outcome.replayed) return sendResponse(res, outcome.value, true);
+      // The body as jsonb gave it back: byte for byte what a replay will send.
+      return sendResponse(res, { ...fresh!, body: outcome.value.body }, false);
+    } catch (error) {
+      return this.fail(res, error, fresh !== undefined);
+    }
+  }
+
+  private async runWithoutKey(req: Request, res: Response): Promise<void> {
+    let fresh: NormalizedResponse | undefined;
+    try {
+      await this.db.transaction(async (tx) => {
+        const response = await this.runHandler(req, res, tx);
+        // Nothing is stored here, but a body res.json() would choke on must
+        // still fail before COMMIT, not as a 500 after the effects committed.
+        serializeResult(response.body, Number.MAX_SAFE_INTEGER);
+        fresh = response;
+      }, this.o.core.transaction);
+    } catch (error) {
+      return this.fail(res, error, fresh !== undefined);
+    }
+    sendResponse(res, fresh!, false);
+  }
+
+  /** Runs the handler in `tx`; a non-final status throws, so `tx` rolls back. */
+  private async runHandler(req: Request, res: Response, tx: IdempotencyDatabase): Promise<NormalizedResponse> {
+    const response = normalizeResponse(await this.handler(req, tx));
+    if (res.headersSent) throw new Error('an idempotent handler must return its response, not write it to res');
+    if (!this.o.isFinal(response.status)) throw new NotFinal(response);
+    return response;
+  }
+
+  /** Answers after a rollback: `handlerDone` means the handler succeeded, so storing or COMMIT failed. */
+  private fail(res: Response, error: unknown, handlerDone: boolean): void {
+    if (error instanceof NotFinal) return sendResponse(res, error.response, false);
+    if (error instanceof IdempotencyError) return this.sendProblem(res, problemOf(error));
+    // Never a 2xx for what did not commit; a retry with the same key is safe.
+    if (handlerDone) return this.sendProblem(res, commitFailedProblem());
+    throw error;
+  }
+
+  private sendProblem(res: Response, problem: ProblemDetails): void {
+    res.status(problem.status).type(PROBLEM_CONTENT_TYPE);
+    if (problem.retryable) res.setHeader('Retry-After', String(this.o.retryAfter));
+    res.send(JSON.stringify(problem));
+  }
+}

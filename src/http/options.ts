@@ -1,0 +1,124 @@
+import type { Request } from 'express';
+import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
+import type { Fingerprint } from '../core/fingerprint.js';
+import { resolveOptions, type IdempotencyOptions } from '../core/options.js';
+
+/** Options of `idempotent`: the core's (TTL, wait or reject, …) plus how to read a request. */
+export interface IdempotentRouteOptions
+  extends Pick<IdempotencyOptions, 'ttl' | 'onInFlight' | 'waitTimeout' | 'maxResultBytes' | 'schema' | 'transaction' | 'serializationRetries' | 'prepare'> {
+  /** Answer 400 when a request of an idempotent method has no key; when false, such a
+   * request runs once, without a key. (Default: `true`) */
+  required?: boolean;
+  /** Methods that use the key; any other method passes straight through to the handler.
+   * (Default: `['POST', 'PATCH']`) */
+  methods?: readonly string[];
+  /** Who the key belongs to, e.g. the authenticated user or API client: a key never
+   * replays across scopes. (Default: one global scope, `''`) */
+  scope?: (req: Request) => string | Promise<string>;
+  /** What makes two requests "the same": a reused key with another fingerprint gets 422.
+   * `false` turns the check off. (Default: method, path and canonical JSON body) */
+  fingerprint?: ((req: Request) => Fingerprint) | false;
+  /** Response headers stored and replayed; `set-cookie`, credentials and hop-by-hop
+   * headers are refused. (Default: `['content-type', 'location']`) */
+  storedHeaders?: readonly string[];
+  /** Whether a status is a final answer: stored and replayed. Any other status rolls the
+   * transaction back and is not stored. (Default: 2xx, 3xx and 4xx; 5xx never) */
+  isFinal?: (status: number) => boolean;
+  /** `Retry-After` seconds on 409 in flight and other retryable answers. (Default: `1`) */
+  retryAfter?: number;
+}
+
+/** Options checked once, when the route is built. */
+export interface ResolvedRouteOptions {
+  required: boolean;
+  methods: ReadonlySet<string>;
+  scope: (req: Request) => string | Promise<string>;
+  fingerprint: (req: Request) => Fingerprint | undefined;
+  storedHeaders: ReadonlySet<string>;
+  isFinal: (status: number) => boolean;
+  retryAfter: number;
+  core: Pick<IdempotencyOptions, 'ttl' | 'onInFlight' | 'waitTimeout' | 'maxResultBytes' | 'schema' | 'transaction' | 'serializationRetries' | 'prepare'>;
+}
+
+export const DEFAULT_METHODS = ['POST', 'PATCH'] as const;
+export const DEFAULT_STORED_HEADERS = ['content-type', 'location'] as const;
+
+// Replaying these would hand one client's session or credentials to whoever
+// holds the key, or corrupt the framing of the replayed message.
+const NEVER_STORED = new Set([
+  'set-cookie',
+  'set-cookie2',
+  'cookie',
+  'authorization',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'content-length',
+  'idempotent-replayed',
+]);
+
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/**
+ * The default fingerprint: method, path and body, so a reused key on another
+ * request is caught. Compose it to add more, e.g. a header that selects behaviour.
+ *
+ * @example
+ * idempotent(db, handler, { fingerprint: (req) => ({ ...requestFingerprint(req), currency: req.get('x-currency') ?? null }) })
+ */
+export function requestFingerprint(req: Request): { method: string; path: string; body: Fingerprint } {
+  return { method: req.method.toUpperCase(), path: req.baseUrl + req.path, body: (req.body as Fingerprint | undefined) ?? null };
+}
+
+/**
+ * Checks route options, or throws `IDEMPOTENCY_OPTIONS_INVALID` while the app
+ * is being built rather than on the first request.
+ */
+export function resolveRouteOptions(options: IdempotentRouteOptions = {}): ResolvedRouteOptions {
+  const { required, methods, scope, fingerprint, storedHeaders, isFinal, retryAfter, ...core } = options;
+  // The core's own checks (ttl, wait bound, policy, sizes, schema), with a stand-in key.
+  resolveOptions('option-check', core);
+  if (required !== undefined && typeof required !== 'boolean') throw invalid('required must be a boolean');
+  if (scope !== undefined && typeof scope !== 'function') throw invalid('scope must be a function of the request');
+  if (fingerprint !== undefined && fingerprint !== false && typeof fingerprint !== 'function') {
+    throw invalid('fingerprint must be a function of the request, or false');
+  }
+  if (isFinal !== undefined && typeof isFinal !== 'function') throw invalid('isFinal must be a function of the status');
+  const seconds = retryAfter ?? 1;
+  if (!Number.isSafeInteger(seconds) || seconds < 0) throw invalid('retryAfter must be a whole number of seconds');
+  return {
+    required: required ?? true,
+    methods: new Set(tokens(methods ?? DEFAULT_METHODS, 'methods').map((m) => m.toUpperCase())),
+    scope: scope ?? (() => ''),
+    fingerprint: fingerprint === false ? () => undefined : (fingerprint ?? requestFingerprint),
+    storedHeaders: new Set(storedHeaderNames(storedHeaders ?? DEFAULT_STORED_HEADERS)),
+    isFinal: isFinal ?? ((status) => status < 500),
+    retryAfter: seconds,
+    core,
+  };
+}
+
+function storedHeaderNames(names: readonly string[]): string[] {
+  return tokens(names, 'storedHeaders').map((name) => {
+    const lower = name.toLowerCase();
+    if (NEVER_STORED.has(lower)) throw invalid(`storedHeaders must not include ${lower}: replaying it would leak or break responses`);
+    return lower;
+  });
+}
+
+function tokens(values: readonly string[], option: string): string[] {
+  if (!Array.isArray(values) || !values.every((v) => typeof v === 'string' && TOKEN.test(v))) {
+    throw invalid(`${option} must be an array of HTTP tokens`);
+  }
+  return [...values];
+}
+
+function invalid(message: string): IdempotencyOptionsInvalidError {
+  return new IdempotencyOptionsInvalidError(message);
+}

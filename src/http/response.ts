@@ -1,0 +1,73 @@
+import { validateHeaderName, validateHeaderValue } from 'node:http';
+import type { Response } from 'express';
+import { REPLAYED_HEADER } from '../shared/header.js';
+
+/** A header value as a handler may give it. */
+export type HeaderValue = string | number | readonly string[];
+
+/**
+ * What an idempotent route handler answers. The body is sent as JSON (or as
+ * text when it is a string and `content-type` says text); it is stored as JSON,
+ * so it must be JSON-serialisable.
+ */
+export interface IdempotentResponse<TBody = unknown> {
+  /** (Default: 200) */
+  status?: number;
+  body?: TBody;
+  headers?: Readonly<Record<string, HeaderValue>>;
+}
+
+/** A response with its status checked and header names lower-cased. */
+export interface NormalizedResponse {
+  status: number;
+  body?: unknown;
+  headers: Record<string, string | string[]>;
+}
+
+/**
+ * Checks what the handler returned. Runs inside the transaction: a response
+ * Node would refuse to send must fail before COMMIT, never after it (a
+ * committed key whose answer cannot be sent would fail on every replay too).
+ */
+export function normalizeResponse(response: IdempotentResponse | undefined): NormalizedResponse {
+  if (typeof response !== 'object' || response === null) {
+    throw new TypeError('an idempotent handler must return { status, body, headers }');
+  }
+  const status = response.status ?? 200;
+  if (!Number.isInteger(status) || status < 200 || status > 599) {
+    throw new TypeError(`an idempotent handler returned status ${String(status)}; use 200 to 599`);
+  }
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(response.headers ?? {})) {
+    const lower = name.toLowerCase();
+    const normalized = Array.isArray(value) ? value.map(String) : String(value);
+    validateHeaderName(lower);
+    for (const v of Array.isArray(normalized) ? normalized : [normalized]) validateHeaderValue(lower, v);
+    headers[lower] = normalized;
+  }
+  return response.body === undefined ? { status, headers } : { status, body: response.body, headers };
+}
+
+/** The part of a response that is stored for replays: only the allowed headers. */
+export function storedForm(response: NormalizedResponse, storedHeaders: ReadonlySet<string>): NormalizedResponse {
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(response.headers)) if (storedHeaders.has(name)) headers[name] = value;
+  return response.body === undefined ? { status: response.status, headers } : { status: response.status, body: response.body, headers };
+}
+
+const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\b/i;
+
+/** Writes a response; `replayed` adds `Idempotent-Replayed: true`. */
+export function sendResponse(res: Response, response: NormalizedResponse, replayed: boolean): void {
+  res.status(response.status);
+  for (const [name, value] of Object.entries(response.headers)) res.setHeader(name, value);
+  if (replayed) res.setHeader(REPLAYED_HEADER, 'true');
+  const { body } = response;
+  if (body === undefined) {
+    res.end();
+    return;
+  }
+  const type = res.getHeader('content-type');
+  if (typeof body === 'string' && typeof type === 'string' && !JSON_TYPE.test(type)) res.send(body);
+  else res.json(body);
+}

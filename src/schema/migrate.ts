@@ -1,0 +1,109 @@
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { sql } from 'drizzle-orm';
+import { queryRows, type IdempotencyDatabase } from '../driver/database.js';
+import { assertValidSchemaName } from './keys-table.js';
+import { IdempotencyMigrationConflictError } from '../shared/errors.js';
+import { DUPLICATE_TABLE, sqlState } from '../driver/pg-error.js';
+
+/**
+ * Absolute path of the bundled drizzle-kit migrations, for teams that apply
+ * them with their own tooling instead of `migrate()`.
+ *
+ * @example
+ * await drizzleMigrate(db, { migrationsFolder, migrationsTable: '__idempotency_migrations' });
+ */
+export const migrationsFolder = fileURLToPath(new URL('../../migrations', import.meta.url));
+
+/** Options of `migrate`. */
+export interface MigrateOptions {
+  /** Postgres schema to create the table in; created if missing. (Default: the first schema of the search_path) */
+  schema?: string;
+}
+
+/** Which migrations a `migrate` call applied (empty when the schema was current). */
+export interface MigrateResult {
+  applied: string[];
+}
+
+/** Our own bookkeeping table: sharing drizzle's `__drizzle_migrations` with the
+ * app would make drizzle skip one set (it compares only the newest timestamp). */
+export const MIGRATIONS_TABLE = 'drizzle_idempotency_migrations';
+
+// Transaction-scoped advisory lock: concurrent migrate() calls queue up instead
+// of racing on CREATE TABLE, and nothing outlives the transaction (PgBouncer-safe).
+const MIGRATION_LOCK = 0x69646d70; // 'idmp'
+
+interface Migration {
+  tag: string;
+  hash: string;
+  statements: string[];
+}
+
+async function readMigrations(): Promise<Migration[]> {
+  const journal = JSON.parse(await readFile(join(migrationsFolder, 'meta', '_journal.json'), 'utf8')) as {
+    entries: { idx: number; tag: string }[];
+  };
+  const entries = [...journal.entries].sort((a, b) => a.idx - b.idx);
+  return Promise.all(
+    entries.map(async ({ tag }) => {
+      const text = await readFile(join(migrationsFolder, `${tag}.sql`), 'utf8');
+      return {
+        tag,
+        hash: createHash('sha256').update(text).digest('hex'),
+        statements: text.split('--> statement-breakpoint').map((s) => s.trim()).filter(Boolean),
+      };
+    }),
+  );
+}
+
+/**
+ * Applies the bundled migrations in one transaction. Safe to call at every
+ * start, from many processes at once.
+ *
+ * @example
+ * await migrate(db);                        // public.idempotency_keys
+ * await migrate(db, { schema: 'billing' }); // billing.idempotency_keys
+ */
+export async function migrate(db: IdempotencyDatabase, options: MigrateOptions = {}): Promise<MigrateResult> {
+  const { schema } = options;
+  if (schema !== undefined) assertValidSchemaName(schema);
+  const migrations = await readMigrations();
+  return db.transaction(async (tx: IdempotencyDatabase) => {
+    await tx.execute(sql`select pg_advisory_xact_lock(${MIGRATION_LOCK})`);
+    if (schema !== undefined) {
+      await tx.execute(sql`create schema if not exists ${sql.identifier(schema)}`);
+      // The generated SQL names tables unqualified; point it at the schema for
+      // this transaction only.
+      await tx.execute(sql`select set_config('search_path', quote_ident(${schema}), true)`);
+    }
+    await tx.execute(
+      sql`create table if not exists ${sql.identifier(MIGRATIONS_TABLE)} (
+            tag text primary key,
+            hash text not null,
+            applied_at timestamptz not null default now())`,
+    );
+    const done = new Set(
+      (await queryRows<{ tag: string }>(tx, sql`select tag from ${sql.identifier(MIGRATIONS_TABLE)}`)).map((r) => r.tag),
+    );
+    const applied: string[] = [];
+    for (const m of migrations) {
+      if (done.has(m.tag)) continue;
+      for (const statement of m.statements) {
+        await tx.execute(sql.raw(statement)).then(undefined, (error: unknown) => {
+          if (sqlState(error) !== DUPLICATE_TABLE) throw error;
+          throw new IdempotencyMigrationConflictError(
+            `migration ${m.tag}: the table exists but migrate() did not create it; it is managed elsewhere ` +
+              '(your own drizzle-kit migrations?). Use one path: migrate(), or the exported table in your schema.',
+            { cause: error },
+          );
+        });
+      }
+      await tx.execute(sql`insert into ${sql.identifier(MIGRATIONS_TABLE)} (tag, hash) values (${m.tag}, ${m.hash})`);
+      applied.push(m.tag);
+    }
+    return { applied };
+  });
+}

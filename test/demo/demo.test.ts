@@ -1,0 +1,36 @@
+import { describe, expect, it } from 'vitest';
+import { runDemo, QUICK } from '../../examples/shop/demo.js';
+import { testDatabase } from '../support/db.js';
+
+const t = await testDatabase({ migrated: false, max: 5 });
+
+describe('the demo (npm start -- --quick)', () => {
+  it('survives its retry storm with one effect per key, by the database\'s own account', async () => {
+    const report = await runDemo(t.url, { ...QUICK, payments: 100, orders: 60, emails: 30 });
+    // The storm did hurt: answers were lost and retried, duplicates were sent.
+    expect(report.dropped.ours).toBeGreaterThan(0);
+    expect(report.ours.replays).toBeGreaterThan(0);
+
+    // The audit, asked of the database here rather than read from the report.
+    const dupes = async (table: string, where = 'true') =>
+      (await t.pool.query(`select request_key from ${table} where ${where} group by request_key having count(*) > 1`)).rowCount;
+    expect(await dupes('shop_payments', `channel = 'idempotent'`)).toBe(0);
+    expect(await dupes('shop_orders')).toBe(0);
+    expect(await dupes('shop_outbox')).toBe(0);
+    const { rows: keys } = await t.pool.query(`select count(distinct request_key)::int as n from shop_payments where channel = 'idempotent'`);
+    expect(keys[0].n).toBe(100);
+    const { rows: stock } = await t.pool.query<{ sku: string; stock: number; sold: number }>(
+      `select i.sku, i.stock, coalesce(sum(oi.quantity), 0)::int as sold
+       from shop_inventory i left join shop_order_items oi using (sku) group by i.sku, i.stock`,
+    );
+    for (const s of stock) {
+      expect(s.stock).toBeGreaterThanOrEqual(0);
+      expect(s.stock + s.sold).toBe(QUICK.stock);
+    }
+    const { rows: mail } = await t.pool.query(`select count(*)::int as queued, count(delivered_at)::int as delivered from shop_outbox`);
+    expect(mail[0]).toEqual({ queued: 30, delivered: 30 });
+    expect(report.sink.lines).toBe(30);
+    expect(await t.pool.query(`select 1 from idempotency_keys where status = 'started'`).then((r) => r.rowCount)).toBe(0);
+    expect(report.broken).toEqual([]);
+  });
+});

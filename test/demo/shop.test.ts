@@ -1,0 +1,148 @@
+import { drizzle } from 'drizzle-orm/node-postgres';
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { shopApp } from '../../examples/shop/app.js';
+import { openMailSink, startOutboxWorker } from '../../examples/shop/outbox-worker.js';
+import { migrateAll } from '../../examples/shop/setup.js';
+import { testDatabase } from '../support/db.js';
+import { count } from '../support/fixtures.js';
+import { listen } from '../support/http.js';
+
+const t = await testDatabase({ max: 50 });
+await migrateAll(drizzle(t.pool));
+const shop = await listen(shopApp(drizzle(t.pool)));
+afterAll(() => shop.close());
+
+async function call(method: string, path: string, options: { user?: string; key?: string; body?: unknown } = {}) {
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (options.user !== undefined) headers['x-user-id'] = options.user;
+  if (options.key !== undefined) headers['idempotency-key'] = options.key;
+  const res = await fetch(`${shop.url}${path}`, { method, headers, body: options.body === undefined ? undefined : JSON.stringify(options.body) });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, body: text ? (JSON.parse(text) as Record<string, unknown>) : undefined };
+}
+
+describe('POST /payments', () => {
+  it('charges once per key and replays the 201 with Idempotent-Replayed', async () => {
+    const first = await call('POST', '/payments', { user: 'alice', key: 'pay-1', body: { amount: 1250, currency: 'EUR' } });
+    const again = await call('POST', '/payments', { user: 'alice', key: 'pay-1', body: { amount: 1250, currency: 'EUR' } });
+    expect(first.status).toBe(201);
+    expect(first.body).toMatchObject({ amount: 1250, currency: 'EUR' });
+    expect(Object.keys(first.body!).sort()).toEqual(['amount', 'createdAt', 'currency', 'id']);
+    expect(first.headers.get('location')).toBe(`/payments/${first.body!.id}`);
+    expect(again).toMatchObject({ status: 201, body: first.body });
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(await count(t.pool, 'shop_payments', `request_key = 'pay-1'`)).toBe(1);
+  });
+
+  it("scopes keys by X-User-Id: bob's key never replays alice's payment", async () => {
+    const alice = await call('POST', '/payments', { user: 'alice', key: 'shared', body: { amount: 100, currency: 'EUR' } });
+    const bob = await call('POST', '/payments', { user: 'bob', key: 'shared', body: { amount: 100, currency: 'EUR' } });
+    expect(bob.status).toBe(201);
+    expect(bob.body!.id).not.toBe(alice.body!.id);
+    expect(bob.headers.get('idempotent-replayed')).toBeNull();
+    const bobs = await call('GET', '/payments', { user: 'bob' });
+    expect((bobs.body!.payments as { id: string }[]).map((p) => p.id)).toEqual([bob.body!.id]);
+    expect((await call('GET', `/payments/${alice.body!.id}`, { user: 'bob' })).status).toBe(404);
+    expect((await call('GET', `/payments/${alice.body!.id}`, { user: 'alice' })).body).toEqual(alice.body);
+    expect(await count(t.pool, 'shop_payments', `request_key = 'shared'`)).toBe(2);
+  });
+
+  it('answers 422 to the same key with another amount, and charges nothing more', async () => {
+    await call('POST', '/payments', { user: 'carol', key: 'pay-2', body: { amount: 500, currency: 'EUR' } });
+    const reused = await call('POST', '/payments', { user: 'carol', key: 'pay-2', body: { amount: 900, currency: 'EUR' } });
+    expect(reused.status).toBe(422);
+    expect(reused.body).toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+    expect(await count(t.pool, 'shop_payments', `request_key = 'pay-2'`)).toBe(1);
+  });
+
+  it.each([
+    ['a missing key', { user: 'dave', body: { amount: 5, currency: 'EUR' } }, 400],
+    ['a zero amount', { user: 'dave', key: 'bad-1', body: { amount: 0, currency: 'EUR' } }, 400],
+    ['a fractional amount', { user: 'dave', key: 'bad-2', body: { amount: 1.5, currency: 'EUR' } }, 400],
+    ['an unknown currency', { user: 'dave', key: 'bad-3', body: { amount: 5, currency: 'XYZ1' } }, 400],
+    ['no X-User-Id', { key: 'bad-4', body: { amount: 5, currency: 'EUR' } }, 401],
+  ])('refuses %s before claiming any key', async (_name, options, status) => {
+    const keysBefore = await count(t.pool, 'idempotency_keys');
+    const res = await call('POST', '/payments', options);
+    expect(res.status).toBe(status);
+    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(await count(t.pool, 'idempotency_keys')).toBe(keysBefore);
+    expect(await count(t.pool, 'shop_payments', `user_id = 'dave'`)).toBe(0);
+  });
+});
+
+describe('inventory', () => {
+  it('sets and reads stock with PUT and GET, no key needed', async () => {
+    expect((await call('PUT', '/inventory/gizmo', { body: { stock: 7 } })).body).toEqual({ sku: 'gizmo', stock: 7 });
+    expect((await call('PUT', '/inventory/gizmo', { body: { stock: 7 } })).body).toEqual({ sku: 'gizmo', stock: 7 });
+    expect((await call('GET', '/inventory/gizmo')).body).toEqual({ sku: 'gizmo', stock: 7 });
+    expect((await call('PUT', '/inventory/gizmo', { body: { stock: -1 } })).status).toBe(400);
+  });
+
+  it('never goes below zero under 40 concurrent reserves, and replays the stored OUT_OF_STOCK', async () => {
+    await call('PUT', '/inventory/widget', { body: { stock: 25 } });
+    const reserve = (i: number) => call('POST', '/inventory/widget/reserve', { user: 'erin', key: `reserve-${i}`, body: { quantity: 3 } });
+    const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => reserve(i)));
+    const ok = answers.filter((a) => a.status === 200);
+    const refused = answers.filter((a) => a.status === 409);
+    expect(ok).toHaveLength(8); // 8 x 3 = 24 of 25
+    expect(refused).toHaveLength(32);
+    expect(refused[0]!.body).toMatchObject({ code: 'OUT_OF_STOCK', status: 409 });
+    expect(new Set(ok.map((a) => a.body!.remaining))).toEqual(new Set([22, 19, 16, 13, 10, 7, 4, 1]));
+
+    const replays = await Promise.all(Array.from({ length: 40 }, (_, i) => reserve(i)));
+    expect(replays.map((r) => [r.status, r.body])).toEqual(answers.map((a) => [a.status, a.body]));
+    expect(replays.every((r) => r.headers.get('idempotent-replayed') === 'true')).toBe(true);
+    expect((await call('GET', '/inventory/widget')).body).toEqual({ sku: 'widget', stock: 1 });
+  });
+});
+
+describe('POST /orders', () => {
+  it('reserves every item or none', async () => {
+    await call('PUT', '/inventory/bolt', { body: { stock: 5 } });
+    await call('PUT', '/inventory/nut', { body: { stock: 1 } });
+    const refused = await call('POST', '/orders', { user: 'fay', key: 'order-1', body: { items: [{ sku: 'bolt', quantity: 2 }, { sku: 'nut', quantity: 2 }] } });
+    expect(refused).toMatchObject({ status: 409, body: { code: 'OUT_OF_STOCK' } });
+    expect((await call('GET', '/inventory/bolt')).body).toEqual({ sku: 'bolt', stock: 5 });
+
+    const placed = await call('POST', '/orders', { user: 'fay', key: 'order-2', body: { items: [{ sku: 'bolt', quantity: 2 }, { sku: 'nut', quantity: 1 }] } });
+    const replay = await call('POST', '/orders', { user: 'fay', key: 'order-2', body: { items: [{ sku: 'bolt', quantity: 2 }, { sku: 'nut', quantity: 1 }] } });
+    expect(placed.status).toBe(201);
+    expect(replay).toMatchObject({ status: 201, body: placed.body });
+    expect((await call('GET', '/inventory/bolt')).body).toEqual({ sku: 'bolt', stock: 3 });
+    expect((await call('GET', '/inventory/nut')).body).toEqual({ sku: 'nut', stock: 0 });
+    expect(await count(t.pool, 'shop_orders', `user_id = 'fay'`)).toBe(1);
+  });
+});
+
+describe('POST /notifications/welcome', () => {
+  it('queues one e-mail per key, and the worker delivers each once', async () => {
+    const sinkPath = join(await mkdtemp(join(tmpdir(), 'shop-test-')), 'mail.jsonl');
+    const sink = await openMailSink(sinkPath);
+    const answers = await Promise.all(
+      Array.from({ length: 10 }, () => call('POST', '/notifications/welcome', { user: 'gus', key: 'welcome-gus', body: { email: 'gus@example.test' } })),
+    );
+    // The route rejects duplicates in flight: 409 + Retry-After, then the retry replays.
+    const accepted = answers.filter((a) => a.status === 202);
+    const rejected = answers.filter((a) => a.status !== 202);
+    expect(accepted.length).toBeGreaterThan(0);
+    for (const r of rejected) {
+      expect(r).toMatchObject({ status: 409, body: { code: 'IDEMPOTENCY_IN_FLIGHT' } });
+      expect(r.headers.get('retry-after')).toBe('1');
+    }
+    const retried = await call('POST', '/notifications/welcome', { user: 'gus', key: 'welcome-gus', body: { email: 'gus@example.test' } });
+    expect(new Set([...accepted, retried].map((a) => JSON.stringify(a.body))).size).toBe(1);
+    // Two workers share the queue: SKIP LOCKED keeps them off each other's rows.
+    const workers = [startOutboxWorker(drizzle(t.pool), sink, { every: 5 }), startOutboxWorker(drizzle(t.pool), sink, { every: 5 })];
+    await Promise.all(workers.map((w) => w.drain()));
+    await Promise.all(workers.map((w) => w.stop()));
+    const lines = (await readFile(sinkPath, 'utf8')).split('\n').filter(Boolean);
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ to: 'gus@example.test' });
+    expect(await count(t.pool, 'shop_outbox', `request_key = 'welcome-gus' and delivered_at is not null`)).toBe(1);
+    expect(await count(t.pool, 'shop_outbox', `request_key = 'welcome-gus'`)).toBe(1);
+  });
+});

@@ -1,0 +1,241 @@
+import { sql } from 'drizzle-orm';
+import { drizzle } from 'drizzle-orm/node-postgres';
+import { describe, expect, it } from 'vitest';
+import { idempotent } from '../../src/express.js';
+import { IdempotencyOptionsInvalidError, lookupReplay, withIdempotencyOutcome } from '../../src/index.js';
+import type { IdempotencyDatabase } from '../../src/driver/database.js';
+import { testDatabase } from '../support/db.js';
+import { count, createBusinessTables, deferred, insertCharge, keyRows, sleep } from '../support/fixtures.js';
+import { logStatements } from '../support/query-log.js';
+
+const t = await testDatabase();
+await createBusinessTables(t.pool);
+const pipelinedPool = t.newPool(60, { pipeline: true });
+const events = logStatements(pipelinedPool);
+const db = drizzle(pipelinedPool);
+
+const backendPid = async (tx: IdempotencyDatabase) =>
+  ((await tx.execute(sql`select pg_backend_pid() as pid`)) as { rows: { pid: number }[] }).rows[0]!.pid;
+
+describe('on a node-postgres pool created with pipeline: true', () => {
+  it('sends BEGIN together with the claim and the store together with COMMIT', async () => {
+    events.length = 0;
+    const outcome = await withIdempotencyOutcome(db, 'piped-order', (tx) => insertCharge(tx, 'piped-order', 100));
+    expect(outcome.replayed).toBe(false);
+    const at = (event: string) => events.indexOf(event);
+    // The claim left before BEGIN's answer came back, the COMMIT before the store's.
+    expect(at('send claim')).toBeGreaterThan(at('send BEGIN'));
+    expect(at('send claim')).toBeLessThan(at('done BEGIN'));
+    expect(at('send COMMIT')).toBeGreaterThan(at('send store'));
+    expect(at('send COMMIT')).toBeLessThan(at('done store'));
+    // On the wire: BEGIN and the claim in one write, the charge, the store and COMMIT in one.
+    expect(events.filter((e) => e === 'write' || e.startsWith('send '))).toEqual([
+      'send BEGIN', 'send claim', 'write', 'send INSERT charge', 'write', 'send store', 'send COMMIT', 'write',
+    ]);
+    expect(await count(t.pool, 'charges', 'ref = $1', ['piped-order'])).toBe(1);
+    expect(await count(t.pool, 'idempotency_keys', `key = 'piped-order' and status = 'completed'`)).toBe(1);
+  });
+
+  it('replays a completed key, the stored result byte for byte', async () => {
+    const first = await withIdempotencyOutcome(db, 'piped-replay', (tx) => insertCharge(tx, 'piped-replay', 7));
+    const again = await withIdempotencyOutcome(db, 'piped-replay', () => Promise.reject(new Error('ran twice')));
+    expect(again).toEqual({ value: first.value, replayed: true });
+    expect(await count(t.pool, 'charges', 'ref = $1', ['piped-replay'])).toBe(1);
+  });
+
+  describe.each(['read committed', 'repeatable read', 'serializable'] as const)('50 concurrent callers of one new key under %s', (isolationLevel) => {
+    it('runs fn once and gives every caller the same result', async () => {
+      const ref = `piped-storm-${isolationLevel}`;
+      let calls = 0;
+      const results = await Promise.all(
+        Array.from({ length: 50 }, () =>
+          withIdempotencyOutcome(
+            db,
+            ref,
+            async (tx) => {
+              calls++;
+              const charge = await insertCharge(tx, ref, 500);
+              await sleep(30);
+              return charge;
+            },
+            { transaction: { isolationLevel }, serializationRetries: 5 },
+          ),
+        ),
+      );
+      expect(calls).toBe(1);
+      expect(results.filter((r) => r.replayed)).toHaveLength(49);
+      expect(new Set(results.map((r) => JSON.stringify(r.value))).size).toBe(1);
+      expect(await count(t.pool, 'charges', 'ref = $1', [ref])).toBe(1);
+      expect(await count(t.pool, 'idempotency_keys', `key = $1 and status = 'completed'`, [ref])).toBe(1);
+    });
+  });
+
+  it('commits neither key nor effects when fn throws, and hands the connection back', async () => {
+    await expect(
+      withIdempotencyOutcome(db, 'piped-throw', async (tx) => {
+        await insertCharge(tx, 'piped-throw', 100);
+        throw new Error('card declined');
+      }),
+    ).rejects.toThrow('card declined');
+    expect(await count(t.pool, 'charges', 'ref = $1', ['piped-throw'])).toBe(0);
+    expect(await count(t.pool, 'idempotency_keys', `key = 'piped-throw'`)).toBe(0);
+    expect(pipelinedPool.totalCount).toBe(pipelinedPool.idleCount);
+    // Rolled back before it went back: no connection of this database sits in a transaction.
+    expect(await count(t.pool, 'pg_stat_activity', `datname = current_database() and state like 'idle in transaction%'`)).toBe(0);
+  });
+
+  it("gives fn drizzle's own transaction: a nested savepoint rolls back alone, tx.rollback() undoes everything", async () => {
+    const kept = await withIdempotencyOutcome(db, 'piped-nested', async (tx) => {
+      const charge = await insertCharge(tx, 'piped-nested', 1);
+      await tx.transaction(async (inner) => {
+        await insertCharge(inner, 'piped-nested-inner', 1);
+        inner.rollback();
+      }).catch(() => {});
+      return charge;
+    });
+    expect(kept.replayed).toBe(false);
+    await expect(
+      withIdempotencyOutcome(db, 'piped-rollback', async (tx) => {
+        await insertCharge(tx, 'piped-rollback', 1);
+        tx.rollback();
+      }),
+    ).rejects.toThrow(/rollback/i);
+    expect(await count(t.pool, 'charges', 'ref = $1', ['piped-nested'])).toBe(1);
+    expect(await count(t.pool, 'charges', 'ref = $1', ['piped-nested-inner'])).toBe(0);
+    expect(await count(t.pool, 'charges', 'ref = $1', ['piped-rollback'])).toBe(0);
+    expect(await count(t.pool, 'idempotency_keys', `key in ('piped-nested', 'piped-rollback')`)).toBe(1);
+  });
+
+  it('rolls back the effects when the store finds no key row, although COMMIT was already sent', async () => {
+    await expect(
+      withIdempotencyOutcome(db, 'piped-vanish', async (tx) => {
+        await insertCharge(tx, 'piped-vanish', 100);
+        await tx.execute(sql`delete from idempotency_keys where key = 'piped-vanish'`);
+        return 'done';
+      }),
+    ).rejects.toThrow(/vanished before its result was stored/);
+    expect(await count(t.pool, 'charges', 'ref = $1', ['piped-vanish'])).toBe(0);
+  });
+
+  it('commits nothing when the connection is killed while fn runs; the retry runs fn once', async () => {
+    const killed = deferred<number>();
+    const resume = deferred();
+    const victim = withIdempotencyOutcome(db, 'piped-killed', async (tx) => {
+      await insertCharge(tx, 'piped-killed', 100);
+      killed.resolve(await backendPid(tx));
+      await resume.promise;
+      return insertCharge(tx, 'piped-killed-second-write', 100);
+    });
+    await t.pool.query('select pg_terminate_backend($1)', [await killed.promise]);
+    resume.resolve();
+    await expect(victim).rejects.toThrow();
+    const retry = await withIdempotencyOutcome(db, 'piped-killed', (tx) => insertCharge(tx, 'piped-killed', 100));
+    expect(retry.replayed).toBe(false);
+    expect(await count(t.pool, 'charges', 'ref = $1', ['piped-killed'])).toBe(1);
+    expect(await count(t.pool, 'charges', 'ref = $1', ['piped-killed-second-write'])).toBe(0);
+    expect(await count(t.pool, 'idempotency_keys', `key = 'piped-killed' and status = 'completed'`)).toBe(1);
+  });
+
+  it('never hands on a connection whose COMMIT died with it: the next user gets a live one', async () => {
+    // A deferred trigger that ends its own backend: the server dies at COMMIT.
+    await t.pool.query(`
+      create table doomed (id int);
+      create function doom() returns trigger language plpgsql as $$
+        begin perform pg_terminate_backend(pg_backend_pid()); return null; end $$;
+      create constraint trigger doom_at_commit after insert on doomed
+        deferrable initially deferred for each row execute function doom();`);
+    const single = t.newPool(1, { pipeline: true });
+    const running = deferred();
+    const call = withIdempotencyOutcome(drizzle(single), 'piped-doomed', async (tx) => {
+      await tx.execute(sql`insert into doomed values (1)`);
+      running.resolve();
+      return 'done';
+    });
+    await running.promise;
+    const next = single.query<{ one: number }>('select 1 as one'); // waits for the only connection
+    await expect(call).rejects.toThrow();
+    expect((await next).rows).toEqual([{ one: 1 }]);
+    expect(await count(t.pool, 'idempotency_keys', `key = 'piped-doomed'`)).toBe(0);
+    expect(await count(t.pool, 'doomed')).toBe(0);
+  });
+
+  it('opens the transaction with the isolation level asked for', async () => {
+    const { value } = await withIdempotencyOutcome(
+      db,
+      'piped-level',
+      async (tx) => ((await tx.execute(sql`select current_setting('transaction_isolation') as level`)) as { rows: { level: string }[] }).rows[0]!.level,
+      { transaction: { isolationLevel: 'serializable', accessMode: 'read write' } },
+    );
+    expect(value).toBe('serializable');
+  });
+
+});
+
+describe('the transaction option, whose values become SQL text in BEGIN', () => {
+  const bad = [
+    { isolationLevel: 'serializable; drop table charges; begin' },
+    { accessMode: 'read write; drop table charges' },
+    { deferrable: 'yes' },
+  ] as unknown as { isolationLevel: 'serializable' }[];
+
+  it.each([
+    ['a default pool', t.db],
+    ['a pool in pipeline mode', db],
+  ])('is refused with IDEMPOTENCY_OPTIONS_INVALID on %s before anything runs', async (_, target) => {
+    const before = await keyRows(t.pool);
+    for (const transaction of bad) {
+      const error = await withIdempotencyOutcome(target, 'bad-transaction', () => Promise.resolve(1), { transaction }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(IdempotencyOptionsInvalidError);
+      expect((error as IdempotencyOptionsInvalidError).code).toBe('IDEMPOTENCY_OPTIONS_INVALID');
+    }
+    expect(await keyRows(t.pool)).toEqual(before);
+    expect((await t.pool.query(`select to_regclass('charges') is not null as present`)).rows[0]).toEqual({ present: true });
+  });
+
+  it('is refused when an idempotent() route is built', () => {
+    expect(() => idempotent(db, () => Promise.resolve({ status: 200 }), { transaction: bad[0] })).toThrow(IdempotencyOptionsInvalidError);
+  });
+});
+
+describe('prepare: true', () => {
+  it('sends the library statements as named prepared statements, one per text and connection', async () => {
+    const single = drizzle(t.newPool(1));
+    const run = (key: string) => withIdempotencyOutcome(single, key, (tx) => insertCharge(tx, key, 1), { prepare: true });
+    await run('prepared-1');
+    await run('prepared-2');
+    await run('prepared-1'); // claim conflicts: the read is prepared too
+    expect(await lookupReplay(single, 'prepared-2', { prepare: true })).toMatchObject({ replayed: true });
+    const names = (await single.execute(sql`select name, statement from pg_prepared_statements order by name`)).rows as { name: string; statement: string }[];
+    const ours = names.filter((n) => n.name.startsWith('drizzle_idempotency_'));
+    expect(ours.map((n) => n.statement.trim().split(/\s+/).slice(0, 2).join(' ')).sort()).toEqual([
+      'insert into', // claim
+      'select k.status,', // read
+      'select status,', // lookup
+      'update "idempotency_keys"', // store
+    ]);
+    expect(await count(t.pool, 'charges', `ref like 'prepared-%'`)).toBe(2);
+  });
+
+  it('prepares nothing by default', async () => {
+    const single = drizzle(t.newPool(1));
+    await withIdempotencyOutcome(single, 'unprepared', (tx) => insertCharge(tx, 'unprepared', 1));
+    expect((await single.execute(sql`select count(*)::int as n from pg_prepared_statements`)).rows[0]).toEqual({ n: 0 });
+  });
+
+  it('keeps the statements of two schemas apart on one connection', async () => {
+    await t.pool.query('create schema if not exists tenant_b');
+    const { migrate } = await import('../../src/index.js');
+    await migrate(t.db, { schema: 'tenant_b' });
+    const single = drizzle(t.newPool(1, { pipeline: true }));
+    const a = await withIdempotencyOutcome(single, 'both-schemas', () => Promise.resolve('public'), { prepare: true });
+    const b = await withIdempotencyOutcome(single, 'both-schemas', () => Promise.resolve('tenant_b'), { prepare: true, schema: 'tenant_b' });
+    expect([a, b]).toEqual([{ value: 'public', replayed: false }, { value: 'tenant_b', replayed: false }]);
+    expect((await keyRows(t.pool, 'tenant_b')).map((r) => r.key)).toEqual(['both-schemas']);
+  });
+
+  it('refuses a prepare that is not a boolean with IDEMPOTENCY_OPTIONS_INVALID', async () => {
+    const call = withIdempotencyOutcome(db, 'prepare-bad', () => Promise.resolve(1), { prepare: 'yes' as unknown as boolean });
+    await expect(call).rejects.toMatchObject({ code: 'IDEMPOTENCY_OPTIONS_INVALID' });
+    expect(await count(t.pool, 'idempotency_keys', `key = 'prepare-bad'`)).toBe(0);
+  });
+});

@@ -1,0 +1,409 @@
+// Tests 3 and 4 of the HTTP issue: every row of the status table in DESIGN.md,
+// header filtering, and handlers that fail after writing. Real HTTP, real
+// Postgres; each test ends with an audit of what the database holds.
+import { sql } from 'drizzle-orm';
+import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
+import express, { type ErrorRequestHandler, type Express } from 'express';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { IdempotencyOptionsInvalidError } from '../../src/shared/errors.js';
+import { idempotent, type IdempotentHandler, type IdempotentRouteOptions } from '../../src/express.js';
+import { testDatabase } from '../support/db.js';
+import { count, createBusinessTables, deferred, insertCharge, keyRows } from '../support/fixtures.js';
+import { listen, rawRequest, type Listening } from '../support/http.js';
+import { paymentsApp, stockUp } from '../support/payments-app.js';
+
+type Tx = Parameters<IdempotentHandler<never>>[1];
+const t = await testDatabase();
+await createBusinessTables(t.pool);
+
+const servers: Listening[] = [];
+afterAll(async () => Promise.all(servers.map((s) => s.close())));
+
+/** Serves `build(app)` with JSON bodies and an error handler that answers 500. */
+async function serve(build: (app: Express) => void): Promise<string> {
+  const app = express();
+  app.use(express.json());
+  build(app);
+  const onError: ErrorRequestHandler = (error: Error, _req, res, _next) => {
+    res.status(500).json({ error: error.message });
+  };
+  app.use(onError);
+  const server = await listen(app);
+  servers.push(server);
+  return server.url;
+}
+
+/** A route whose handler records one charge with `ref` from the body and then does `then`. */
+function chargeRoute(
+  db: NodePgDatabase,
+  then: (callNumber: number) => Awaited<ReturnType<IdempotentHandler<Tx>>>,
+  options?: IdempotentRouteOptions,
+) {
+  let calls = 0;
+  return idempotent(
+    db,
+    async (req, tx) => {
+      await insertCharge(tx, (req.body as { ref: string }).ref, 100);
+      return then(++calls);
+    },
+    options,
+  );
+}
+
+const json = (body: unknown, headers: Record<string, string> = {}, method = 'POST'): RequestInit => ({
+  method,
+  headers: { 'content-type': 'application/json', ...headers },
+  body: JSON.stringify(body),
+});
+const chargesFor = (ref: string) => count(t.pool, 'charges', 'ref = $1', [ref]);
+const keysFor = async (key: string) => (await keyRows(t.pool)).filter((k) => k.key === key);
+
+describe('the Idempotency-Key header', () => {
+  let url: string;
+  beforeAll(async () => {
+    url = await serve((app) => app.post('/charges', chargeRoute(t.db, () => ({ status: 201, body: { ok: true } }))));
+    url += '/charges';
+  });
+
+  it('accepts the IETF structured-field form and the bare form as the same key', async () => {
+    const first = await fetch(url, json({ ref: 'sf' }, { 'idempotency-key': '"order-sf-1"' }));
+    const second = await fetch(url, json({ ref: 'sf' }, { 'idempotency-key': 'order-sf-1' }));
+    expect(first.status).toBe(201);
+    expect(first.headers.get('idempotent-replayed')).toBeNull();
+    expect(second.status).toBe(201);
+    expect(second.headers.get('idempotent-replayed')).toBe('true');
+    expect(await chargesFor('sf')).toBe(1);
+    expect(await keysFor('order-sf-1')).toHaveLength(1);
+  });
+
+  it('unescapes \\" and \\\\ in a structured-field key', async () => {
+    const res = await fetch(url, json({ ref: 'escaped' }, { 'idempotency-key': String.raw`"a\"b\\c"` }));
+    expect(res.status).toBe(201);
+    expect(await keysFor('a"b\\c')).toHaveLength(1);
+  });
+
+  it('answers 400 to a missing key, and changes nothing', async () => {
+    const res = await fetch(url, json({ ref: 'missing' }));
+    expect(res.status).toBe(400);
+    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(await res.json()).toMatchObject({ type: 'about:blank', title: 'Bad Request', status: 400, code: 'IDEMPOTENCY_KEY_INVALID' });
+    expect(await chargesFor('missing')).toBe(0);
+  });
+
+  it.each([
+    ['empty', ''],
+    ['an empty quoted string', '""'],
+    ['over 255 characters', 'k'.repeat(256)],
+    ['quoted and over 255 characters', `"${'k'.repeat(256)}"`],
+    ['a quoted string without its closing quote', '"open'],
+    ['characters after the closing quote', '"abc"def'],
+    ['an escape other than \\" or \\\\', String.raw`"a\nb"`],
+  ])('answers 400 to a key that is %s, and changes nothing', async (_what, key) => {
+    const before = (await keyRows(t.pool)).length;
+    const res = await rawRequest(url, 'POST', ['content-type', 'application/json', 'idempotency-key', key], JSON.stringify({ ref: 'bad-key' }));
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.body)).toMatchObject({ status: 400, code: 'IDEMPOTENCY_KEY_INVALID' });
+    expect(await chargesFor('bad-key')).toBe(0);
+    expect(await keyRows(t.pool)).toHaveLength(before);
+  });
+
+  it('accepts a key of exactly 255 characters', async () => {
+    const res = await fetch(url, json({ ref: 'longest' }, { 'idempotency-key': 'k'.repeat(255) }));
+    expect(res.status).toBe(201);
+    expect(await chargesFor('longest')).toBe(1);
+  });
+
+  it('answers 400 to a key sent on two header lines, and changes nothing', async () => {
+    const headers = ['content-type', 'application/json', 'idempotency-key', 'twice-a', 'idempotency-key', 'twice-b'];
+    const res = await rawRequest(url, 'POST', headers, JSON.stringify({ ref: 'twice' }));
+    expect(res.status).toBe(400);
+    expect(await chargesFor('twice')).toBe(0);
+  });
+
+  it('runs a request without a key once, keyless, when the key is optional', async () => {
+    const optional = `${await serve((app) => app.post('/charges', chargeRoute(t.db, () => ({ status: 201 }), { required: false })))}/charges`;
+    expect((await fetch(optional, json({ ref: 'optional' }))).status).toBe(201);
+    expect((await fetch(optional, json({ ref: 'optional' }))).status).toBe(201);
+    expect(await chargesFor('optional')).toBe(2);
+    expect(await count(t.pool, 'idempotency_keys', "key like 'optional%'")).toBe(0);
+  });
+});
+
+describe('a completed key', () => {
+  let url: string;
+  beforeAll(async () => {
+    await stockUp(t.db, 'sku-a', 5);
+    await stockUp(t.db, 'sku-empty', 0);
+    url = `${await serve((app) => app.use(paymentsApp(t.db)))}/payments`;
+  });
+  const pay = (key: string, body: object, customer = 'alice', extra: Record<string, string> = {}) =>
+    fetch(url, json(body, { 'idempotency-key': key, 'x-customer': customer, ...extra }));
+
+  it('replays the original status, body and stored headers with Idempotent-Replayed: true', async () => {
+    const first = await pay('pay-1', { amount: 500, sku: 'sku-a', ref: 'pay-1' }, 'alice', { authorization: 'Bearer s3cret' });
+    const replay = await pay('pay-1', { amount: 500, sku: 'sku-a', ref: 'pay-1' });
+    const body = await first.json();
+    expect(first.status).toBe(201);
+    expect(first.headers.get('set-cookie')).toBe('session=first-caller');
+    expect(replay.status).toBe(201);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(await replay.json()).toEqual(body);
+    expect(replay.headers.get('location')).toBe(first.headers.get('location'));
+    expect(replay.headers.get('content-type')).toBe(first.headers.get('content-type'));
+    expect(await chargesFor('pay-1')).toBe(1);
+    expect(await count(t.pool, 'stock', "sku = 'sku-a' and quantity = 4")).toBe(1);
+  });
+
+  it('replays with one SELECT and no transaction', async () => {
+    const observed = drizzle(t.pool);
+    const counted = `${await serve((app) => app.post('/charges', chargeRoute(observed, () => ({ status: 201 }))))}/charges`;
+    const init = json({ ref: 'cheap' }, { 'idempotency-key': 'cheap' });
+    expect((await fetch(counted, init)).status).toBe(201);
+    const transaction = vi.spyOn(observed, 'transaction');
+    const execute = vi.spyOn(observed, 'execute');
+    const replay = await fetch(counted, init);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(transaction).not.toHaveBeenCalled();
+    expect(execute).toHaveBeenCalledTimes(1);
+  });
+
+  it('never stores or replays set-cookie, unlisted headers or anything of the request', async () => {
+    await pay('pay-2', { amount: 500, sku: 'sku-a', ref: 'pay-2' }, 'alice', { authorization: 'Bearer s3cret' });
+    const replay = await pay('pay-2', { amount: 500, sku: 'sku-a', ref: 'pay-2' });
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(replay.headers.get('set-cookie')).toBeNull();
+    expect(replay.headers.get('x-charge-id')).toBeNull();
+    const [row] = await keysFor('pay-2');
+    const stored = JSON.stringify(row!.response);
+    expect(stored).not.toMatch(/set-cookie|first-caller|x-charge-id|authorization|s3cret/i);
+    expect(Object.keys((row!.response as { value: { headers: object } }).value.headers)).toEqual(['location']);
+  });
+
+  it('replays a content-type the handler chose, with the body as it was sent', async () => {
+    const csv = `${await serve((app) =>
+      app.post('/reports', chargeRoute(t.db, () => ({ status: 201, body: 'id,amount\n1,100\n', headers: { 'Content-Type': 'text/csv; charset=utf-8' } }))),
+    )}/reports`;
+    const init = json({ ref: 'csv' }, { 'idempotency-key': 'csv-1' });
+    const first = await fetch(csv, init);
+    const replay = await fetch(csv, init);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    for (const res of [first, replay]) {
+      expect(res.headers.get('content-type')).toBe('text/csv; charset=utf-8');
+      expect(await res.text()).toBe('id,amount\n1,100\n');
+    }
+    expect(await chargesFor('csv')).toBe(1);
+  });
+
+  it('refuses to be configured to store set-cookie or credentials', () => {
+    for (const header of ['set-cookie', 'Set-Cookie', 'authorization', 'cookie', 'transfer-encoding']) {
+      expect(() => paymentsApp(t.db, { storedHeaders: ['content-type', header] })).toThrow(IdempotencyOptionsInvalidError);
+    }
+  });
+
+  it('stores a 4xx business answer and replays it', async () => {
+    const first = await pay('pay-empty', { amount: 500, sku: 'sku-empty', ref: 'pay-empty' });
+    const replay = await pay('pay-empty', { amount: 500, sku: 'sku-empty', ref: 'pay-empty' });
+    expect(first.status).toBe(409);
+    expect(await first.json()).toEqual({ error: 'out_of_stock' });
+    expect(replay.status).toBe(409);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(replay.headers.get('retry-after')).toBeNull();
+    expect(await replay.json()).toEqual({ error: 'out_of_stock' });
+    expect(await keysFor('pay-empty')).toMatchObject([{ status: 'completed' }]);
+    expect(await chargesFor('pay-empty')).toBe(0);
+  });
+
+  it('never replays one scope\'s answer to another scope', async () => {
+    const alice = await pay('shared-key', { amount: 500, sku: 'sku-a', ref: 'shared-alice' }, 'alice');
+    const bob = await pay('shared-key', { amount: 700, sku: 'sku-a', ref: 'shared-bob' }, 'bob');
+    expect(alice.status).toBe(201);
+    expect(bob.status).toBe(201);
+    expect(bob.headers.get('idempotent-replayed')).toBeNull();
+    expect(await bob.json()).toMatchObject({ amount: 700 });
+    expect(await chargesFor('shared-alice')).toBe(1);
+    expect(await chargesFor('shared-bob')).toBe(1);
+    expect((await keysFor('shared-key')).map((k) => k.scope)).toEqual(['alice', 'bob']);
+  });
+
+  it('answers 422 to the same key with another body or path, and changes nothing', async () => {
+    const other = `${await serve((app) => app.use(paymentsApp(t.db)).post('/refunds', chargeRoute(t.db, () => ({ status: 201 }), { scope: (req) => req.get('x-customer') ?? 'anonymous' })))}`;
+    expect((await pay('reuse', { amount: 500, sku: 'sku-a', ref: 'reuse' })).status).toBe(201);
+    const otherBody = await pay('reuse', { amount: 900, sku: 'sku-a', ref: 'reuse' });
+    const otherPath = await fetch(`${other}/refunds`, json({ amount: 500, sku: 'sku-a', ref: 'reuse' }, { 'idempotency-key': 'reuse', 'x-customer': 'alice' }));
+    for (const res of [otherBody, otherPath]) {
+      expect(res.status).toBe(422);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect(await res.json()).toMatchObject({ status: 422, code: 'IDEMPOTENCY_KEY_REUSED', retryable: false });
+    }
+    expect(await chargesFor('reuse')).toBe(1);
+  });
+});
+
+describe('a key in flight', () => {
+  it('answers 409 with Retry-After when the wait bound runs out, and the first still commits once', async () => {
+    await stockUp(t.db, 'sku-slow', 5);
+    const entered = deferred();
+    const release = deferred();
+    const url = `${await serve((app) =>
+      app.use(paymentsApp(t.db, { waitTimeout: '100ms' }, { afterWrites: async () => (entered.resolve(), release.promise) })),
+    )}/payments`;
+    const init = json({ amount: 500, sku: 'sku-slow', ref: 'slow' }, { 'idempotency-key': 'slow', 'x-customer': 'alice' });
+    const first = fetch(url, init);
+    await entered.promise;
+    const duplicate = await fetch(url, init);
+    release.resolve();
+    expect(duplicate.status).toBe(409);
+    expect(duplicate.headers.get('retry-after')).toBe('1');
+    expect(await duplicate.json()).toMatchObject({ code: 'IDEMPOTENCY_IN_FLIGHT', retryable: true });
+    expect((await first).status).toBe(201);
+    expect((await fetch(url, init)).headers.get('idempotent-replayed')).toBe('true');
+    expect(await chargesFor('slow')).toBe(1);
+  });
+});
+
+describe('a handler that fails', () => {
+  it('rolls a 5xx answer back with its writes, stores nothing, and the retry runs again', async () => {
+    const url = `${await serve((app) =>
+      app.post('/charges', chargeRoute(t.db, (n) => (n === 1 ? { status: 503, body: { error: 'bank down' } } : { status: 201, body: { n } }))),
+    )}/charges`;
+    const init = json({ ref: 'five-oh-three' }, { 'idempotency-key': 'five-oh-three' });
+    const failed = await fetch(url, init);
+    expect(failed.status).toBe(503);
+    expect(await failed.json()).toEqual({ error: 'bank down' });
+    expect(await chargesFor('five-oh-three')).toBe(0);
+    expect(await keysFor('five-oh-three')).toHaveLength(0);
+
+    const retried = await fetch(url, init);
+    expect(retried.status).toBe(201);
+    expect(retried.headers.get('idempotent-replayed')).toBeNull();
+    expect((await fetch(url, init)).headers.get('idempotent-replayed')).toBe('true');
+    expect(await chargesFor('five-oh-three')).toBe(1);
+  });
+
+  it('rolls back a handler that throws after writing: nothing committed, the retry runs again and succeeds once', async () => {
+    await stockUp(t.db, 'sku-throw', 5);
+    let failNext = true;
+    const url = `${await serve((app) =>
+      app.use(
+        paymentsApp(t.db, {}, {
+          afterWrites: () => {
+            if (failNext) {
+              failNext = false;
+              throw new Error('card network timeout');
+            }
+          },
+        }),
+      ),
+    )}/payments`;
+    const init = json({ amount: 500, sku: 'sku-throw', ref: 'thrown' }, { 'idempotency-key': 'thrown', 'x-customer': 'alice' });
+    const failed = await fetch(url, init);
+    expect(failed.status).toBe(500);
+    expect(await failed.json()).toEqual({ error: 'card network timeout' });
+    expect(await chargesFor('thrown')).toBe(0);
+    expect(await count(t.pool, 'stock', "sku = 'sku-throw' and quantity = 5")).toBe(1);
+    expect(await keysFor('thrown')).toHaveLength(0);
+
+    const retried = await fetch(url, init);
+    const again = await fetch(url, init);
+    expect(retried.status).toBe(201);
+    expect(retried.headers.get('idempotent-replayed')).toBeNull();
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(await chargesFor('thrown')).toBe(1);
+    expect(await count(t.pool, 'stock', "sku = 'sku-throw' and quantity = 4")).toBe(1);
+  });
+
+  it('answers 503 IDEMPOTENCY_COMMIT_FAILED, never a 2xx, when COMMIT fails after the handler', async () => {
+    // A deferred constraint is checked at COMMIT: the handler succeeds, the commit does not.
+    await t.pool.query('create table ledger (entry int, constraint ledger_entry_unique unique (entry) deferrable initially deferred)');
+    const url = `${await serve((app) =>
+      app.post(
+        '/ledger',
+        idempotent(t.db, async (_req, tx) => {
+          await tx.execute(sql`insert into ledger (entry) values (1), (1)`);
+          return { status: 201, body: { ok: true } };
+        }),
+      ),
+    )}/ledger`;
+    const res = await fetch(url, json({}, { 'idempotency-key': 'doomed' }));
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBe('1');
+    expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_COMMIT_FAILED', retryable: true });
+    expect(await count(t.pool, 'ledger')).toBe(0);
+    expect(await keysFor('doomed')).toHaveLength(0);
+  });
+
+  it('rolls back, with or without a key, a body that cannot be sent as JSON', async () => {
+    const url = `${await serve((app) =>
+      app.post('/charges', chargeRoute(t.db, () => ({ status: 201, body: { amount: 10n } }), { required: false })),
+    )}/charges`;
+    for (const headers of [{ 'idempotency-key': 'bigint' }, {}] as Record<string, string>[]) {
+      const res = await fetch(url, json({ ref: 'bigint' }, headers));
+      expect(res.status).toBe(500);
+      expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_RESULT_INVALID', retryable: false });
+    }
+    expect(await chargesFor('bigint')).toBe(0);
+    expect(await keysFor('bigint')).toHaveLength(0);
+  });
+
+  it('stores nothing for a 4xx that isFinal declines', async () => {
+    const url = `${await serve((app) =>
+      app.post('/charges', chargeRoute(t.db, () => ({ status: 400, body: { error: 'try again' } }), { isFinal: (s) => s < 400 })),
+    )}/charges`;
+    const init = json({ ref: 'not-final' }, { 'idempotency-key': 'not-final' });
+    expect((await fetch(url, init)).status).toBe(400);
+    expect((await fetch(url, init)).headers.get('idempotent-replayed')).toBeNull();
+    expect(await chargesFor('not-final')).toBe(0);
+    expect(await keysFor('not-final')).toHaveLength(0);
+  });
+});
+
+describe('methods', () => {
+  it('passes GET, PUT and DELETE through: the key is neither required nor stored', async () => {
+    const url = await serve((app) => {
+      const route = chargeRoute(t.db, () => ({ status: 200, body: { ran: true } }));
+      app.put('/items', route);
+      app.delete('/items', route);
+      app.get('/items', idempotent(t.db, () => ({ body: { items: [] } })));
+    });
+    for (const method of ['PUT', 'DELETE']) {
+      const init = json({ ref: `pass-${method}` }, { 'idempotency-key': `pass-${method}` }, method);
+      expect((await fetch(`${url}/items`, init)).status).toBe(200);
+      const again = await fetch(`${url}/items`, init);
+      expect(again.status).toBe(200);
+      expect(again.headers.get('idempotent-replayed')).toBeNull();
+      expect(await chargesFor(`pass-${method}`)).toBe(2);
+      expect(await keysFor(`pass-${method}`)).toHaveLength(0);
+    }
+    const get = await fetch(`${url}/items`);
+    expect(get.status).toBe(200);
+    expect(await get.json()).toEqual({ items: [] });
+  });
+
+  it('uses the key for PATCH', async () => {
+    const url = `${await serve((app) => app.patch('/charges', chargeRoute(t.db, () => ({ status: 200 }))))}/charges`;
+    expect((await fetch(url, json({ ref: 'patch' }, {}, 'PATCH'))).status).toBe(400);
+    const init = json({ ref: 'patch' }, { 'idempotency-key': 'patch-1' }, 'PATCH');
+    expect((await fetch(url, init)).status).toBe(200);
+    expect((await fetch(url, init)).headers.get('idempotent-replayed')).toBe('true');
+    expect(await chargesFor('patch')).toBe(1);
+  });
+});
+
+describe('options', () => {
+  const handler = () => ({ status: 200 });
+  it.each<[string, IdempotentRouteOptions]>([
+    ['ttl', { ttl: 'forever' as never }],
+    ['onInFlight', { onInFlight: 'maybe' as never }],
+    ['methods', { methods: ['PO ST'] }],
+    ['retryAfter', { retryAfter: -1 }],
+    ['scope', { scope: 'alice' as never }],
+  ])('rejects an invalid %s when the route is built', (_name, options) => {
+    expect(() => idempotent(t.db, handler, options)).toThrow(IdempotencyOptionsInvalidError);
+  });
+
+  it('rejects a transaction in place of the database: the route opens its own', async () => {
+    await t.db.transaction(async (tx) => {
+      expect(() => idempotent(tx, handler)).toThrow(IdempotencyOptionsInvalidError);
+    });
+  });
+});

@@ -1,0 +1,101 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+// The architecture as the tree shows it: each folder of src/ may import only
+// the folders listed for it (imports go downwards), and the entry files may
+// import only what their subpath export is about.
+const SRC = fileURLToPath(new URL('../src/', import.meta.url));
+
+const MAY_IMPORT: Record<string, readonly string[]> = {
+  shared: [],
+  driver: ['shared'],
+  schema: ['shared', 'driver'],
+  core: ['shared', 'driver', 'schema'],
+  ops: ['shared', 'driver', 'schema', 'core'],
+  http: ['shared', 'driver', 'schema', 'core'],
+  cli: ['shared', 'driver', 'schema', 'core', 'ops'],
+  client: ['shared'],
+  // Entry files of the package's subpath exports (src/<name>.ts).
+  'index.ts': ['shared', 'driver', 'schema', 'core', 'ops'],
+  'express.ts': ['shared', 'http'],
+  'client.ts': ['shared', 'client'],
+};
+
+// Packages a part may load at run time: optional peers stay behind the part
+// that needs them, so importing the core never loads a framework.
+const MAY_LOAD: Record<string, readonly string[]> = {
+  http: ['express'],
+  driver: ['drizzle-orm/node-postgres'],
+  cli: ['pg', 'drizzle-orm/node-postgres'],
+};
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) return sourceFiles(path);
+    return entry.name.endsWith('.ts') ? [path] : [];
+  });
+}
+
+/** `shared`, `core`, … for a file in a folder; the file name for an entry file. */
+const partOf = (file: string) => relative(SRC, file).split('/')[0]!;
+
+interface Import {
+  specifier: string;
+  typeOnly: boolean;
+}
+
+function importsOf(file: string): Import[] {
+  const text = readFileSync(file, 'utf8');
+  const found: Import[] = [];
+  for (const m of text.matchAll(/^\s*(import|export)\s+(type\s+)?(?:[^'";]*?from\s+)?'([^']+)'/gm)) {
+    found.push({ specifier: m[3]!, typeOnly: m[2] !== undefined });
+  }
+  for (const m of text.matchAll(/\bimport\(\s*'([^']+)'\s*\)/g)) found.push({ specifier: m[1]!, typeOnly: false });
+  return found;
+}
+
+const files = sourceFiles(SRC);
+
+describe('the layout of src/', () => {
+  it('has every source file in a known part', () => {
+    const unknown = files.map(partOf).filter((part) => !(part in MAY_IMPORT));
+    expect(unknown).toEqual([]);
+  });
+
+  it('imports only downwards between parts', () => {
+    const violations: string[] = [];
+    for (const file of files) {
+      const from = partOf(file);
+      for (const { specifier } of importsOf(file)) {
+        if (!specifier.startsWith('.')) continue;
+        const to = partOf(resolve(dirname(file), specifier));
+        if (to !== from && !MAY_IMPORT[from]!.includes(to)) violations.push(`${relative(SRC, file)} imports ${specifier} (${to})`);
+      }
+    }
+    expect(violations).toEqual([]);
+  });
+
+  it('loads optional peers only from the part that needs them', () => {
+    const violations: string[] = [];
+    for (const file of files) {
+      const from = partOf(file);
+      for (const { specifier, typeOnly } of importsOf(file)) {
+        if (specifier.startsWith('.') || specifier.startsWith('node:') || typeOnly) continue;
+        const peer = specifier === 'drizzle-orm' || specifier === 'drizzle-orm/pg-core' ? undefined : specifier;
+        if (peer !== undefined && !(MAY_LOAD[from] ?? []).includes(peer)) violations.push(`${relative(SRC, file)} loads ${peer}`);
+      }
+    }
+    expect(violations).toEqual([]);
+  });
+
+  it('keeps index.ts to re-exports', () => {
+    const statements = readFileSync(join(SRC, 'index.ts'), 'utf8')
+      .split(/;\s*\n/)
+      .map((s) => s.trim())
+      .filter(Boolean);
+    expect(statements.filter((s) => !/^export (type )?\{[^}]*\} from '[^']+'$/s.test(s))).toEqual([]);
+  });
+});

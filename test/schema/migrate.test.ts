@@ -1,0 +1,65 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { drizzle } from 'drizzle-orm/node-postgres';
+import { migrate as drizzleMigrate } from 'drizzle-orm/node-postgres/migrator';
+import { describe, expect, it } from 'vitest';
+import { IdempotencyOptionsInvalidError, migrate, migrationsFolder, withIdempotency } from '../../src/index.js';
+import { testDatabase } from '../support/db.js';
+
+const run = promisify(execFile);
+const t = await testDatabase({ migrated: false });
+
+async function tables(): Promise<string[]> {
+  const { rows } = await t.pool.query<{ name: string }>(
+    `select table_schema || '.' || table_name as name from information_schema.tables
+     where table_schema not in ('pg_catalog', 'information_schema') order by 1`,
+  );
+  return rows.map((r) => r.name);
+}
+
+describe('migrate()', () => {
+  it('creates the table once; a second call applies nothing', async () => {
+    expect(await migrate(t.db)).toEqual({ applied: ['0000_init'] });
+    expect(await migrate(t.db)).toEqual({ applied: [] });
+    expect(await tables()).toEqual(['public.drizzle_idempotency_migrations', 'public.idempotency_keys']);
+    expect(await withIdempotency(t.db, 'after-migrate', async () => 'works')).toBe('works');
+  });
+
+  it('ends with one schema and no error when two processes migrate at the same moment', async () => {
+    const runs = await Promise.all(
+      [1, 2, 3].map(() => run(process.execPath, ['--import', 'tsx', 'test/support/migrate-child.ts', t.url, 'concurrent'])),
+    );
+    const applied = runs.map((r) => (JSON.parse(r.stdout) as { applied: string[] }).applied);
+    expect(applied.flat()).toEqual(['0000_init']);
+    expect((await tables()).filter((name) => name.startsWith('concurrent.'))).toEqual([
+      'concurrent.drizzle_idempotency_migrations',
+      'concurrent.idempotency_keys',
+    ]);
+  });
+
+  it('puts the table into a named schema that withIdempotency then uses', async () => {
+    await migrate(t.db, { schema: 'billing' });
+    expect(await withIdempotency(t.db, 'k', async () => 'billing', { schema: 'billing' })).toBe('billing');
+    const { rows } = await t.pool.query(`select key from billing.idempotency_keys`);
+    expect(rows).toEqual([{ key: 'k' }]);
+    const { rows: search } = await t.pool.query<{ search_path: string }>('show search_path');
+    expect(search[0]!.search_path).toBe('"$user", public');
+  });
+
+  it('rejects a schema name that is not a plain identifier, creating nothing', async () => {
+    const before = await tables();
+    await expect(migrate(t.db, { schema: 'x"; drop table y; --' })).rejects.toBeInstanceOf(IdempotencyOptionsInvalidError);
+    expect(await tables()).toEqual(before);
+  });
+
+  it("works with drizzle's own migrator through the exported folder, and refuses to mix both paths", async () => {
+    const other = await testDatabase({ migrated: false });
+    const db = drizzle(other.pool);
+    await drizzleMigrate(db, { migrationsFolder, migrationsSchema: 'public', migrationsTable: '__idempotency_migrations' });
+    expect(await withIdempotency(db, 'k', async () => 1)).toBe(1);
+    // Mixing both paths is refused with a clear error, and changes nothing.
+    await expect(migrate(db)).rejects.toMatchObject({ code: 'IDEMPOTENCY_MIGRATION_CONFLICT' });
+    const { rows } = await other.pool.query(`select count(*)::int as n from information_schema.tables where table_name = 'drizzle_idempotency_migrations'`);
+    expect(rows).toEqual([{ n: 0 }]);
+  });
+});

@@ -1,28 +1,54 @@
 import { sql, type SQL } from 'drizzle-orm';
 import { queryRows, type SqlRunner } from '../driver/database.js';
+import { DEADLOCK_DETECTED, LOCK_NOT_AVAILABLE, QUERY_CANCELED, SERIALIZATION_FAILURE, sqlState } from '../driver/pg-error.js';
 import { keysTable } from '../schema/keys-table.js';
-import { IdempotencyInFlightError, IdempotencySerializationError } from '../shared/errors.js';
+import { IdempotencyDeadlockError, IdempotencyInFlightError, IdempotencySerializationError } from '../shared/errors.js';
 import type { ResolvedOptions } from './options.js';
-import { LOCK_NOT_AVAILABLE, SERIALIZATION_FAILURE, sqlState } from '../driver/pg-error.js';
 
 // Where a claim parks the caller's lock_timeout while it waits under its own
 // bound. Transaction-local like everything here, so PgBouncer's transaction
-// pooling sees no session state.
+// pooling sees no session state. Empty means nothing is parked.
 export const SAVED_LOCK_TIMEOUT = 'drizzle_idempotency.saved_lock_timeout';
 
-/** SQL that puts the caller's lock_timeout back; evaluated in our next statement. */
-export const restoreLockTimeout = sql`set_config('lock_timeout', current_setting(${SAVED_LOCK_TIMEOUT}), true)`;
+const parked = sql`nullif(current_setting(${SAVED_LOCK_TIMEOUT}, true), '')`;
 
-/** A row source that sets our wait bound as the statement starts, before it can wait. */
-const boundedWait = (o: ResolvedOptions) =>
-  sql`(select set_config(${SAVED_LOCK_TIMEOUT}, current_setting('lock_timeout'), true),
-              set_config('lock_timeout', ${`${o.lockTimeoutMs}ms`}, true)) as bound`;
+/**
+ * SQL that puts the caller's lock_timeout back and empties the parking place;
+ * evaluated in our next statement. A no-op when nothing is parked, so every
+ * path may run it.
+ */
+export const restoreLockTimeout = sql`set_config('lock_timeout', coalesce(${parked}, current_setting('lock_timeout')), true),
+  set_config(${SAVED_LOCK_TIMEOUT}, '', true)`;
 
 const now = sql`statement_timestamp()`;
 
-/** A row that no longer protects anything: expired, or a lease that ran out. */
+/**
+ * A row that no longer protects anything, so a claim may take it over: a
+ * completed key past its expiry, or leased work whose lease ran out. A
+ * `started` row without a lease is never taken over: the only such row a
+ * transaction can see is a claim of its own that is still running `fn`.
+ */
 export const reclaimable = (k: SQL) =>
-  sql`(${k}.expires_at <= ${now} or (${k}.status = 'started' and (${k}.locked_until is null or ${k}.locked_until <= ${now})))`;
+  sql`((${k}.status = 'completed' and ${k}.expires_at <= ${now}) or (${k}.status = 'started' and ${k}.locked_until <= ${now}))`;
+
+/**
+ * The wait bound a claim sets as it starts, before it can wait, parking the
+ * caller's own (unless an earlier statement of this claim parked it already).
+ *
+ * Under 'reject', a live key in flight must fail at once (1 ms, the shortest
+ * lock_timeout); but a dead row's lock is held by a sweep deleting it or a
+ * reclaim retaking it, which ends in milliseconds: that wait is allowed
+ * `deadKeyWaitMs`, and the claim then takes the key or replays it.
+ */
+const boundedWait = (o: ResolvedOptions) => {
+  const bound =
+    o.onInFlight === 'wait'
+      ? sql`${`${o.lockTimeoutMs}ms`}`
+      : sql`case when exists (select 1 from ${keysTable(o.schema)} as d where d.scope = ${o.scope} and d.key = ${o.key} and ${reclaimable(sql`d`)})
+               then ${`${o.deadKeyWaitMs}ms`} else '1ms' end`;
+  return sql`(select set_config(${SAVED_LOCK_TIMEOUT}, coalesce(${parked}, current_setting('lock_timeout')), true),
+                     set_config('lock_timeout', ${bound}, true)) as bound`;
+};
 
 /**
  * Claims a new `(scope, key)`: inserts a `started` row. ON CONFLICT DO NOTHING
@@ -30,6 +56,10 @@ export const reclaimable = (k: SQL) =>
  * each other; it does wait on an uncommitted claim (the key is in flight),
  * bounded by the lock_timeout this statement sets for itself and restores in
  * RETURNING (or `readKey` restores, when nothing is returned).
+ *
+ * The row expires a TTL after the claim only so that a sweep can remove it
+ * should it ever be committed unfinished; the store moves expiry to a TTL
+ * after completion.
  *
  * Returns true when this transaction now owns the key.
  */
@@ -51,7 +81,8 @@ export async function claimKey(db: SqlRunner, o: ResolvedOptions): Promise<boole
 /**
  * Takes over a row `readKey` found reclaimable, as if it were new. The WHERE is
  * checked again on the locked row, so of two reclaimers only one wins; the
- * other sees the winner's row on its next read.
+ * other sees the winner's row on its next read (which also restores the
+ * lock_timeout this statement parked, when it matched nothing).
  */
 export async function reclaimKey(db: SqlRunner, o: ResolvedOptions): Promise<boolean> {
   const k = keysTable(o.schema);
@@ -74,17 +105,29 @@ async function bounded<T>(o: ResolvedOptions, run: () => Promise<T>): Promise<T>
   try {
     return await run();
   } catch (error) {
+    const key = JSON.stringify(o.key);
     switch (sqlState(error)) {
       case LOCK_NOT_AVAILABLE:
         throw new IdempotencyInFlightError(
           o.onInFlight === 'reject'
-            ? `idempotency key ${JSON.stringify(o.key)} is in flight in another transaction`
-            : `idempotency key ${JSON.stringify(o.key)} was still in flight after waiting ${o.lockTimeoutMs} ms`,
+            ? `idempotency key ${key} is in flight in another transaction`
+            : `idempotency key ${key} was still in flight after waiting ${o.lockTimeoutMs} ms`,
+          { cause: error },
+        );
+      case QUERY_CANCELED:
+        // statement_timeout (or a cancel) ended the wait before our bound did.
+        throw new IdempotencyInFlightError(
+          `idempotency key ${key}: the wait for the transaction holding it was cancelled (statement_timeout shorter than waitTimeout?)`,
           { cause: error },
         );
       case SERIALIZATION_FAILURE:
         throw new IdempotencySerializationError(
-          `idempotency key ${JSON.stringify(o.key)} was committed by a concurrent transaction; retry the whole transaction to replay it`,
+          `idempotency key ${key} was committed by a concurrent transaction; retry the whole transaction to replay it`,
+          { cause: error },
+        );
+      case DEADLOCK_DETECTED:
+        throw new IdempotencyDeadlockError(
+          `idempotency key ${key}: another transaction holds a key this one holds, and waits for it; retry the whole transaction`,
           { cause: error },
         );
       default:

@@ -54,6 +54,8 @@ export interface ResolvedOptions {
   fingerprint: string | null;
   ttlMs: number;
   lockTimeoutMs: number;
+  /** Under 'reject': how long a claim may wait for a sweep or reclaim that holds a dead row. */
+  deadKeyWaitMs: number;
   onInFlight: InFlightPolicy;
   maxResultBytes: number;
   schema: string | undefined;
@@ -65,6 +67,13 @@ export interface ResolvedOptions {
 
 export const DEFAULT_TTL = '24h';
 export const DEFAULT_WAIT_TIMEOUT = '10s';
+
+// PostgreSQL's lock_timeout is an int of milliseconds: a longer bound would
+// be refused by the server on every call, so it is refused here, once.
+const MAX_WAIT_MS = 2 ** 31 - 1;
+// What a 'reject' claim grants a sweep batch or a reclaim that holds a dead
+// row: both finish in milliseconds; a full second is a wide margin.
+const DEAD_KEY_WAIT_MS = 1_000;
 
 /** Validates the key and options; throws a typed error and touches nothing. */
 export function resolveOptions(key: unknown, options: IdempotencyOptions = {}): ResolvedOptions {
@@ -88,13 +97,18 @@ export function resolveOptions(key: unknown, options: IdempotencyOptions = {}): 
   if (options.prepare !== undefined && typeof options.prepare !== 'boolean') {
     throw new IdempotencyOptionsInvalidError(`prepare must be a boolean, got ${JSON.stringify(options.prepare)}`);
   }
+  const waitMs = parseDuration(options.waitTimeout ?? DEFAULT_WAIT_TIMEOUT, 'waitTimeout');
+  if (waitMs > MAX_WAIT_MS) {
+    throw new IdempotencyOptionsInvalidError(`waitTimeout must be at most ${MAX_WAIT_MS} ms (PostgreSQL's lock_timeout limit)`);
+  }
   return {
     key,
     scope,
     fingerprint: fingerprintOf(options.fingerprint),
     ttlMs: parseDuration(options.ttl ?? DEFAULT_TTL, 'ttl'),
     // 'reject' still has to notice the holder: 1 ms is the shortest lock_timeout.
-    lockTimeoutMs: onInFlight === 'reject' ? 1 : parseDuration(options.waitTimeout ?? DEFAULT_WAIT_TIMEOUT, 'waitTimeout'),
+    lockTimeoutMs: onInFlight === 'reject' ? 1 : waitMs,
+    deadKeyWaitMs: Math.min(waitMs, DEAD_KEY_WAIT_MS),
     onInFlight,
     maxResultBytes,
     schema: options.schema,

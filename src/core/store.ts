@@ -1,12 +1,16 @@
 import { sql } from 'drizzle-orm';
 import { queryRows, type SqlRunner } from '../driver/database.js';
-import { keysTable } from '../schema/keys-table.js';
-import type { ResolvedOptions } from './options.js';
 import { DIVISION_BY_ZERO, sqlState } from '../driver/pg-error.js';
+import { keysTable } from '../schema/keys-table.js';
+import { IdempotencyClaimLostError } from '../shared/errors.js';
+import type { ResolvedOptions } from './options.js';
 import { deserializeResult } from './result.js';
 
 /**
- * Marks the claimed key completed with its result, in the caller's transaction.
+ * Marks the claimed key completed with its result, in the caller's transaction,
+ * and starts its lifetime: it expires a TTL after completion. Only the row this
+ * call claimed is completed (still `started`, same fingerprint); anything else
+ * fails with `IDEMPOTENCY_CLAIM_LOST`, so that nothing of `fn` commits.
  * Returns the result as jsonb gives it back, so the first answer is exactly
  * what every replay will be (jsonb normalises key order).
  *
@@ -16,8 +20,9 @@ import { deserializeResult } from './result.js';
  */
 export async function storeResult<T>(db: SqlRunner, o: ResolvedOptions, json: string, failInSql = false): Promise<T> {
   const update = sql`update ${keysTable(o.schema)}
-        set status = 'completed', response = ${json}::jsonb, completed_at = statement_timestamp()
-        where scope = ${o.scope} and key = ${o.key}
+        set status = 'completed', response = ${json}::jsonb, completed_at = statement_timestamp(),
+            expires_at = statement_timestamp() + ${o.ttlMs} * interval '1 millisecond'
+        where scope = ${o.scope} and key = ${o.key} and status = 'started' and fingerprint is not distinct from ${o.fingerprint}
         returning response`;
   let rows: { response: unknown }[];
   try {
@@ -31,6 +36,10 @@ export async function storeResult<T>(db: SqlRunner, o: ResolvedOptions, json: st
     if (failInSql && sqlState(error) === DIVISION_BY_ZERO) rows = [];
     else throw error;
   }
-  if (!rows[0]) throw new Error(`idempotency key ${JSON.stringify(o.key)} vanished before its result was stored`);
+  if (!rows[0]) {
+    throw new IdempotencyClaimLostError(
+      `idempotency key ${JSON.stringify(o.key)}: the row this call claimed was deleted or changed before its result was stored; nothing was kept`,
+    );
+  }
   return deserializeResult<T>(rows[0].response);
 }

@@ -1,11 +1,15 @@
-import { claimKey, reclaimKey } from './claim.js';
 import { isTransaction, type IdempotencyDatabase, type SqlRunner, type TransactionOf } from '../driver/database.js';
-import { IdempotencyInFlightError, IdempotencySerializationError } from '../shared/errors.js';
+import { inPoolTransaction, poolSourceOf, type Pipeline } from '../driver/pool-transaction.js';
+import { IdempotencyDeadlockError, IdempotencyInFlightError, IdempotencySerializationError } from '../shared/errors.js';
+import { claimKey, reclaimKey } from './claim.js';
+import { explainFailure, type Progress } from './failure.js';
 import { resolveOptions, type IdempotencyOptions, type ResolvedOptions } from './options.js';
-import { inPipelinedTransaction, pipelineSourceOf, type Pipeline } from '../driver/pipelined-transaction.js';
 import { serializeResult } from './result.js';
 import { lookupStored, readKey, replayOf, type IdempotentOutcome, type KeyRow } from './stored-key.js';
 import { storeResult } from './store.js';
+import { asRunningCall, connectionOf, inKeyTurn, inTransactionTurn, refuseReentrantCall } from './turns.js';
+
+type Fn<T> = (tx: IdempotencyDatabase) => Promise<T>;
 
 /**
  * Runs `fn` at most once per `(scope, key)` while the key lives, and returns
@@ -47,26 +51,16 @@ export async function withIdempotencyOutcome<TDb extends IdempotencyDatabase, T>
   options?: IdempotencyOptions,
 ): Promise<IdempotentOutcome<T>> {
   const o = resolveOptions(key, options);
-  const run = (tx: TransactionOf<TDb>) => claimRunStore(tx as IdempotencyDatabase, o, fn as (tx: IdempotencyDatabase) => Promise<T>);
-  // On a transaction, `transaction()` is a savepoint: if fn throws, the claim
-  // and fn's writes roll back even when the caller catches and commits.
-  if (isTransaction(db)) return db.transaction(run as (tx: IdempotencyDatabase) => Promise<IdempotentOutcome<T>>);
-
-  if (o.lookupFirst) {
-    const hit = await lookupStored<T>(db, o);
-    if (hit) return hit;
-  }
-  const pipeline = pipelineSourceOf(db);
-  for (let attempt = 0; ; attempt++) {
-    try {
-      if (pipeline) return await inPipelinedTransaction(pipeline, o.transaction, (p) => claimRunStorePipelined(p, o, fn as (tx: IdempotencyDatabase) => Promise<T>));
-      return await db.transaction(run as (tx: IdempotencyDatabase) => Promise<IdempotentOutcome<T>>, o.transaction);
-    } catch (error) {
-      // We own this transaction, so we may run it again: the new snapshot sees
-      // the duplicate's committed row and replays it.
-      if (!(error instanceof IdempotencySerializationError) || attempt >= o.serializationRetries) throw error;
+  refuseReentrantCall(o);
+  if (isTransaction(db)) return inCallersTransaction(db, o, fn as Fn<T>);
+  return inKeyTurn(connectionOf(db), o, async (waitedForDuplicate, remainingMs) => {
+    // A duplicate of this process ran first: most likely it completed.
+    if (o.lookupFirst || waitedForDuplicate) {
+      const hit = await lookupStored<T>(db, o);
+      if (hit) return hit;
     }
-  }
+    return inOwnTransaction(db, waitedForDuplicate ? { ...o, lockTimeoutMs: remainingMs } : o, fn as Fn<T>);
+  });
 }
 
 /**
@@ -85,38 +79,81 @@ export async function lookupReplay<T = unknown>(
   return lookupStored<T>(db, resolveOptions(key, options));
 }
 
-async function claimRunStore<T>(
-  tx: IdempotencyDatabase,
-  o: ResolvedOptions,
-  fn: (tx: IdempotencyDatabase) => Promise<T>,
-): Promise<IdempotentOutcome<T>> {
+/** In the caller's transaction: one savepoint, in this call's turn on that transaction. */
+async function inCallersTransaction<T>(tx: IdempotencyDatabase, o: ResolvedOptions, fn: Fn<T>): Promise<IdempotentOutcome<T>> {
+  const connection = connectionOf(tx);
+  return inTransactionTurn(connection, async () => {
+    const progress: Progress = { phase: 'claim' };
+    try {
+      // `transaction()` on a transaction is a savepoint: if fn throws, the
+      // claim and fn's writes roll back even when the caller catches and commits.
+      return await tx.transaction((sp) => claimRunStore(sp, o, fn, progress));
+    } catch (error) {
+      throw explainFailure(error, progress, 'caller');
+    }
+  });
+}
+
+/** In a transaction of our own, run again when Postgres asks for it (the retry replays). */
+async function inOwnTransaction<T>(db: IdempotencyDatabase, o: ResolvedOptions, fn: Fn<T>): Promise<IdempotentOutcome<T>> {
+  const pool = poolSourceOf(db);
+  for (let attempt = 0; ; attempt++) {
+    const progress: Progress = { phase: 'claim' };
+    try {
+      if (pool) return await inPoolTransaction(pool, o.transaction, (p) => claimRunStoreOnPool(p, o, fn, progress));
+      return await db.transaction((tx) => claimRunStore(tx, o, fn, progress), o.transaction);
+    } catch (error) {
+      const failure = explainFailure(error, progress, 'own');
+      const again = failure instanceof IdempotencySerializationError || failure instanceof IdempotencyDeadlockError;
+      if (!again || attempt >= o.serializationRetries) throw failure;
+    }
+  }
+}
+
+async function claimRunStore<T>(tx: IdempotencyDatabase, o: ResolvedOptions, fn: Fn<T>, progress: Progress): Promise<IdempotentOutcome<T>> {
   const live = await acquire(tx, o, claimKey(tx, o));
-  if (live) return replayOf<T>(live, o);
-  const json = serializeResult(await fn(tx), o.maxResultBytes);
-  return { value: await storeResult<T>(tx, o, json), replayed: false };
+  if (live) return replayed(live, o, progress);
+  const json = await runFn(tx, o, fn, progress);
+  const value = await storeResult<T>(tx, o, json);
+  progress.phase = 'stored';
+  return { value, replayed: false };
 }
 
 /**
- * `claimRunStore` in a pipelined transaction: two round trips fewer, because
- * BEGIN goes out with the claim and the store with COMMIT. A store that fails
- * aborts the transaction, so the COMMIT behind it rolls back.
+ * `claimRunStore` on a connection of our own: on a pipelined pool, two round
+ * trips fewer, because BEGIN goes out with the claim and the store with
+ * COMMIT. A store that fails aborts the transaction, so the COMMIT behind it
+ * rolls back.
  */
-async function claimRunStorePipelined<T>(
-  p: Pipeline,
-  o: ResolvedOptions,
-  fn: (tx: IdempotencyDatabase) => Promise<T>,
-): Promise<IdempotentOutcome<T>> {
+async function claimRunStoreOnPool<T>(p: Pipeline, o: ResolvedOptions, fn: Fn<T>, progress: Progress): Promise<IdempotentOutcome<T>> {
   const [begun, claimed] = p.together(() => [p.begin(), claimKey(p.runner, o)] as const);
   await both(begun, claimed);
   const live = await acquire(p.runner, o, claimed);
-  if (live) return replayOf<T>(live, o);
-  const json = serializeResult(await fn(p.tx), o.maxResultBytes);
+  if (live) return replayed(live, o, progress);
+  const json = await runFn(p.tx, o, fn, progress);
   // COMMIT leaves right behind the store, before its answer: the store must
   // fail in SQL when it cannot complete the key (failInSql), so that this
   // COMMIT rolls back. (node-postgres refuses to send a query only for a
   // malformed config, which the store's is not.)
-  const [value] = await both(...p.together(() => [storeResult<T>(p.runner, o, json, true), p.commit()] as const));
-  return { value, replayed: false };
+  const [stored, committed] = await Promise.allSettled(p.together(() => [storeResult<T>(p.runner, o, json, true), p.commit()] as const));
+  if (stored.status === 'rejected') throw stored.reason;
+  progress.phase = 'stored';
+  if (committed.status === 'rejected') throw committed.reason;
+  return { value: stored.value, replayed: false };
+}
+
+/** Runs `fn` as the running call for this key, and serialises its result. */
+async function runFn<T>(tx: IdempotencyDatabase, o: ResolvedOptions, fn: Fn<T>, progress: Progress): Promise<string> {
+  progress.phase = 'fn';
+  const value = await asRunningCall(o, connectionOf(tx), () => fn(tx));
+  progress.phase = 'store';
+  return serializeResult(value, o.maxResultBytes);
+}
+
+function replayed<T>(row: KeyRow, o: ResolvedOptions, progress: Progress): IdempotentOutcome<T> {
+  const outcome = replayOf<T>(row, o);
+  progress.phase = 'stored';
+  return outcome;
 }
 
 /** Both results; else the first one's error (the second often just follows from it). */

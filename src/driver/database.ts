@@ -1,6 +1,7 @@
 import { is, type SQL, type SQLWrapper } from 'drizzle-orm';
 import { PgTransaction, type PgTransactionConfig } from 'drizzle-orm/pg-core';
 import { executeNamed } from './named-statement.js';
+import { redact } from './redacted-error.js';
 
 /**
  * What the library needs of a Drizzle PostgreSQL database or transaction, with
@@ -31,10 +32,17 @@ export interface SqlRunner {
 
 /**
  * Runs `query` and returns its rows, whichever driver answered; `named` sends
- * it as a named prepared statement where the driver has them.
+ * it as a named prepared statement where the driver has them. A failure comes
+ * back redacted (see `redact`): no parameters, no row data.
  */
 export async function queryRows<Row>(db: SqlRunner, query: SQL, named = false): Promise<Row[]> {
-  const result: unknown = await (!named ? db.execute(query) : db.executeNamed ? db.executeNamed(query) : executeNamed(db, query));
+  let result: unknown;
+  try {
+    result = await (!named ? db.execute(query) : db.executeNamed ? db.executeNamed(query) : executeNamed(db, query));
+  } catch (error) {
+    // Our statements carry the fingerprint and the response as parameters.
+    throw redact(error);
+  }
   // node-postgres and PGlite answer { rows }, postgres.js an array of rows.
   if (Array.isArray(result)) return result as Row[];
   return ((result as { rows?: Row[] }).rows ?? []) as Row[];

@@ -21,3 +21,6 @@ export const LOCK_NOT_AVAILABLE = '55P03';
 export const UNDEFINED_TABLE = '42P01';
 export const DUPLICATE_TABLE = '42P07';
 export const DIVISION_BY_ZERO = '22012';
+export const DEADLOCK_DETECTED = '40P01';
+export const QUERY_CANCELED = '57014';
+export const IN_FAILED_SQL_TRANSACTION = '25P02';

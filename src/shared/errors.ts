@@ -6,6 +6,12 @@ export type IdempotencyErrorCode =
   | 'IDEMPOTENCY_RESULT_INVALID'
   | 'IDEMPOTENCY_OPTIONS_INVALID'
   | 'IDEMPOTENCY_SERIALIZATION_FAILURE'
+  | 'IDEMPOTENCY_DEADLOCK'
+  | 'IDEMPOTENCY_REENTRANT_CALL'
+  | 'IDEMPOTENCY_CLAIM_LOST'
+  | 'IDEMPOTENCY_TRANSACTION_ABORTED'
+  | 'IDEMPOTENCY_CONNECTION_LOST'
+  | 'IDEMPOTENCY_COMMIT_FAILED'
   | 'IDEMPOTENCY_MIGRATION_CONFLICT';
 
 /**
@@ -66,6 +72,67 @@ export class IdempotencyOptionsInvalidError extends IdempotencyError {
 export class IdempotencySerializationError extends IdempotencyError {
   readonly code = 'IDEMPOTENCY_SERIALIZATION_FAILURE';
   readonly status = 409;
+  override readonly retryable = true;
+}
+
+/**
+ * Two transactions each hold a key the other one wants (they claim the same
+ * keys in opposite order) and Postgres broke the cycle (SQLSTATE 40P01) by
+ * failing this one. Roll back and run the whole transaction again.
+ */
+export class IdempotencyDeadlockError extends IdempotencyError {
+  readonly code = 'IDEMPOTENCY_DEADLOCK';
+  readonly status = 409;
+  override readonly retryable = true;
+}
+
+/**
+ * A call for a key was made while a call for the same key (same scope and
+ * schema) was still running `fn` around it: waiting would never end, and
+ * running `fn` again would be the second effect. A bug in the calling code.
+ */
+export class IdempotencyReentrantCallError extends IdempotencyError {
+  readonly code = 'IDEMPOTENCY_REENTRANT_CALL';
+  readonly status = 500;
+}
+
+/**
+ * When the result was to be stored, the key row was no longer the one this
+ * call claimed (`fn` deleted or rewrote it). Nothing of `fn` was kept.
+ */
+export class IdempotencyClaimLostError extends IdempotencyError {
+  readonly code = 'IDEMPOTENCY_CLAIM_LOST';
+  readonly status = 500;
+}
+
+/**
+ * The caller's transaction had already failed (SQLSTATE 25P02) before the
+ * key could be claimed: roll it back first. Nothing was claimed or run.
+ */
+export class IdempotencyTransactionAbortedError extends IdempotencyError {
+  readonly code = 'IDEMPOTENCY_TRANSACTION_ABORTED';
+  readonly status = 500;
+}
+
+/**
+ * The connection to the database was lost (failover, a terminated backend, a
+ * cut link) before the transaction committed: nothing of it was kept. Retry
+ * with the same key.
+ */
+export class IdempotencyConnectionLostError extends IdempotencyError {
+  readonly code = 'IDEMPOTENCY_CONNECTION_LOST';
+  readonly status = 503;
+  override readonly retryable = true;
+}
+
+/**
+ * COMMIT of the transaction the library opened failed or got no answer, so
+ * whether the key and its effects committed is unknown. Retry with the same
+ * key: it replays what committed, or runs `fn` if nothing did.
+ */
+export class IdempotencyCommitFailedError extends IdempotencyError {
+  readonly code = 'IDEMPOTENCY_COMMIT_FAILED';
+  readonly status = 503;
   override readonly retryable = true;
 }
 

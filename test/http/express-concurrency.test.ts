@@ -6,7 +6,7 @@ import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { IdempotentRouteOptions } from '../../src/express.js';
 import { testDatabase } from '../support/db.js';
-import { waitForLockWaiters, whenSettled } from '../support/activity.js';
+import { waitForWaitingCalls, whenSettled } from '../support/activity.js';
 import { count, createBusinessTables, deferred, keyRows } from '../support/fixtures.js';
 import { listen, type Listening } from '../support/http.js';
 import { paymentsApp, stockUp } from '../support/payments-app.js';
@@ -75,7 +75,7 @@ describe.each(SETUPS)('50 concurrent POSTs with one key, $name pool', ({ name, p
     const service = await heldService(db, { ...options, onInFlight: 'wait' });
     const requests = Array.from({ length: DUPLICATES }, () => post(service.url, key, sku));
     await service.entered;
-    await waitForLockWaiters(t.pool, DUPLICATES - 1);
+    await waitForWaitingCalls(DUPLICATES - 1);
     service.release();
     const answers = await Promise.all(requests.map(async (r) => answer(await r)));
 

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fetchWithRetry, type RetryEvent } from '../../src/client.js';
 import { startFaultProxy, type FaultMode, type FaultProxy } from '../../tools/fault-proxy.js';
 import { testDatabase } from '../support/db.js';
-import { waitForLockWaiters } from '../support/activity.js';
+import { waitForWaitingCalls } from '../support/activity.js';
 import { count, createBusinessTables, deferred, keyRows } from '../support/fixtures.js';
 import { listen, type Listening } from '../support/http.js';
 import { paymentsApp, stockUp } from '../support/payments-app.js';
@@ -117,8 +117,8 @@ describe('a payment whose answer is lost', () => {
       onRetry: (event) => void retries.push(event),
     });
     await gate.entered.promise;
-    // The retry parks behind the first attempt's uncommitted claim ('wait' policy).
-    await waitForLockWaiters(t.pool, 1);
+    // The retry parks in process behind the first attempt, still uncommitted ('wait' policy).
+    await waitForWaitingCalls(1);
     gate.release.resolve();
     const res = await paying;
     gate.hold = false;

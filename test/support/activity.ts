@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { callsWaitingForTheirKey } from '../../src/core/turns.js';
 import { sleep } from './fixtures.js';
 
 /**
@@ -26,4 +27,17 @@ export function whenSettled(promises: readonly Promise<unknown>[], count: number
     };
     for (const p of promises) p.then(tick, tick);
   });
+}
+
+/**
+ * Resolves once `n` calls of this process wait for another call for their key
+ * (duplicates parked in process, holding no connection, behind an uncommitted
+ * first execution): the moment to let the first commit.
+ */
+export async function waitForWaitingCalls(n: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (callsWaitingForTheirKey() < n) {
+    if (Date.now() > deadline) throw new Error(`only ${callsWaitingForTheirKey()} of ${n} calls waited for their key after ${timeoutMs} ms`);
+    await sleep(10);
+  }
 }

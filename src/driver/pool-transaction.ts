@@ -16,6 +16,7 @@ interface PgClient {
 interface PgPool {
   options?: { pipeline?: unknown };
   connect(): Promise<PgClient>;
+  on(event: 'error', listener: (error: Error) => void): unknown;
 }
 interface Dialect {
   sqlToQuery(sql: SQL): { sql: string; params: unknown[] };
@@ -27,15 +28,15 @@ interface NodePgSessionParts {
   options: unknown;
 }
 
-/** A node-postgres database on a pool created with `pipeline: true`. */
-export interface PipelineSource {
+/** A node-postgres database over a `pg.Pool`. */
+export interface PoolSource {
   pool: PgPool;
   session: NodePgSessionParts;
 }
 
-/** What a pipelined transaction offers the code that runs in it. */
+/** What a pool transaction offers the code that runs in it. */
 export interface Pipeline {
-  /** The transaction `fn` gets: drizzle's own, on the pipelined connection. */
+  /** The transaction `fn` gets: drizzle's own, on the checked-out connection. */
   tx: IdempotencyDatabase;
   /** Runs the library's statements; each is queued on the connection the moment it is called. */
   runner: SqlRunner;
@@ -47,30 +48,48 @@ export interface Pipeline {
   together<T>(send: () => T): T;
 }
 
+const watchedPools = new WeakSet<object>();
+
 /**
- * The pool to pipeline on, when `db` is drizzle's node-postgres database over
- * a `pg.Pool` created with `pipeline: true`; undefined for anything else.
+ * The pool, when `db` is drizzle's node-postgres database over a `pg.Pool`;
+ * undefined for anything else (a lone client, another driver, a transaction).
+ *
+ * The library then checks connections out itself, so that it can listen for
+ * their errors while it holds them (node-postgres emits a lost connection as
+ * an 'error' event on the client, which kills the process when nobody
+ * listens), and, on a pool created with `pipeline: true`, send BEGIN with the
+ * claim and the store with COMMIT. It also listens on the pool itself: an
+ * idle connection that dies is dropped by the pool, and must not take the
+ * process down with it.
  */
-export function pipelineSourceOf(db: IdempotencyDatabase): PipelineSource | undefined {
+export function poolSourceOf(db: IdempotencyDatabase): PoolSource | undefined {
   const session = (db as { session?: NodePgSessionParts }).session;
   if (!session || (session.constructor as { [entityKind]?: string })[entityKind] !== 'NodePgSession') return undefined;
   const pool = session.client as Partial<PgPool> | undefined;
-  if (!pool || typeof pool.connect !== 'function' || pool.options?.pipeline !== true) return undefined;
-  // A pool's clients have `release`; a lone client (not supported here) has none, and no `options`.
+  // A pool has `connect` and `options`; a lone client (its owner's to manage) has no `options`.
+  if (!pool || typeof pool.connect !== 'function' || typeof pool.options !== 'object' || typeof pool.on !== 'function') return undefined;
+  if (!watchedPools.has(pool)) {
+    watchedPools.add(pool);
+    pool.on('error', ignoreIdleConnectionError);
+  }
   return { pool: pool as PgPool, session };
 }
+
+// The pool has already removed the dead idle client; the next checkout gets a new one.
+function ignoreIdleConnectionError(): void {}
 
 let nodePg: Promise<typeof import('drizzle-orm/node-postgres')> | undefined;
 
 /**
- * Runs `body` in a transaction on one pipelined connection from the pool.
- * Unlike `db.transaction`, BEGIN and COMMIT are queued without waiting, so
- * they share round trips with the statements queued next to them. If `body`
- * throws while the transaction is open, it is rolled back; if it returns with
- * the transaction open, it is committed.
+ * Runs `body` in a transaction on one connection from the pool. Unlike
+ * `db.transaction`, BEGIN and COMMIT are queued without waiting, so on a
+ * pipelined pool they share round trips with the statements queued next to
+ * them (on any other pool, node-postgres sends them one after another). If
+ * `body` throws while the transaction is open, it is rolled back; if it
+ * returns with the transaction open, it is committed.
  */
-export async function inPipelinedTransaction<R>(
-  source: PipelineSource,
+export async function inPoolTransaction<R>(
+  source: PoolSource,
   config: PgTransactionConfig | undefined,
   body: (p: Pipeline) => Promise<R>,
 ): Promise<R> {

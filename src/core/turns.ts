@@ -1,0 +1,185 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { IdempotencyInFlightError, IdempotencyReentrantCallError } from '../shared/errors.js';
+import type { ResolvedOptions } from './options.js';
+
+// Calls that could step on each other inside this process take turns here,
+// before they touch the database:
+// - calls on one transaction: Postgres savepoints nest, they cannot
+//   interleave, and two claims of one key in one transaction see each other's
+//   uncommitted row; so they run one at a time, nested calls inside the turn
+//   of the call around them;
+// - calls for one key that each open their own transaction: a duplicate waits
+//   here, holding no connection, instead of holding one while it waits on the
+//   key's row lock (a storm of one key would starve the pool).
+
+/** A lock whose holders run one after another, in arrival order. */
+interface Turns {
+  /** Resolves with a release function once it is the caller's turn; rejects if `signal` aborts first. */
+  take(signal?: AbortSignal): Promise<() => void>;
+  /** Whether someone holds or waits for a turn. */
+  busy(): boolean;
+}
+
+function createTurns(): Turns {
+  let holder = false;
+  const queue: (() => void)[] = [];
+  const release = () => {
+    const next = queue.shift();
+    if (next) next();
+    else holder = false;
+  };
+  return {
+    busy: () => holder,
+    take(signal) {
+      if (!holder) {
+        holder = true;
+        return Promise.resolve(once(release));
+      }
+      return new Promise((resolve, reject) => {
+        const go = () => {
+          signal?.removeEventListener('abort', abort);
+          resolve(once(release));
+        };
+        const abort = () => {
+          queue.splice(queue.indexOf(go), 1);
+          reject(signal!.reason);
+        };
+        queue.push(go);
+        signal?.addEventListener('abort', abort, { once: true });
+      });
+    },
+  };
+}
+
+function once(fn: () => void): () => void {
+  let done = false;
+  return () => {
+    if (!done) {
+      done = true;
+      fn();
+    }
+  };
+}
+
+/** A call whose `fn` is running: what calls made inside it must know. */
+interface RunningCall {
+  /** The key's identity: schema, scope and key. */
+  id: string;
+  /** The connection its transaction is on. */
+  connection: object;
+  /** Turns for the calls made inside `fn` on the same connection. */
+  inner: Turns;
+}
+
+const running = new AsyncLocalStorage<readonly RunningCall[]>();
+
+/** One string per key: two calls with equal ids are calls for the same key. */
+export const keyId = (o: ResolvedOptions) => JSON.stringify([o.schema ?? null, o.scope, o.key]);
+
+/**
+ * What a transaction or database object runs on, as far as drizzle tells: the
+ * driver's client (a pool, a pooled connection, a postgres.js reserved
+ * connection), so that different drizzle objects over one connection agree.
+ */
+export function connectionOf(db: object): object {
+  const client = (db as { session?: { client?: unknown } }).session?.client;
+  return typeof client === 'object' && client !== null ? client : db;
+}
+
+/**
+ * Throws `IDEMPOTENCY_REENTRANT_CALL` when a call for the same key is running
+ * `fn` around this one: waiting for it would wait forever, and running `fn`
+ * again would be a second effect.
+ */
+export function refuseReentrantCall(o: ResolvedOptions): void {
+  const id = keyId(o);
+  if (running.getStore()?.some((call) => call.id === id)) {
+    throw new IdempotencyReentrantCallError(
+      `idempotency key ${JSON.stringify(o.key)} is already being run by a call around this one; a key cannot be used inside its own fn`,
+    );
+  }
+}
+
+const connectionTurns = new WeakMap<object, Turns>();
+
+/**
+ * Runs `body` in this call's turn on `connection`: after every earlier call on
+ * the same transaction has finished, or inside the turn of the call whose `fn`
+ * made this one.
+ */
+export async function inTransactionTurn<R>(connection: object, body: () => Promise<R>): Promise<R> {
+  const around = running.getStore()?.findLast((call) => call.connection === connection);
+  let turns = around?.inner ?? connectionTurns.get(connection);
+  if (!turns) connectionTurns.set(connection, (turns = createTurns()));
+  const release = await turns.take();
+  try {
+    return await body();
+  } finally {
+    release();
+  }
+}
+
+/** Runs `fn` known as the running call for `o`'s key on `connection`. */
+export function asRunningCall<R>(o: ResolvedOptions, connection: object, fn: () => Promise<R>): Promise<R> {
+  const call: RunningCall = { id: keyId(o), connection, inner: createTurns() };
+  return running.run([...(running.getStore() ?? []), call], fn);
+}
+
+const keyTurns = new WeakMap<object, Map<string, Turns>>();
+let waitingForKeys = 0;
+
+/** How many calls of this process wait for another call for their key (what tests watch for). */
+export const callsWaitingForTheirKey = () => waitingForKeys;
+
+/**
+ * Runs `body` in this call's turn for its key among the calls of this process
+ * that open their own transaction on `database`: one at a time, so that
+ * duplicates hold no connection while they wait. `body` is told whether it
+ * waited for another call (then the key most likely completed: look it up
+ * before claiming) and how much of `waitTimeout` is left.
+ *
+ * Under 'reject', a key another call of this process holds fails at once;
+ * under 'wait', the wait here counts against `waitTimeout`, and `body` gets
+ * what is left of it.
+ */
+export async function inKeyTurn<R>(
+  database: object,
+  o: ResolvedOptions,
+  body: (waited: boolean, remainingMs: number) => Promise<R>,
+): Promise<R> {
+  let byKey = keyTurns.get(database);
+  if (!byKey) keyTurns.set(database, (byKey = new Map()));
+  const id = keyId(o);
+  let turns = byKey.get(id);
+  if (!turns) byKey.set(id, (turns = createTurns()));
+  if (turns.busy() && o.onInFlight === 'reject') {
+    throw new IdempotencyInFlightError(`idempotency key ${JSON.stringify(o.key)} is in flight in this process`);
+  }
+  const started = performance.now();
+  const waited = turns.busy();
+  const timeout = waited ? AbortSignal.timeout(o.lockTimeoutMs) : undefined;
+  let release: () => void;
+  if (waited) waitingForKeys++;
+  try {
+    release = await turns.take(timeout);
+  } catch (error) {
+    forget(byKey, id, turns);
+    throw new IdempotencyInFlightError(
+      `idempotency key ${JSON.stringify(o.key)} was still in flight after waiting ${o.lockTimeoutMs} ms`,
+      { cause: error },
+    );
+  } finally {
+    if (waited) waitingForKeys--;
+  }
+  try {
+    return await body(waited, Math.max(1, Math.round(o.lockTimeoutMs - (performance.now() - started))));
+  } finally {
+    release();
+    forget(byKey, id, turns);
+  }
+}
+
+/** Drops a key's turns once nobody holds or waits for them, so the map stays small. */
+function forget(byKey: Map<string, Turns>, id: string, turns: Turns): void {
+  if (!turns.busy() && byKey.get(id) === turns) byKey.delete(id);
+}

@@ -5,6 +5,7 @@ import { IdempotencyInFlightError, IdempotencyKeyReusedError } from '../shared/e
 import type { ResolvedOptions } from './options.js';
 import { deserializeResult } from './result.js';
 import { reclaimable, restoreLockTimeout } from './claim.js';
+import { explainFailure } from './failure.js';
 
 /** A call's result and whether it came from the store rather than from `fn`. */
 export interface IdempotentOutcome<T> {
@@ -42,12 +43,17 @@ export async function readKey(db: SqlRunner, o: ResolvedOptions): Promise<KeyRow
  * key, or undefined when the caller has to claim it.
  */
 export async function lookupStored<T>(db: SqlRunner, o: ResolvedOptions): Promise<IdempotentOutcome<T> | undefined> {
-  const [row] = await queryRows<KeyRow>(
-    db,
-    sql`select status, fingerprint, response, false as reclaimable from ${keysTable(o.schema)}
-        where scope = ${o.scope} and key = ${o.key} and status = 'completed' and expires_at > statement_timestamp()`,
-    o.prepare,
-  );
+  let row: KeyRow | undefined;
+  try {
+    [row] = await queryRows<KeyRow>(
+      db,
+      sql`select status, fingerprint, response, false as reclaimable from ${keysTable(o.schema)}
+          where scope = ${o.scope} and key = ${o.key} and status = 'completed' and expires_at > statement_timestamp()`,
+      o.prepare,
+    );
+  } catch (error) {
+    throw explainFailure(error, { phase: 'claim' }, 'own');
+  }
   return row ? replayOf<T>(row, o) : undefined;
 }
 

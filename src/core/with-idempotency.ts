@@ -1,5 +1,5 @@
 import { isTransaction, type IdempotencyDatabase, type SqlRunner, type TransactionOf } from '../driver/database.js';
-import { inPoolTransaction, poolSourceOf, type Pipeline } from '../driver/pool-transaction.js';
+import { checkoutPoolOf, inPoolTransaction, type Pipeline, type PoolSource } from '../driver/pool-transaction.js';
 import { IdempotencyDeadlockError, IdempotencyInFlightError, IdempotencySerializationError } from '../shared/errors.js';
 import { claimKey, reclaimKey } from './claim.js';
 import { explainFailure, type Progress } from './failure.js';
@@ -53,13 +53,14 @@ export async function withIdempotencyOutcome<TDb extends IdempotencyDatabase, T>
   const o = resolveOptions(key, options);
   refuseReentrantCall(o);
   if (isTransaction(db)) return inCallersTransaction(db, o, fn as Fn<T>);
+  const pool = checkoutPoolOf(db);
   return inKeyTurn(connectionOf(db), o, async (waitedForDuplicate, remainingMs) => {
     // A duplicate of this process ran first: most likely it completed.
     if (o.lookupFirst || waitedForDuplicate) {
       const hit = await lookupStored<T>(db, o);
       if (hit) return hit;
     }
-    return inOwnTransaction(db, waitedForDuplicate ? { ...o, lockTimeoutMs: remainingMs } : o, fn as Fn<T>);
+    return inOwnTransaction(db, pool, waitedForDuplicate ? { ...o, lockTimeoutMs: remainingMs } : o, fn as Fn<T>);
   });
 }
 
@@ -76,7 +77,10 @@ export async function lookupReplay<T = unknown>(
   key: string,
   options?: Pick<IdempotencyOptions, 'scope' | 'fingerprint' | 'schema' | 'prepare'>,
 ): Promise<IdempotentOutcome<T> | undefined> {
-  return lookupStored<T>(db, resolveOptions(key, options));
+  const o = resolveOptions(key, options);
+  // Also listens for errors on a node-postgres pool, as every entry point does.
+  if (!isTransaction(db)) checkoutPoolOf(db);
+  return lookupStored<T>(db, o);
 }
 
 /** In the caller's transaction: one savepoint, in this call's turn on that transaction. */
@@ -95,8 +99,12 @@ async function inCallersTransaction<T>(tx: IdempotencyDatabase, o: ResolvedOptio
 }
 
 /** In a transaction of our own, run again when Postgres asks for it (the retry replays). */
-async function inOwnTransaction<T>(db: IdempotencyDatabase, o: ResolvedOptions, fn: Fn<T>): Promise<IdempotentOutcome<T>> {
-  const pool = poolSourceOf(db);
+async function inOwnTransaction<T>(
+  db: IdempotencyDatabase,
+  pool: PoolSource | undefined,
+  o: ResolvedOptions,
+  fn: Fn<T>,
+): Promise<IdempotentOutcome<T>> {
   for (let attempt = 0; ; attempt++) {
     const progress: Progress = { phase: 'claim' };
     try {

@@ -15,7 +15,7 @@ interface PgClient {
 }
 interface PgPool {
   options?: { pipeline?: unknown };
-  connect(): Promise<PgClient>;
+  connect(callback: (error: Error | undefined, client: PgClient | undefined) => void): void;
   on(event: 'error', listener: (error: Error) => void): unknown;
 }
 interface Dialect {
@@ -51,8 +51,9 @@ export interface Pipeline {
 const watchedPools = new WeakSet<object>();
 
 /**
- * The pool, when `db` is drizzle's node-postgres database over a `pg.Pool`;
- * undefined for anything else (a lone client, another driver, a transaction).
+ * The pool the library checks connections out of itself, when `db` is
+ * drizzle's node-postgres database over a `pg.Pool`; undefined for anything
+ * else (a lone client, another driver, a transaction).
  *
  * The library then checks connections out itself, so that it can listen for
  * their errors while it holds them (node-postgres emits a lost connection as
@@ -62,7 +63,7 @@ const watchedPools = new WeakSet<object>();
  * idle connection that dies is dropped by the pool, and must not take the
  * process down with it.
  */
-export function poolSourceOf(db: IdempotencyDatabase): PoolSource | undefined {
+export function checkoutPoolOf(db: IdempotencyDatabase): PoolSource | undefined {
   const session = (db as { session?: NodePgSessionParts }).session;
   if (!session || (session.constructor as { [entityKind]?: string })[entityKind] !== 'NodePgSession') return undefined;
   const pool = session.client as Partial<PgPool> | undefined;
@@ -77,6 +78,24 @@ export function poolSourceOf(db: IdempotencyDatabase): PoolSource | undefined {
 
 // The pool has already removed the dead idle client; the next checkout gets a new one.
 function ignoreIdleConnectionError(): void {}
+
+/**
+ * A client of the pool, with `onError` listening on it from the moment the
+ * pool hands it over. While we hold it, a dead connection is an 'error' event
+ * on the client, which would crash the process for want of a listener. The
+ * callback form matters: the pool hands a client to a waiting caller while it
+ * is still parsing that connection's input, and the server's "terminating
+ * connection" can be the very next message, before a promise would resolve.
+ */
+function checkOut(pool: PgPool, onError: (error: Error) => void): Promise<PgClient> {
+  return new Promise((resolve, reject) => {
+    pool.connect((error, client) => {
+      if (error || !client) return reject(error ?? new Error('the pool gave no client'));
+      client.on('error', onError);
+      resolve(client);
+    });
+  });
+}
 
 let nodePg: Promise<typeof import('drizzle-orm/node-postgres')> | undefined;
 
@@ -97,16 +116,13 @@ export async function inPoolTransaction<R>(
   nodePg ??= import('drizzle-orm/node-postgres');
   const { NodePgSession, NodePgTransaction } = await nodePg;
   const { dialect, schema, options } = source.session;
-  const client = await source.pool.connect();
   // Set when this connection must not go back to the pool: the server ended it
   // (node-postgres notices only a tick later), or it could not roll back.
   let broken: Error | undefined;
   const markBroken = (error: unknown) => {
     broken ??= error instanceof Error ? error : new Error(String(error));
   };
-  // While we hold the client, a dead connection is an 'error' event on it:
-  // recorded here, instead of crashing the process for want of a listener.
-  client.on('error', markBroken);
+  const client = await checkOut(source.pool, markBroken);
   const session = new NodePgSession(client as never, dialect as never, schema as never, options as never);
   const tx = new NodePgTransaction(dialect as never, session, schema as never) as unknown as IdempotencyDatabase;
 

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
+import { isExactText } from '../shared/key.js';
 
 /** What a request is compared by: any JSON value, or a hash you computed. */
 export type Fingerprint = string | number | boolean | null | readonly Fingerprint[] | { readonly [key: string]: Fingerprint | undefined };
@@ -32,8 +33,9 @@ export function canonicalJson(value: unknown): string {
 export function fingerprintOf(value: Fingerprint | undefined): string | null {
   if (value === undefined) return null;
   if (typeof value === 'string') {
-    if (value.length === 0 || value.length > 1024) {
-      throw new IdempotencyOptionsInvalidError('a precomputed fingerprint must be 1 to 1024 characters');
+    // Stored as text and compared as given: what the driver would alter could match another request.
+    if (value.length === 0 || value.length > 1024 || !isExactText(value)) {
+      throw new IdempotencyOptionsInvalidError('a precomputed fingerprint must be 1 to 1024 characters of well-formed text without NUL');
     }
     return value;
   }

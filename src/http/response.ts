@@ -1,5 +1,6 @@
 import { validateHeaderName, validateHeaderValue } from 'node:http';
 import type { Response } from 'express';
+import { IdempotencyResultInvalidError } from '../shared/errors.js';
 import { REPLAYED_HEADER } from '../shared/header.js';
 
 /** A header value as a handler may give it. */
@@ -25,24 +26,33 @@ export interface NormalizedResponse {
 }
 
 /**
- * Checks what the handler returned. Runs inside the transaction: a response
- * Node would refuse to send must fail before COMMIT, never after it (a
- * committed key whose answer cannot be sent would fail on every replay too).
+ * Checks what the handler returned, or throws `IDEMPOTENCY_RESULT_INVALID`.
+ * Runs inside the transaction: a response Node would refuse to send must fail
+ * before COMMIT, never after it (a committed key whose answer cannot be sent
+ * would fail on every replay too). Header values Node accepts are Latin-1
+ * without controls, so they reach jsonb unaltered.
+ *
+ * @example
+ * normalizeResponse({ status: 201, headers: { Location: '/payments/1' } }) // { status: 201, headers: { location: '/payments/1' } }
  */
 export function normalizeResponse(response: IdempotentResponse | undefined): NormalizedResponse {
   if (typeof response !== 'object' || response === null) {
-    throw new TypeError('an idempotent handler must return { status, body, headers }');
+    throw new IdempotencyResultInvalidError('an idempotent handler must return { status, body, headers }');
   }
   const status = response.status ?? 200;
   if (!Number.isInteger(status) || status < 200 || status > 599) {
-    throw new TypeError(`an idempotent handler returned status ${String(status)}; use 200 to 599`);
+    throw new IdempotencyResultInvalidError(`an idempotent handler returned status ${String(status)}; use 200 to 599`);
   }
   const headers: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(response.headers ?? {})) {
     const lower = name.toLowerCase();
     const normalized = Array.isArray(value) ? value.map(String) : String(value);
-    validateHeaderName(lower);
-    for (const v of Array.isArray(normalized) ? normalized : [normalized]) validateHeaderValue(lower, v);
+    try {
+      validateHeaderName(lower);
+      for (const v of Array.isArray(normalized) ? normalized : [normalized]) validateHeaderValue(lower, v);
+    } catch (error) {
+      throw new IdempotencyResultInvalidError(`an idempotent handler returned a header Node cannot send: ${JSON.stringify(lower)}`, { cause: error });
+    }
     headers[lower] = normalized;
   }
   return response.body === undefined ? { status, headers } : { status, body: response.body, headers };

@@ -345,6 +345,36 @@ describe('a handler that fails', () => {
     expect(await keysFor('bigint')).toHaveLength(0);
   });
 
+  it.each([
+    ['a NUL in an object key', { 'a\u0000b': 1 }],
+    ['a lone surrogate in a string', { name: 'caf\ud800' }],
+  ])('answers 500 IDEMPOTENCY_RESULT_INVALID, not retryable, to a body jsonb refuses (%s), and commits nothing', async (what, body) => {
+    const ref = `jsonb-${what.length}`;
+    const url = `${await serve((app) => app.post('/charges', chargeRoute(t.db, () => ({ status: 201, body }))))}/charges`;
+    const res = await fetch(url, json({ ref }, { 'idempotency-key': ref }));
+    expect(res.status).toBe(500);
+    expect(res.headers.get('retry-after')).toBeNull();
+    expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_RESULT_INVALID', retryable: false });
+    expect(await chargesFor(ref)).toBe(0);
+    expect(await keysFor(ref)).toHaveLength(0);
+  });
+
+  it.each<[string, () => Awaited<ReturnType<IdempotentHandler<Tx>>>]>([
+    ['a header value with a lone surrogate', () => ({ status: 201, headers: { 'x-note': 'caf\ud800' } })],
+    ['a header value with a newline', () => ({ status: 201, headers: { 'x-note': 'a\r\nset-cookie: x=1' } })],
+    ['a header name that is not a token', () => ({ status: 201, headers: { 'bad name': 'v' } })],
+    ['a status outside 200 to 599', () => ({ status: 700 })],
+    ['no response at all', () => undefined as never],
+  ])('answers 500 IDEMPOTENCY_RESULT_INVALID to a response with %s, and commits nothing', async (what, respond) => {
+    const ref = `bad-response-${what.replaceAll(' ', '-')}`;
+    const url = `${await serve((app) => app.post('/charges', chargeRoute(t.db, respond)))}/charges`;
+    const res = await fetch(url, json({ ref }, { 'idempotency-key': ref }));
+    expect(res.status).toBe(500);
+    expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_RESULT_INVALID', retryable: false });
+    expect(await chargesFor(ref)).toBe(0);
+    expect(await keysFor(ref)).toHaveLength(0);
+  });
+
   it('stores nothing for a 4xx that isFinal declines', async () => {
     const url = `${await serve((app) =>
       app.post('/charges', chargeRoute(t.db, () => ({ status: 400, body: { error: 'try again' } }), { isFinal: (s) => s < 400 })),

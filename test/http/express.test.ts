@@ -120,6 +120,19 @@ describe('the Idempotency-Key header', () => {
     expect(await chargesFor('twice')).toBe(0);
   });
 
+  it.each([
+    ['bare', 'k1, k1'],
+    ['bare, without a space', 'k1,k2'],
+    ['as structured-field strings', '"k1", "k1"'],
+  ])('answers 400 to a key sent twice in one header line (%s, as a proxy merges them), and changes nothing', async (_form, line) => {
+    const before = (await keyRows(t.pool)).length;
+    const res = await rawRequest(url, 'POST', ['content-type', 'application/json', 'idempotency-key', line], JSON.stringify({ ref: 'merged' }));
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.body)).toMatchObject({ code: 'IDEMPOTENCY_KEY_INVALID' });
+    expect(await chargesFor('merged')).toBe(0);
+    expect(await keyRows(t.pool)).toHaveLength(before);
+  });
+
   it('runs a request without a key once, keyless, when the key is optional', async () => {
     const optional = `${await serve((app) => app.post('/charges', chargeRoute(t.db, () => ({ status: 201 }), { required: false })))}/charges`;
     expect((await fetch(optional, json({ ref: 'optional' }))).status).toBe(201);

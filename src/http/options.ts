@@ -22,7 +22,8 @@ export interface IdempotentRouteOptions
    * headers are refused. (Default: `['content-type', 'location']`) */
   storedHeaders?: readonly string[];
   /** Whether a status is a final answer: stored and replayed. Any other status rolls the
-   * transaction back and is not stored. (Default: 2xx, 3xx and 4xx; 5xx never) */
+   * transaction back and is not stored. (Default: `isFinalByDefault`: 2xx, 3xx and 4xx
+   * except 408, 425 and 429; 5xx never) */
   isFinal?: (status: number) => boolean;
   /** `Retry-After` seconds on 409 in flight and other retryable answers. (Default: `1`) */
   retryAfter?: number;
@@ -65,6 +66,22 @@ const NEVER_STORED = new Set([
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
+// 408 Request Timeout, 425 Too Early and 429 Too Many Requests say "not now",
+// not "no": stored, they would answer every retry of the request, the client's
+// own backoff included, for the key's whole lifetime.
+const NOT_NOW = new Set([408, 425, 429]);
+
+/**
+ * The default `isFinal`: 2xx, 3xx and 4xx are answers to store and replay,
+ * except 408, 425 and 429, which ask the client to try again; 5xx never.
+ *
+ * @example
+ * idempotent(db, handler, { scope, isFinal: (status) => isFinalByDefault(status) && status !== 404 })
+ */
+export function isFinalByDefault(status: number): boolean {
+  return status < 500 && !NOT_NOW.has(status);
+}
+
 /**
  * The default fingerprint: method, path and body, so a reused key on another
  * request is caught. Compose it to add more, e.g. a header that selects behaviour.
@@ -98,7 +115,7 @@ export function resolveRouteOptions(options: IdempotentRouteOptions = {}): Resol
     scope: scope ?? (() => ''),
     fingerprint: fingerprint === false ? () => undefined : (fingerprint ?? requestFingerprint),
     storedHeaders: new Set(storedHeaderNames(storedHeaders ?? DEFAULT_STORED_HEADERS)),
-    isFinal: isFinal ?? ((status) => status < 500),
+    isFinal: isFinal ?? isFinalByDefault,
     retryAfter: seconds,
     core,
   };

@@ -388,6 +388,24 @@ describe('a handler that fails', () => {
     expect(await keysFor(ref)).toHaveLength(0);
   });
 
+  it.each([408, 425, 429])('rolls a %i answer back by default and stores nothing: the retry runs again', async (status) => {
+    const ref = `not-final-${status}`;
+    const url = `${await serve((app) =>
+      app.post('/charges', chargeRoute(t.db, (n) => (n === 1 ? { status, body: { error: 'later' }, headers: { 'retry-after': '1' } } : { status: 201, body: { n } }))),
+    )}/charges`;
+    const init = json({ ref }, { 'idempotency-key': ref });
+    const first = await fetch(url, init);
+    expect(first.status).toBe(status);
+    expect(first.headers.get('retry-after')).toBe('1');
+    expect(await chargesFor(ref)).toBe(0);
+    expect(await keysFor(ref)).toHaveLength(0);
+
+    const retried = await fetch(url, init);
+    expect(retried.status).toBe(201);
+    expect(retried.headers.get('idempotent-replayed')).toBeNull();
+    expect(await chargesFor(ref)).toBe(1);
+  });
+
   it('stores nothing for a 4xx that isFinal declines', async () => {
     const url = `${await serve((app) =>
       app.post('/charges', chargeRoute(t.db, () => ({ status: 400, body: { error: 'try again' } }), { isFinal: (s) => s < 400 })),

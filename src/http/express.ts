@@ -40,7 +40,7 @@ class NotFinal extends Error {
 export function idempotent<TDb extends IdempotencyDatabase>(
   db: TDb,
   handler: IdempotentHandler<TransactionOf<TDb>>,
-  options?: IdempotentRouteOptions,
+  options: IdempotentRouteOptions,
 ): RequestHandler {
   if (isTransaction(db)) {
     throw new IdempotencyOptionsInvalidError('idempotent() needs a database, not a transaction: it opens the transaction itself');
@@ -72,9 +72,9 @@ class Route {
   }
 
   private async runWithKey(req: Request, res: Response, key: string): Promise<void> {
-    const options = { ...this.o.core, scope: await this.o.scope(req), fingerprint: this.o.fingerprint(req) };
     let fresh: NormalizedResponse | undefined;
     try {
+      const options = { ...this.o.core, scope: await this.o.scope(req), fingerprint: this.o.fingerprint(req) };
       const hit = await lookupReplay<NormalizedResponse>(this.db, key, options);
       if (hit) return sendResponse(res, hit.value, true);
       const outcome = await withIdempotencyOutcome(

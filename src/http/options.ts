@@ -1,5 +1,6 @@
 import type { Request } from 'express';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
+import { assertValidScope } from '../shared/key.js';
 import type { Fingerprint } from '../core/fingerprint.js';
 import { resolveOptions, type IdempotencyOptions } from '../core/options.js';
 
@@ -12,9 +13,13 @@ export interface IdempotentRouteOptions
   /** Methods that use the key; any other method passes straight through to the handler.
    * (Default: `['POST', 'PATCH']`) */
   methods?: readonly string[];
-  /** Who the key belongs to, e.g. the authenticated user or API client: a key never
-   * replays across scopes. (Default: one global scope, `''`) */
-  scope?: (req: Request) => string | Promise<string>;
+  /** Whose keys these are (required): a function of the request that returns the
+   * authenticated user, tenant or API client, or a fixed string for a single-tenant
+   * service. Keys never replay across scopes. A function that returns anything but a
+   * non-empty string (say `undefined`, because the authentication middleware is not
+   * mounted) fails the request with `IDEMPOTENCY_OPTIONS_INVALID`: nothing is claimed
+   * and the handler does not run. */
+  scope: string | ((req: Request) => string | Promise<string>);
   /** What makes two requests "the same": a reused key with another fingerprint gets 422.
    * `false` turns the check off. (Default: method, path and canonical JSON body) */
   fingerprint?: ((req: Request) => Fingerprint) | false;
@@ -33,7 +38,8 @@ export interface IdempotentRouteOptions
 export interface ResolvedRouteOptions {
   required: boolean;
   methods: ReadonlySet<string>;
-  scope: (req: Request) => string | Promise<string>;
+  /** The request's scope, checked: a non-empty, well-formed string. */
+  scope: (req: Request) => Promise<string>;
   fingerprint: (req: Request) => Fingerprint | undefined;
   storedHeaders: ReadonlySet<string>;
   isFinal: (status: number) => boolean;
@@ -93,16 +99,23 @@ export function requestFingerprint(req: Request): { method: string; path: string
   return { method: req.method.toUpperCase(), path: req.baseUrl + req.path, body: (req.body as Fingerprint | undefined) ?? null };
 }
 
+const SCOPE_FIX =
+  "pass a function of the request that returns the authenticated principal, e.g. { scope: (req) => req.user.id }, " +
+  "or, for a single-tenant service, a fixed string, e.g. { scope: 'my-service' }";
+
 /**
  * Checks route options, or throws `IDEMPOTENCY_OPTIONS_INVALID` while the app
  * is being built rather than on the first request.
+ *
+ * @example
+ * resolveRouteOptions({ scope: (req) => req.get('x-tenant') ?? '' })
  */
-export function resolveRouteOptions(options: IdempotentRouteOptions = {}): ResolvedRouteOptions {
+export function resolveRouteOptions(options: IdempotentRouteOptions): ResolvedRouteOptions {
+  if (typeof options !== 'object' || options === null) throw invalid(`idempotent() needs options with a scope: ${SCOPE_FIX}`);
   const { required, methods, scope, fingerprint, storedHeaders, isFinal, retryAfter, ...core } = options;
   // The core's own checks (ttl, wait bound, policy, sizes, schema), with a stand-in key.
   resolveOptions('option-check', core);
   if (required !== undefined && typeof required !== 'boolean') throw invalid('required must be a boolean');
-  if (scope !== undefined && typeof scope !== 'function') throw invalid('scope must be a function of the request');
   if (fingerprint !== undefined && fingerprint !== false && typeof fingerprint !== 'function') {
     throw invalid('fingerprint must be a function of the request, or false');
   }
@@ -112,13 +125,42 @@ export function resolveRouteOptions(options: IdempotentRouteOptions = {}): Resol
   return {
     required: required ?? true,
     methods: new Set(tokens(methods ?? DEFAULT_METHODS, 'methods').map((m) => m.toUpperCase())),
-    scope: scope ?? (() => ''),
+    scope: scopeOf(scope),
     fingerprint: fingerprint === false ? () => undefined : (fingerprint ?? requestFingerprint),
     storedHeaders: new Set(storedHeaderNames(storedHeaders ?? DEFAULT_STORED_HEADERS)),
     isFinal: isFinal ?? isFinalByDefault,
     retryAfter: seconds,
     core,
   };
+}
+
+/**
+ * The scope as a checked function. There is no default: one scope shared by
+ * every caller would replay one customer's answer (amount, card, location) to
+ * another who sent the same key, so each route says whose keys these are.
+ */
+function scopeOf(scope: unknown): (req: Request) => Promise<string> {
+  if (typeof scope === 'string') {
+    checkScope(scope, 'the fixed scope');
+    return () => Promise.resolve(scope);
+  }
+  if (typeof scope !== 'function') {
+    throw invalid(scope === undefined ? `idempotent() needs a scope: ${SCOPE_FIX}` : `scope must be a string or a function: ${SCOPE_FIX}`);
+  }
+  return async (req) => {
+    const value: unknown = await (scope as (req: Request) => unknown)(req);
+    checkScope(value, 'the scope function');
+    return value;
+  };
+}
+
+// An empty or missing scope is where a missing authentication middleware shows:
+// it must fail, not fall back to a scope every caller shares.
+function checkScope(value: unknown, what: string): asserts value is string {
+  if (typeof value !== 'string' || value.length === 0) {
+    throw invalid(`${what} returned ${value === '' ? 'an empty string' : typeof value}; a scope is a non-empty string (is the authentication middleware mounted before this route?)`);
+  }
+  assertValidScope(value);
 }
 
 function storedHeaderNames(names: readonly string[]): string[] {

@@ -7,6 +7,7 @@ import express, { type ErrorRequestHandler, type Express } from 'express';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { IdempotencyOptionsInvalidError } from '../../src/shared/errors.js';
 import { idempotent, type IdempotentHandler, type IdempotentRouteOptions } from '../../src/express.js';
+import type { TransactionOf } from '../../src/driver/database.js';
 import { testDatabase } from '../support/db.js';
 import { count, createBusinessTables, deferred, insertCharge, keyRows } from '../support/fixtures.js';
 import { listen, rawRequest, type Listening } from '../support/http.js';
@@ -37,7 +38,7 @@ async function serve(build: (app: Express) => void): Promise<string> {
 function chargeRoute(
   db: NodePgDatabase,
   then: (callNumber: number) => Awaited<ReturnType<IdempotentHandler<Tx>>>,
-  options?: IdempotentRouteOptions,
+  options: Partial<IdempotentRouteOptions> = {},
 ) {
   let calls = 0;
   return idempotent(
@@ -46,7 +47,7 @@ function chargeRoute(
       await insertCharge(tx, (req.body as { ref: string }).ref, 100);
       return then(++calls);
     },
-    options,
+    { scope: 'charges-tenant', ...options },
   );
 }
 
@@ -334,7 +335,7 @@ describe('a handler that fails', () => {
         idempotent(t.db, async (_req, tx) => {
           await tx.execute(sql`insert into ledger (entry) values (1), (1)`);
           return { status: 201, body: { ok: true } };
-        }),
+        }, { scope: 'ledger-tenant' }),
       ),
     )}/ledger`;
     const res = await fetch(url, json({}, { 'idempotency-key': 'doomed' }));
@@ -424,7 +425,7 @@ describe('methods', () => {
       const route = chargeRoute(t.db, () => ({ status: 200, body: { ran: true } }));
       app.put('/items', route);
       app.delete('/items', route);
-      app.get('/items', idempotent(t.db, () => ({ body: { items: [] } })));
+      app.get('/items', idempotent(t.db, () => ({ body: { items: [] } }), { scope: 'items-tenant' }));
     });
     for (const method of ['PUT', 'DELETE']) {
       const init = json({ ref: `pass-${method}` }, { 'idempotency-key': `pass-${method}` }, method);
@@ -450,21 +451,71 @@ describe('methods', () => {
   });
 });
 
+describe('the scope', () => {
+  const handler: IdempotentHandler<TransactionOf<NodePgDatabase>> = async (req, tx) => {
+    await insertCharge(tx, (req.body as { ref: string }).ref, 100);
+    return { status: 201 };
+  };
+
+  it.each<[string, unknown]>([
+    ['no options at all', undefined],
+    ['options without a scope', { ttl: '1h' }],
+    ['an empty fixed scope', { scope: '' }],
+    ['a fixed scope with a lone surrogate', { scope: 'tenant-\ud800' }],
+    ['a fixed scope with a control character', { scope: 'a\tb' }],
+    ['a scope that is neither a string nor a function', { scope: 42 }],
+  ])('refuses to build a route with %s, naming the fix', (_what, options) => {
+    const build = () => idempotent(t.db, handler, options as IdempotentRouteOptions);
+    expect(build).toThrow(IdempotencyOptionsInvalidError);
+    expect(build).toThrow(/scope/);
+  });
+
+  it('takes a fixed string as the scope of a single-tenant service', async () => {
+    const url = `${await serve((app) => app.post('/charges', idempotent(t.db, handler, { scope: 'single-tenant' })))}/charges`;
+    const init = json({ ref: 'fixed-scope' }, { 'idempotency-key': 'fixed-scope' });
+    expect((await fetch(url, init)).status).toBe(201);
+    expect((await fetch(url, init)).headers.get('idempotent-replayed')).toBe('true');
+    expect(await keysFor('fixed-scope')).toMatchObject([{ scope: 'single-tenant' }]);
+    expect(await chargesFor('fixed-scope')).toBe(1);
+  });
+
+  it.each<[string, (req: express.Request) => unknown]>([
+    ['undefined (the authentication middleware is missing)', (req) => (req as { user?: { id: string } }).user?.id],
+    ['an empty string', () => ''],
+    ['a number', () => 7],
+    ['a string with a lone surrogate', () => 'tenant-\udc00'],
+    ['a string over 255 characters', () => 's'.repeat(256)],
+    ['a promise of undefined', async () => undefined],
+  ])('answers 500 IDEMPOTENCY_OPTIONS_INVALID when the scope function returns %s: nothing claimed, nothing run', async (what, scope) => {
+    const ref = `bad-scope-${what.length}`;
+    let runs = 0;
+    const route = idempotent(t.db, async (req, tx) => (runs++, handler(req, tx)), { scope: scope as (req: express.Request) => string });
+    const url = `${await serve((app) => app.post('/charges', route))}/charges`;
+    const before = await keyRows(t.pool);
+    const res = await fetch(url, json({ ref }, { 'idempotency-key': ref }));
+    expect(res.status).toBe(500);
+    expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_OPTIONS_INVALID', retryable: false });
+    expect(runs).toBe(0);
+    expect(await chargesFor(ref)).toBe(0);
+    expect(await keyRows(t.pool)).toEqual(before);
+  });
+});
+
 describe('options', () => {
   const handler = () => ({ status: 200 });
-  it.each<[string, IdempotentRouteOptions]>([
+  it.each<[string, Partial<IdempotentRouteOptions>]>([
     ['ttl', { ttl: 'forever' as never }],
     ['onInFlight', { onInFlight: 'maybe' as never }],
     ['methods', { methods: ['PO ST'] }],
     ['retryAfter', { retryAfter: -1 }],
-    ['scope', { scope: 'alice' as never }],
+    ['scope', { scope: 42 as never }],
   ])('rejects an invalid %s when the route is built', (_name, options) => {
-    expect(() => idempotent(t.db, handler, options)).toThrow(IdempotencyOptionsInvalidError);
+    expect(() => idempotent(t.db, handler, { scope: 'tests', ...options })).toThrow(IdempotencyOptionsInvalidError);
   });
 
   it('rejects a transaction in place of the database: the route opens its own', async () => {
     await t.db.transaction(async (tx) => {
-      expect(() => idempotent(tx, handler)).toThrow(IdempotencyOptionsInvalidError);
+      expect(() => idempotent(tx, handler, { scope: 'tests' })).toThrow(IdempotencyOptionsInvalidError);
     });
   });
 });

@@ -7,6 +7,7 @@ import { serializeResult } from '../core/result.js';
 import { resolveRouteOptions, type IdempotentRouteOptions, type ResolvedRouteOptions } from './options.js';
 import { normalizeResponse, sendResponse, storedForm, type IdempotentResponse, type NormalizedResponse } from './response.js';
 import { commitFailedProblem, problemOf, PROBLEM_CONTENT_TYPE, type ProblemDetails } from './problem.js';
+import { guardResponse, writeError, type ResponseGuard } from './guard.js';
 
 /** A route handler that runs in the key's transaction and returns its response. */
 export type IdempotentHandler<TTx> = (req: Request, tx: TTx) => Promise<IdempotentResponse> | IdempotentResponse;
@@ -29,7 +30,10 @@ class NotFinal extends Error {
  * nothing is stored and a retry runs the handler again. Thrown errors go to
  * `next`; the library's own errors become RFC 9457 problem details.
  *
- * The handler must return its response, never write to `res` itself.
+ * The handler must return its response, never write to `res` itself: while
+ * it runs, every method of `res` that sends (`json`, `send`, `end`, `write`,
+ * `setHeader`, `status`, …) throws at once, and the transaction rolls back
+ * even if the handler catches that error.
  *
  * @example
  * app.post('/payments', idempotent(db, async (req, tx) => {
@@ -77,16 +81,22 @@ class Route {
       const options = { ...this.o.core, scope: await this.o.scope(req), fingerprint: this.o.fingerprint(req) };
       const hit = await lookupReplay<NormalizedResponse>(this.db, key, options);
       if (hit) return sendResponse(res, hit.value, true);
-      const outcome = await withIdempotencyOutcome(
-        this.db,
-        key,
-        async (tx) => {
-          const response = await this.runHandler(req, res, tx);
-          fresh = response;
-          return storedForm(response, this.o.storedHeaders);
-        },
-        options,
-      );
+      const guard = guardResponse(res);
+      let outcome;
+      try {
+        outcome = await withIdempotencyOutcome(
+          this.db,
+          key,
+          async (tx) => {
+            const response = await this.runHandler(req, res, guard, tx);
+            fresh = response;
+            return storedForm(response, this.o.storedHeaders);
+          },
+          options,
+        );
+      } finally {
+        guard.release();
+      }
       if (outcome.replayed) return sendResponse(res, outcome.value, true);
       // The body as jsonb gave it back: byte for byte what a replay will send.
       return sendResponse(res, { ...fresh!, body: outcome.value.body }, false);
@@ -97,24 +107,32 @@ class Route {
 
   private async runWithoutKey(req: Request, res: Response): Promise<void> {
     let fresh: NormalizedResponse | undefined;
+    const guard = guardResponse(res);
     try {
       await this.db.transaction(async (tx) => {
-        const response = await this.runHandler(req, res, tx);
+        const response = await this.runHandler(req, res, guard, tx);
         // Nothing is stored here, but a body res.json() would choke on must
         // still fail before COMMIT, not as a 500 after the effects committed.
         serializeResult(response.body, Number.MAX_SAFE_INTEGER);
         fresh = response;
       }, this.o.core.transaction);
     } catch (error) {
+      guard.release();
       return this.fail(res, error, fresh !== undefined);
     }
+    guard.release();
     sendResponse(res, fresh!, false);
   }
 
-  /** Runs the handler in `tx`; a non-final status throws, so `tx` rolls back. */
-  private async runHandler(req: Request, res: Response, tx: IdempotencyDatabase): Promise<NormalizedResponse> {
+  /**
+   * Runs the handler in `tx` while `res` is guarded; a write to `res` (even one
+   * whose error the handler caught) or a non-final status throws, so `tx` rolls back.
+   */
+  private async runHandler(req: Request, res: Response, guard: ResponseGuard, tx: IdempotencyDatabase): Promise<NormalizedResponse> {
     const response = normalizeResponse(await this.handler(req, tx));
-    if (res.headersSent) throw new Error('an idempotent handler must return its response, not write it to res');
+    if (guard.violation !== undefined) throw writeError(guard.violation);
+    // A write that went round the guard (a prototype method called directly) must still not pass.
+    if (res.headersSent) throw writeError('writeHead');
     if (!this.o.isFinal(response.status)) throw new NotFinal(response);
     return response;
   }

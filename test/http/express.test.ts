@@ -419,6 +419,114 @@ describe('a handler that fails', () => {
   });
 });
 
+describe('a handler that writes to res itself', () => {
+  /** What the handler saw when it tried to write: the error, and whether anything had left. */
+  interface Attempt {
+    error: unknown;
+    headersSent: boolean;
+    writableEnded: boolean;
+  }
+
+  /** A route whose handler charges, tries `write(res)`, swallows the error, and answers 201. */
+  function writingRoute(write: (res: express.Response) => unknown, attempts: Attempt[], options: Partial<IdempotentRouteOptions> = {}) {
+    return idempotent(
+      t.db,
+      async (req, tx) => {
+        await insertCharge(tx, (req.body as { ref: string }).ref, 100);
+        const res = req.res!;
+        let error: unknown;
+        try {
+          write(res);
+        } catch (e) {
+          error = e;
+        }
+        attempts.push({ error, headersSent: res.headersSent, writableEnded: res.writableEnded });
+        return { status: 201, body: { ok: true } };
+      },
+      { scope: 'writers', ...options },
+    );
+  }
+
+  it.each<[string, (res: express.Response) => unknown]>([
+    ['res.json()', (res) => res.status(201).json({ early: true })],
+    ['res.send()', (res) => res.send('early')],
+    ['res.end()', (res) => res.end()],
+    ['res.write()', (res) => res.write('early')],
+    ['res.writeHead()', (res) => res.writeHead(201)],
+    ['res.setHeader()', (res) => res.setHeader('x-early', '1')],
+    ['res.set()', (res) => res.set('x-early', '1')],
+    ['res.status()', (res) => res.status(201)],
+    ['res.sendStatus()', (res) => res.sendStatus(201)],
+    ['res.redirect()', (res) => res.redirect('/elsewhere')],
+    ['res.cookie()', (res) => res.cookie('session', 'x')],
+    ['res.flushHeaders()', (res) => res.flushHeaders()],
+  ])('makes %s throw at once, sends nothing before COMMIT, and rolls the handler back even when it swallows the error', async (what, write) => {
+    const ref = `writes-${what}`;
+    const attempts: Attempt[] = [];
+    const url = `${await serve((app) => app.post('/charges', writingRoute(write, attempts)))}/charges`;
+    const res = await fetch(url, json({ ref }, { 'idempotency-key': ref }));
+    expect(attempts).toHaveLength(1);
+    expect(attempts[0]!.error).toBeInstanceOf(Error);
+    expect(String(attempts[0]!.error)).toMatch(/must return its response/);
+    // Nothing left the server while the transaction was open.
+    expect(attempts[0]).toMatchObject({ headersSent: false, writableEnded: false });
+    expect(res.status).toBe(500);
+    expect(await res.json()).toMatchObject({ error: expect.stringMatching(/must return its response/) });
+    expect(await chargesFor(ref)).toBe(0);
+    expect(await keysFor(ref)).toHaveLength(0);
+  });
+
+  it('rolls back a handler that lets the write error escape, with or without a key', async () => {
+    const url = `${await serve((app) =>
+      app.post(
+        '/charges',
+        idempotent(
+          t.db,
+          async (req, tx) => {
+            await insertCharge(tx, 'escapes', 100);
+            req.res!.status(201).json({ early: true });
+            return { status: 201 };
+          },
+          { scope: 'writers', required: false },
+        ),
+      ),
+    )}/charges`;
+    for (const headers of [{ 'idempotency-key': 'escapes' }, {}] as Record<string, string>[]) {
+      const res = await fetch(url, json({}, headers));
+      expect(res.status).toBe(500);
+    }
+    expect(await chargesFor('escapes')).toBe(0);
+    expect(await keysFor('escapes')).toHaveLength(0);
+  });
+
+  it('rolls back a keyless run (key optional) that writes to res', async () => {
+    const attempts: Attempt[] = [];
+    const url = `${await serve((app) => app.post('/charges', writingRoute((res) => res.json({ early: true }), attempts, { required: false })))}/charges`;
+    const res = await fetch(url, json({ ref: 'keyless-writer' }));
+    expect(res.status).toBe(500);
+    expect(attempts[0]).toMatchObject({ headersSent: false, writableEnded: false });
+    expect(await chargesFor('keyless-writer')).toBe(0);
+  });
+
+  it('gives res back afterwards: the route answers through wrappers other middleware installed', async () => {
+    let wrappedEnds = 0;
+    const url = `${await serve((app) => {
+      // As compression and logging middleware do: own-property wrappers on res.
+      app.use((_req, res, next) => {
+        const end = res.end.bind(res) as (...args: unknown[]) => express.Response;
+        res.end = ((...args: unknown[]) => (wrappedEnds++, end(...args))) as typeof res.end;
+        next();
+      });
+      app.post('/charges', chargeRoute(t.db, () => ({ status: 201, body: { ok: true } })));
+    })}/charges`;
+    const init = json({ ref: 'wrapped' }, { 'idempotency-key': 'wrapped' });
+    expect((await fetch(url, init)).status).toBe(201);
+    expect((await fetch(url, init)).headers.get('idempotent-replayed')).toBe('true');
+    expect(wrappedEnds).toBe(2);
+    expect(await chargesFor('wrapped')).toBe(1);
+  });
+});
+
 describe('methods', () => {
   it('passes GET, PUT and DELETE through: the key is neither required nor stored', async () => {
     const url = await serve((app) => {

@@ -77,32 +77,36 @@ class Route {
 
   private async runWithKey(req: Request, res: Response, key: string): Promise<void> {
     let fresh: NormalizedResponse | undefined;
+    let answer: { response: NormalizedResponse; replayed: boolean };
     try {
       const options = { ...this.o.core, scope: await this.o.scope(req), fingerprint: this.o.fingerprint(req) };
       const hit = await lookupReplay<NormalizedResponse>(this.db, key, options);
-      if (hit) return sendResponse(res, hit.value, true);
-      const guard = guardResponse(res);
-      let outcome;
-      try {
-        outcome = await withIdempotencyOutcome(
-          this.db,
-          key,
-          async (tx) => {
-            const response = await this.runHandler(req, res, guard, tx);
-            fresh = response;
-            return storedForm(response, this.o.storedHeaders);
-          },
-          options,
-        );
-      } finally {
-        guard.release();
+      if (hit) {
+        answer = { response: hit.value, replayed: true };
+      } else {
+        const guard = guardResponse(res);
+        let outcome;
+        try {
+          outcome = await withIdempotencyOutcome(
+            this.db,
+            key,
+            async (tx) => {
+              const response = await this.runHandler(req, res, guard, tx);
+              fresh = response;
+              return storedForm(response, this.o.storedHeaders);
+            },
+            options,
+          );
+        } finally {
+          guard.release();
+        }
+        // A fresh answer goes out with the body as jsonb gave it back: byte for byte what a replay will send.
+        answer = outcome.replayed ? { response: outcome.value, replayed: true } : { response: { ...fresh!, body: outcome.value.body }, replayed: false };
       }
-      if (outcome.replayed) return sendResponse(res, outcome.value, true);
-      // The body as jsonb gave it back: byte for byte what a replay will send.
-      return sendResponse(res, { ...fresh!, body: outcome.value.body }, false);
     } catch (error) {
       return this.fail(res, error, fresh !== undefined);
     }
+    sendAfterCommit(res, answer.response, answer.replayed, 'its answer is stored: a retry with the same key replays it');
   }
 
   private async runWithoutKey(req: Request, res: Response): Promise<void> {
@@ -121,7 +125,7 @@ class Route {
       return this.fail(res, error, fresh !== undefined);
     }
     guard.release();
-    sendResponse(res, fresh!, false);
+    sendAfterCommit(res, fresh!, false, 'it had no key, so a retry runs it again');
   }
 
   /**
@@ -147,8 +151,23 @@ class Route {
   }
 
   private sendProblem(res: Response, problem: ProblemDetails): void {
+    // Nothing has committed when a problem goes out, so Express may do the sending.
     res.status(problem.status).type(PROBLEM_CONTENT_TYPE);
     if (problem.retryable) res.setHeader('Retry-After', String(this.o.retryAfter));
     res.send(JSON.stringify(problem));
+  }
+}
+
+/**
+ * Sends what has committed. Whatever fails here (a socket gone, a wrapper
+ * another middleware put on `res`) goes to `next` as an error that says the
+ * request took effect, never as "nothing was stored": the client's retry with
+ * the same key gets the stored answer.
+ */
+function sendAfterCommit(res: Response, response: NormalizedResponse, replayed: boolean, afterwards: string): void {
+  try {
+    sendResponse(res, response, replayed);
+  } catch (error) {
+    throw new Error(`the request committed, but sending its answer failed; ${afterwards}`, { cause: error });
   }
 }

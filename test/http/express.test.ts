@@ -419,6 +419,57 @@ describe('a handler that fails', () => {
   });
 });
 
+describe('sending after COMMIT', () => {
+  it('answers a content-type Express could not format (text csv) the same on the first execution and on replays', async () => {
+    const url = `${await serve((app) =>
+      app.post('/reports', chargeRoute(t.db, () => ({ status: 201, body: 'id;amount\n1;100\n', headers: { 'content-type': 'text csv' } }))),
+    )}/reports`;
+    const init = json({ ref: 'odd-type' }, { 'idempotency-key': 'odd-type' });
+    const first = await fetch(url, init);
+    const replay = await fetch(url, init);
+    for (const res of [first, replay]) {
+      expect(res.status).toBe(201);
+      expect(await res.text()).toBe('id;amount\n1;100\n');
+    }
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(await chargesFor('odd-type')).toBe(1);
+  });
+
+  it('never says "nothing was stored" when sending fails after COMMIT: the error goes to next, and the retry replays', async () => {
+    let failNextEnd = false;
+    const url = `${await serve((app) => {
+      // A response pipeline that fails once, after the route committed (a broken compression or logging wrapper).
+      app.use((_req, res, next) => {
+        const end = res.end.bind(res) as (...args: unknown[]) => express.Response;
+        res.end = ((...args: unknown[]) => {
+          if (failNextEnd) {
+            failNextEnd = false;
+            throw new Error('the socket went away');
+          }
+          return end(...args);
+        }) as typeof res.end;
+        next();
+      });
+      app.post('/charges', chargeRoute(t.db, () => ({ status: 201, body: { ok: true } })));
+    })}/charges`;
+    const init = json({ ref: 'send-fails' }, { 'idempotency-key': 'send-fails' });
+    failNextEnd = true;
+    const failed = await fetch(url, init);
+    expect(failed.status).toBe(500);
+    const body = (await failed.json()) as { error: string; code?: string };
+    expect(body.code).not.toBe('IDEMPOTENCY_COMMIT_FAILED');
+    expect(body.error).toMatch(/committed/);
+    expect(body.error).not.toMatch(/nothing was stored/);
+    expect(await keysFor('send-fails')).toMatchObject([{ status: 'completed' }]);
+    expect(await chargesFor('send-fails')).toBe(1);
+
+    const retried = await fetch(url, init);
+    expect(retried.status).toBe(201);
+    expect(retried.headers.get('idempotent-replayed')).toBe('true');
+    expect(await chargesFor('send-fails')).toBe(1);
+  });
+});
+
 describe('a handler that writes to res itself', () => {
   /** What the handler saw when it tried to write: the error, and whether anything had left. */
   interface Attempt {

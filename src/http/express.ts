@@ -8,6 +8,7 @@ import { resolveRouteOptions, type IdempotentRouteOptions, type ResolvedRouteOpt
 import { normalizeResponse, sendResponse, storedForm, type IdempotentResponse, type NormalizedResponse } from './response.js';
 import { commitFailedProblem, problemOf, PROBLEM_CONTENT_TYPE, type ProblemDetails } from './problem.js';
 import { guardResponse, writeError, type ResponseGuard } from './guard.js';
+import { readBodyAsReceived, RequestProblem } from './body.js';
 
 /** A route handler that runs in the key's transaction and returns its response. */
 export type IdempotentHandler<TTx> = (req: Request, tx: TTx) => Promise<IdempotentResponse> | IdempotentResponse;
@@ -67,8 +68,14 @@ class Route {
     try {
       key = keyFromHeaderLines(req.headersDistinct['idempotency-key']);
       if (key === undefined && this.o.required) throw new IdempotencyKeyInvalidError('this request needs an Idempotency-Key header');
+      // Before the fingerprint, and also without a key, so the handler sees the same req.body either way.
+      await readBodyAsReceived(req, this.o.maxBodyBytes);
     } catch (error) {
       if (error instanceof IdempotencyError) return this.sendProblem(res, problemOf(error));
+      if (error instanceof RequestProblem) {
+        if (error.closeConnection) res.setHeader('connection', 'close');
+        return this.sendProblem(res, error.problem);
+      }
       throw error;
     }
     if (key === undefined) return this.runWithoutKey(req, res);

@@ -1,8 +1,10 @@
+import { createHash } from 'node:crypto';
 import type { Request } from 'express';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
 import { assertValidScope } from '../shared/key.js';
 import type { Fingerprint } from '../core/fingerprint.js';
 import { resolveOptions, type IdempotencyOptions } from '../core/options.js';
+import { DEFAULT_MAX_BODY_BYTES } from './body.js';
 
 /** Options of `idempotent`: the core's (TTL, wait or reject, …) plus how to read a request. */
 export interface IdempotentRouteOptions
@@ -21,8 +23,13 @@ export interface IdempotentRouteOptions
    * and the handler does not run. */
   scope: string | ((req: Request) => string | Promise<string>);
   /** What makes two requests "the same": a reused key with another fingerprint gets 422.
-   * `false` turns the check off. (Default: method, path and canonical JSON body) */
+   * The method and path are always part of it, so a key never replays another route's
+   * answer; this option says what else: a function of the request, or `false` for nothing
+   * else. (Default: `requestFingerprint`: the query string and the body as received) */
   fingerprint?: ((req: Request) => Fingerprint) | false;
+  /** Largest request body the route reads itself, when no body parser read it, to
+   * fingerprint it; a longer one gets 413 `IDEMPOTENCY_BODY_TOO_LARGE`. (Default: 1 MiB) */
+  maxBodyBytes?: number;
   /** Response headers stored and replayed; `set-cookie`, credentials and hop-by-hop
    * headers are refused. (Default: `['content-type', 'location']`) */
   storedHeaders?: readonly string[];
@@ -40,7 +47,8 @@ export interface ResolvedRouteOptions {
   methods: ReadonlySet<string>;
   /** The request's scope, checked: a non-empty, well-formed string. */
   scope: (req: Request) => Promise<string>;
-  fingerprint: (req: Request) => Fingerprint | undefined;
+  fingerprint: (req: Request) => Fingerprint;
+  maxBodyBytes: number;
   storedHeaders: ReadonlySet<string>;
   isFinal: (status: number) => boolean;
   retryAfter: number;
@@ -89,14 +97,32 @@ export function isFinalByDefault(status: number): boolean {
 }
 
 /**
- * The default fingerprint: method, path and body, so a reused key on another
- * request is caught. Compose it to add more, e.g. a header that selects behaviour.
+ * The default fingerprint: method, path, query string (as received, undecoded)
+ * and body as received, so a reused key on another request is caught. The body
+ * is what a parser left in `req.body` (any plain JSON value), or the SHA-256 of
+ * its raw bytes when it is bytes (`express.raw()`, or no parser at all: the
+ * route then reads them itself), or null when the request has none. Compose it
+ * to add more, e.g. a header that selects behaviour.
  *
  * @example
- * idempotent(db, handler, { fingerprint: (req) => ({ ...requestFingerprint(req), currency: req.get('x-currency') ?? null }) })
+ * idempotent(db, handler, { scope, fingerprint: (req) => ({ ...requestFingerprint(req), currency: req.get('x-currency') ?? null }) })
  */
-export function requestFingerprint(req: Request): { method: string; path: string; body: Fingerprint } {
-  return { method: req.method.toUpperCase(), path: req.baseUrl + req.path, body: (req.body as Fingerprint | undefined) ?? null };
+export function requestFingerprint(req: Request): { method: string; path: string; query: string | null; body: Fingerprint } {
+  const { path, query } = splitUrl(req.originalUrl);
+  return { method: req.method.toUpperCase(), path, query, body: bodyFingerprint(req.body) };
+}
+
+/** `/a/b?x=1` as `{ path: '/a/b', query: 'x=1' }`; no `?` is no query (null), not an empty one. */
+function splitUrl(url: string): { path: string; query: string | null } {
+  const at = url.indexOf('?');
+  return at === -1 ? { path: url, query: null } : { path: url.slice(0, at), query: url.slice(at + 1) };
+}
+
+// Tagged, so that no parsed value can pass for raw bytes or for "no body".
+function bodyFingerprint(body: unknown): Fingerprint {
+  if (body === undefined) return null;
+  if (body instanceof Uint8Array) return { bytes: `sha256:${createHash('sha256').update(body).digest('base64url')}` };
+  return { parsed: body as Fingerprint };
 }
 
 const SCOPE_FIX =
@@ -112,7 +138,7 @@ const SCOPE_FIX =
  */
 export function resolveRouteOptions(options: IdempotentRouteOptions): ResolvedRouteOptions {
   if (typeof options !== 'object' || options === null) throw invalid(`idempotent() needs options with a scope: ${SCOPE_FIX}`);
-  const { required, methods, scope, fingerprint, storedHeaders, isFinal, retryAfter, ...core } = options;
+  const { required, methods, scope, fingerprint, maxBodyBytes, storedHeaders, isFinal, retryAfter, ...core } = options;
   // The core's own checks (ttl, wait bound, policy, sizes, schema), with a stand-in key.
   resolveOptions('option-check', core);
   if (required !== undefined && typeof required !== 'boolean') throw invalid('required must be a boolean');
@@ -120,17 +146,33 @@ export function resolveRouteOptions(options: IdempotentRouteOptions): ResolvedRo
     throw invalid('fingerprint must be a function of the request, or false');
   }
   if (isFinal !== undefined && typeof isFinal !== 'function') throw invalid('isFinal must be a function of the status');
+  const maxBody = maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  if (!Number.isSafeInteger(maxBody) || maxBody < 0) throw invalid('maxBodyBytes must be a whole number of bytes');
   const seconds = retryAfter ?? 1;
   if (!Number.isSafeInteger(seconds) || seconds < 0) throw invalid('retryAfter must be a whole number of seconds');
   return {
     required: required ?? true,
     methods: new Set(tokens(methods ?? DEFAULT_METHODS, 'methods').map((m) => m.toUpperCase())),
     scope: scopeOf(scope),
-    fingerprint: fingerprint === false ? () => undefined : (fingerprint ?? requestFingerprint),
+    fingerprint: routeFingerprint(fingerprint === false ? undefined : (fingerprint ?? requestFingerprint)),
+    maxBodyBytes: maxBody,
     storedHeaders: new Set(storedHeaderNames(storedHeaders ?? DEFAULT_STORED_HEADERS)),
     isFinal: isFinal ?? isFinalByDefault,
     retryAfter: seconds,
     core,
+  };
+}
+
+/**
+ * The route (method and path) with what the option adds. The route is always
+ * there: with a fingerprint that leaves it out (or none), the same key sent to
+ * another route would replay that route's answer.
+ */
+function routeFingerprint(more: ((req: Request) => Fingerprint) | undefined): (req: Request) => Fingerprint {
+  return (req) => {
+    const { path } = splitUrl(req.originalUrl);
+    const route = [req.method.toUpperCase(), path];
+    return more === undefined ? { route } : { route, request: more(req) };
   };
 }
 

@@ -419,6 +419,132 @@ describe('a handler that fails', () => {
   });
 });
 
+describe('the default fingerprint', () => {
+  /** A route that charges `x-ref` and answers with the body it saw (raw bytes as text). */
+  function echoRoute(options: Partial<IdempotentRouteOptions> = {}) {
+    return idempotent(
+      t.db,
+      async (req, tx) => {
+        await insertCharge(tx, req.get('x-ref') ?? 'echo', 100);
+        const body: unknown = req.body;
+        return { status: 200, body: { saw: Buffer.isBuffer(body) ? `bytes:${body.toString('utf8')}` : (body ?? null) } };
+      },
+      { scope: 'echo-tenant', ...options },
+    );
+  }
+  const send = (url: string, key: string, ref: string, body: string | undefined, type = 'application/json', method = 'POST') =>
+    fetch(url, {
+      method,
+      headers: { 'idempotency-key': key, 'x-ref': ref, ...(body === undefined ? {} : { 'content-type': type }) },
+      ...(body === undefined ? {} : { body }),
+    });
+
+  it('answers 422 to the same key with another query string (?to=mallory after ?to=alice), and changes nothing', async () => {
+    const url = `${await serve((app) => app.post('/transfers', echoRoute()))}/transfers`;
+    expect((await send(`${url}?to=alice`, 'query-1', 'query', '{"amount":5}')).status).toBe(200);
+    const other = await send(`${url}?to=mallory`, 'query-1', 'query', '{"amount":5}');
+    expect(other.status).toBe(422);
+    expect(await other.json()).toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+    const none = await send(url, 'query-1', 'query', '{"amount":5}');
+    expect(none.status).toBe(422);
+    expect((await send(`${url}?to=alice`, 'query-1', 'query', '{"amount":5}')).headers.get('idempotent-replayed')).toBe('true');
+    expect(await chargesFor('query')).toBe(1);
+  });
+
+  it('answers 422 to a merge-patch body express.json() did not parse (PATCH {"limit":10}, then {"limit":99999})', async () => {
+    const url = `${await serve((app) => app.patch('/accounts/1', echoRoute()))}/accounts/1`;
+    const first = await send(url, 'merge-1', 'merge', '{"limit":10}', 'application/merge-patch+json', 'PATCH');
+    expect(first.status).toBe(200);
+    // The handler gets the bytes as received, since nothing parsed them.
+    expect(await first.json()).toEqual({ saw: 'bytes:{"limit":10}' });
+    const other = await send(url, 'merge-1', 'merge', '{"limit":99999}', 'application/merge-patch+json', 'PATCH');
+    expect(other.status).toBe(422);
+    const same = await send(url, 'merge-1', 'merge', '{"limit":10}', 'application/merge-patch+json', 'PATCH');
+    expect(same.headers.get('idempotent-replayed')).toBe('true');
+    expect(await chargesFor('merge')).toBe(1);
+  });
+
+  it('answers 422 to another text body, and to no body, after a text body', async () => {
+    const url = `${await serve((app) => app.post('/notes', echoRoute()))}/notes`;
+    expect((await send(url, 'text-1', 'text', 'pay alice', 'text/plain')).status).toBe(200);
+    expect((await send(url, 'text-1', 'text', 'pay mallory', 'text/plain')).status).toBe(422);
+    expect((await send(url, 'text-1', 'text', undefined)).status).toBe(422);
+    expect(await chargesFor('text')).toBe(1);
+  });
+
+  it('tells no body apart from an empty JSON object', async () => {
+    const url = `${await serve((app) => app.post('/things', echoRoute()))}/things`;
+    expect((await send(url, 'empty-1', 'empty', undefined)).status).toBe(200);
+    expect((await send(url, 'empty-1', 'empty', '{}')).status).toBe(422);
+    expect((await send(url, 'empty-1', 'empty', undefined)).headers.get('idempotent-replayed')).toBe('true');
+  });
+
+  it('answers 422 to raw bytes that differ, as express.raw() gives them', async () => {
+    const url = `${await serve((app) => app.post('/blobs', express.raw({ type: 'application/octet-stream' }), echoRoute()))}/blobs`;
+    expect((await send(url, 'raw-1', 'raw', 'AAAA', 'application/octet-stream')).status).toBe(200);
+    expect((await send(url, 'raw-1', 'raw', 'AAAB', 'application/octet-stream')).status).toBe(422);
+    expect((await send(url, 'raw-1', 'raw', 'AAAA', 'application/octet-stream')).headers.get('idempotent-replayed')).toBe('true');
+  });
+
+  it('answers 413 IDEMPOTENCY_BODY_TOO_LARGE to an unparsed body over maxBodyBytes: nothing claimed, nothing run', async () => {
+    let runs = 0;
+    const url = `${await serve((app) =>
+      app.post('/uploads', (_req, _res, next) => (runs++, next()), echoRoute({ maxBodyBytes: 1024 })),
+    )}/uploads`;
+    const before = await keyRows(t.pool);
+    const res = await send(url, 'big-1', 'big', 'x'.repeat(2048), 'text/plain');
+    expect(res.status).toBe(413);
+    expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_BODY_TOO_LARGE', retryable: false });
+    expect(runs).toBe(1);
+    expect(await chargesFor('big')).toBe(0);
+    expect(await keyRows(t.pool)).toEqual(before);
+    // Within the bound it is read and hashed.
+    expect((await send(url, 'big-2', 'big', 'x'.repeat(1024), 'text/plain')).status).toBe(200);
+  });
+
+  it('fails closed with 500 IDEMPOTENCY_BODY_UNREADABLE when a middleware consumed the body and left no parsed value', async () => {
+    const url = `${await serve((app) =>
+      app.post(
+        '/audited',
+        // Reads the body for its own purpose and leaves req.body unset.
+        (req, _res, next) => {
+          req.on('data', () => {});
+          req.on('end', () => next());
+        },
+        echoRoute(),
+      ),
+    )}/audited`;
+    const before = await keyRows(t.pool);
+    for (const body of ['{"limit":10}', '{"limit":99999}']) {
+      const res = await send(url, 'consumed-1', 'consumed', body, 'text/plain');
+      expect(res.status).toBe(500);
+      expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_BODY_UNREADABLE', retryable: false });
+    }
+    expect(await chargesFor('consumed')).toBe(0);
+    expect(await keyRows(t.pool)).toEqual(before);
+  });
+
+  it('keeps the route in every fingerprint: the same key on another path gets 422, also with fingerprint: false or a custom one', async () => {
+    for (const [name, fingerprint] of [
+      ['off', false],
+      ['custom', () => ({ tenantPlan: 'gold' })],
+    ] as const) {
+      const url = await serve((app) => {
+        app.post('/a', echoRoute({ fingerprint }));
+        app.post('/b', echoRoute({ fingerprint }));
+      });
+      const key = `route-${name}`;
+      expect((await send(`${url}/a`, key, key, '{"n":1}')).status).toBe(200);
+      const other = await send(`${url}/b`, key, key, '{"n":1}');
+      expect(other.status).toBe(422);
+      expect(other.headers.get('idempotent-replayed')).toBeNull();
+      // The body is not compared when the option says so.
+      expect((await send(`${url}/a`, key, key, '{"n":2}')).headers.get('idempotent-replayed')).toBe('true');
+      expect(await chargesFor(key)).toBe(1);
+    }
+  });
+});
+
 describe('sending after COMMIT', () => {
   it('answers a content-type Express could not format (text csv) the same on the first execution and on replays', async () => {
     const url = `${await serve((app) =>

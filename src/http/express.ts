@@ -22,12 +22,12 @@ class NotFinal extends Error {
 
 /**
  * An Express route handler that runs `handler` at most once per
- * `Idempotency-Key` (within a scope). The handler's writes go through `tx`, the
+ * `Idempotency-Key` within the required `scope` (whose keys these are). The handler's writes go through `tx`, the
  * transaction that also claims the key and stores the response, so the key,
  * the effects and the stored answer commit together; the answer is sent only
  * after COMMIT succeeded. A replay costs one SELECT and opens no transaction.
  *
- * A thrown error or a non-final status (5xx by default) rolls everything back:
+ * A thrown error or a non-final status (5xx, 408, 425, 429 by default) rolls everything back:
  * nothing is stored and a retry runs the handler again. Thrown errors go to
  * `next`; the library's own errors become RFC 9457 problem details.
  *
@@ -40,7 +40,7 @@ class NotFinal extends Error {
  * app.post('/payments', idempotent(db, async (req, tx) => {
  *   const [charge] = await tx.insert(charges).values({ amount: req.body.amount }).returning();
  *   return { status: 201, body: charge, headers: { location: `/payments/${charge.id}` } };
- * }, { scope: (req) => req.get('x-customer-id') ?? '' }));
+ * }, { scope: (req) => req.customerId })); // set by your authentication middleware
  */
 export function idempotent<TDb extends IdempotencyDatabase>(
   db: TDb,

@@ -134,7 +134,7 @@ const SCOPE_FIX =
  * is being built rather than on the first request.
  *
  * @example
- * resolveRouteOptions({ scope: (req) => req.get('x-tenant') ?? '' })
+ * resolveRouteOptions({ scope: 'billing-service', onInFlight: 'reject' })
  */
 export function resolveRouteOptions(options: IdempotentRouteOptions): ResolvedRouteOptions {
   if (typeof options !== 'object' || options === null) throw invalid(`idempotent() needs options with a scope: ${SCOPE_FIX}`);

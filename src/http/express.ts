@@ -22,14 +22,16 @@ class NotFinal extends Error {
 
 /**
  * An Express route handler that runs `handler` at most once per
- * `Idempotency-Key` within the required `scope` (whose keys these are). The handler's writes go through `tx`, the
- * transaction that also claims the key and stores the response, so the key,
- * the effects and the stored answer commit together; the answer is sent only
- * after COMMIT succeeded. A replay costs one SELECT and opens no transaction.
+ * `Idempotency-Key` within the required `scope` (whose keys these are). The
+ * handler's writes go through `tx`, the transaction that also claims the key
+ * and stores the response, so the key, the effects and the stored answer
+ * commit together; the answer is sent only after COMMIT succeeded. A replay
+ * costs one SELECT and opens no transaction.
  *
- * A thrown error or a non-final status (5xx, 408, 425, 429 by default) rolls everything back:
- * nothing is stored and a retry runs the handler again. Thrown errors go to
- * `next`; the library's own errors become RFC 9457 problem details.
+ * A thrown error or a non-final status (5xx, 408, 425 and 429 by default)
+ * rolls everything back: nothing is stored and a retry runs the handler again.
+ * Thrown errors go to `next`; the library's own errors become RFC 9457
+ * problem details.
  *
  * The handler must return its response, never write to `res` itself: while
  * it runs, every method of `res` that sends (`json`, `send`, `end`, `write`,

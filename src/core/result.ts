@@ -39,7 +39,7 @@ export function serializeResult(value: unknown, maxBytes: number): string {
     });
   } catch (error) {
     if (error instanceof IdempotencyResultInvalidError) throw error;
-    throw new IdempotencyResultInvalidError('result is not JSON-serialisable (a cycle?)', { cause: error });
+    throw new IdempotencyResultInvalidError('result is not JSON-serialisable (a cycle, a getter that throws, or nesting too deep?)', { cause: error });
   }
   const bytes = Buffer.byteLength(json);
   if (bytes > maxBytes) {

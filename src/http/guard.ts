@@ -41,6 +41,9 @@ const SENDING_METHODS = [
   'format',
   'vary',
 ] as const;
+// Not the socket: Node itself calls its write and end while the handler runs
+// (it ends the connection when the client half-closes it), so a handler that
+// writes to `res.socket` directly is beyond what can be guarded.
 
 /** A response's sending methods, made to throw until `release()`. */
 export interface ResponseGuard {

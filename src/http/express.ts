@@ -142,10 +142,11 @@ class Route {
    * whose error the handler caught) or a non-final status throws, so `tx` rolls back.
    */
   private async runHandler(req: Request, res: Response, guard: ResponseGuard, tx: IdempotencyDatabase): Promise<NormalizedResponse> {
-    const response = normalizeResponse(await this.handler(req, tx));
+    const response = normalizeResponse(await guard.run(() => this.handler(req, tx)));
     if (guard.violation !== undefined) throw writeError(guard.violation);
-    // A write that went round the guard (a prototype method called directly) must still not pass.
-    if (res.headersSent) throw writeError('writeHead');
+    // Someone else answered meanwhile (a timeout middleware, or a write round the
+    // guard): the client did not get this result, so it must not commit either.
+    if (res.headersSent) throw new Error('the response was sent by other code while the idempotent handler ran; rolled back, so a retry runs it again');
     if (!this.o.isFinal(response.status)) throw new NotFinal(response);
     return response;
   }

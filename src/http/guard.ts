@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Response } from 'express';
 
 // Everything through which Node or Express sends, or commits to, part of an
@@ -45,44 +46,42 @@ const SENDING_METHODS = [
 // (it ends the connection when the client half-closes it), so a handler that
 // writes to `res.socket` directly is beyond what can be guarded.
 
-/** A response's sending methods, made to throw until `release()`. */
+// Which guard's handler, if any, the running code belongs to: its own calls,
+// and the timers and promises it starts, carry it along.
+const handlerContext = new AsyncLocalStorage<ResponseGuard>();
+
+/** A response whose sending methods throw when the handler calls them, until `release()`. */
 export interface ResponseGuard {
-  /** The first method called while guarded, even if the handler caught its error. */
+  /** The first method the handler called, even if it caught the error. */
   readonly violation: string | undefined;
+  /** Runs the handler: what it calls, now or later, is checked. */
+  run<T>(handler: () => T): T;
   /** Puts every method back as it was (other middleware's wrappers included). */
   release(): void;
 }
 
 /**
- * Makes every method that would send part of `res` throw at once, until
- * `release()`. Own-property wrappers (compression, loggers) are put back as
- * they were; prototype methods by removing the shadowing property.
+ * Makes every method that would send part of `res` throw at once when the
+ * handler (run through `guard.run`) calls it, until `release()`. Calls from
+ * elsewhere pass through: a timeout middleware may still answer, and a throw
+ * in its timer would take the process down. Own-property wrappers
+ * (compression, loggers) are put back as they were; prototype methods by
+ * removing the shadowing property.
  *
  * @example
  * const guard = guardResponse(res);
- * try { await handler(req, tx) } finally { guard.release() }
- * if (guard.violation) throw new Error(`the handler called res.${guard.violation}()`);
+ * try { await guard.run(() => handler(req, tx)) } finally { guard.release() }
+ * if (guard.violation) throw writeError(guard.violation);
  */
 export function guardResponse(res: Response): ResponseGuard {
   const target = res as unknown as Record<string, unknown>;
   const saved = new Map<string, PropertyDescriptor | undefined>();
   let violation: string | undefined;
-  for (const name of SENDING_METHODS) {
-    if (typeof target[name] !== 'function') continue;
-    saved.set(name, Object.getOwnPropertyDescriptor(res, name));
-    Object.defineProperty(res, name, {
-      configurable: true,
-      writable: true,
-      value: function guarded(): never {
-        violation ??= name;
-        throw writeError(name);
-      },
-    });
-  }
-  return {
+  const guard: ResponseGuard = {
     get violation() {
       return violation;
     },
+    run: (handler) => handlerContext.run(guard, handler),
     release() {
       for (const [name, descriptor] of saved) {
         if (descriptor) Object.defineProperty(res, name, descriptor);
@@ -91,6 +90,21 @@ export function guardResponse(res: Response): ResponseGuard {
       saved.clear();
     },
   };
+  for (const name of SENDING_METHODS) {
+    const original = target[name];
+    if (typeof original !== 'function') continue;
+    saved.set(name, Object.getOwnPropertyDescriptor(res, name));
+    Object.defineProperty(res, name, {
+      configurable: true,
+      writable: true,
+      value: function guarded(this: unknown, ...args: unknown[]): unknown {
+        if (handlerContext.getStore() !== guard) return (original as (...a: unknown[]) => unknown).apply(this, args);
+        violation ??= name;
+        throw writeError(name);
+      },
+    });
+  }
+  return guard;
 }
 
 /** The error a handler gets (or the route throws) when the handler wrote to `res`. */

@@ -685,6 +685,39 @@ describe('a handler that writes to res itself', () => {
     expect(await chargesFor('keyless-writer')).toBe(0);
   });
 
+  it('lets other middleware answer while the handler runs (a timeout answering 503) without throwing, and rolls the handler back', async () => {
+    const entered = deferred();
+    const release = deferred();
+    let captured: express.Response | undefined;
+    const url = `${await serve((app) => {
+      app.use((_req, res, next) => ((captured = res), next()));
+      app.post(
+        '/charges',
+        chargeRoute(t.db, async () => {
+          entered.resolve();
+          await release.promise;
+          return { status: 201, body: { ok: true } };
+        }),
+      );
+    })}/charges`;
+    const init = json({ ref: 'timed-out' }, { 'idempotency-key': 'timed-out' });
+    const first = fetch(url, init);
+    await entered.promise;
+    // As a timeout middleware's timer would, from outside the handler.
+    captured!.status(503).json({ error: 'timeout' });
+    release.resolve();
+    const res = await first;
+    expect(res.status).toBe(503);
+    expect(await res.json()).toEqual({ error: 'timeout' });
+    // The client was told it failed, so nothing of it committed; the retry runs it.
+    expect(await chargesFor('timed-out')).toBe(0);
+    expect(await keysFor('timed-out')).toHaveLength(0);
+    const retried = await fetch(url, init);
+    expect(retried.status).toBe(201);
+    expect(retried.headers.get('idempotent-replayed')).toBeNull();
+    expect(await chargesFor('timed-out')).toBe(1);
+  });
+
   it('gives res back afterwards: the route answers through wrappers other middleware installed', async () => {
     let wrappedEnds = 0;
     const url = `${await serve((app) => {

@@ -183,7 +183,7 @@ function routeFingerprint(more: ((req: Request) => Fingerprint) | undefined): (r
  */
 function scopeOf(scope: unknown): (req: Request) => Promise<string> {
   if (typeof scope === 'string') {
-    checkScope(scope, 'the fixed scope');
+    checkScope(scope, 'the fixed scope is');
     return () => Promise.resolve(scope);
   }
   if (typeof scope !== 'function') {
@@ -191,7 +191,7 @@ function scopeOf(scope: unknown): (req: Request) => Promise<string> {
   }
   return async (req) => {
     const value: unknown = await (scope as (req: Request) => unknown)(req);
-    checkScope(value, 'the scope function');
+    checkScope(value, 'the scope function returned');
     return value;
   };
 }
@@ -200,7 +200,7 @@ function scopeOf(scope: unknown): (req: Request) => Promise<string> {
 // it must fail, not fall back to a scope every caller shares.
 function checkScope(value: unknown, what: string): asserts value is string {
   if (typeof value !== 'string' || value.length === 0) {
-    throw invalid(`${what} returned ${value === '' ? 'an empty string' : typeof value}; a scope is a non-empty string (is the authentication middleware mounted before this route?)`);
+    throw invalid(`${what} ${value === '' ? 'an empty string' : typeof value}; a scope is a non-empty string (is the authentication middleware mounted before this route?)`);
   }
   assertValidScope(value);
 }

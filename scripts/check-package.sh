@@ -17,7 +17,7 @@ cat > check.ts <<'TS'
 import { withIdempotency, idempotencyKeys, migrate, migrationsFolder, IdempotencyKeyInvalidError, sweepExpiredKeys, startSweeper, idempotencyStats } from 'drizzle-idempotency';
 import { idempotent, parseIdempotencyKey, type IdempotentRouteOptions } from 'drizzle-idempotency/express';
 import { fetchWithRetry, FetchRetryError, type RetriedResponse } from 'drizzle-idempotency/client';
-const options: IdempotentRouteOptions = { onInFlight: 'reject' };
+const options: IdempotentRouteOptions = { scope: 'single-tenant', onInFlight: 'reject' };
 const call: (url: string) => Promise<RetriedResponse> = (url) => fetchWithRetry(url, { method: 'POST' });
 const entries: unknown[] = [withIdempotency, idempotencyKeys, migrate, IdempotencyKeyInvalidError, sweepExpiredKeys, startSweeper, idempotencyStats, idempotent, parseIdempotencyKey, FetchRetryError, call, options];
 const folder: string = migrationsFolder;

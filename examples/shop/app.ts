@@ -54,12 +54,10 @@ export function shopApp(db: ShopDb) {
   app.use(express.json({ limit: '64kb' }));
   // Every POST: scoped by the caller, and business refusals (ShopRefusal) are
   // answers to store and replay, not errors to roll back.
-  const keyedRoute = (handler: (req: Request, tx: TransactionOf<ShopDb>) => Promise<IdempotentResponse>, options: IdempotentRouteOptions = {}) =>
-    idempotent(
-      db,
-      (req, tx) => handler(req, tx).catch(refusal),
-      { scope: (req: Request) => userOf(req), ...options },
-    );
+  const keyedRoute = (
+    handler: (req: Request, tx: TransactionOf<ShopDb>) => Promise<IdempotentResponse>,
+    options: Omit<IdempotentRouteOptions, 'scope'> = {},
+  ) => idempotent(db, (req, tx) => handler(req, tx).catch(refusal), { ...options, scope: userOf });
 
   app.get('/healthz', (_req, res) => void json(res, 200, { ok: true }));
 

@@ -81,6 +81,7 @@ export class FetchRetryError extends Error {
 
 const KEYED_METHODS = new Set(['POST', 'PATCH']);
 const IN_FLIGHT_CODES = new Set(['IDEMPOTENCY_IN_FLIGHT', 'IDEMPOTENCY_SERIALIZATION_FAILURE']);
+const PROBLEM_TYPE = /^\s*application\/problem\+json\s*(?:;|$)/i;
 
 /**
  * `fetch` with retries that cannot double a side effect: a POST or PATCH gets
@@ -88,7 +89,8 @@ const IN_FLIGHT_CODES = new Set(['IDEMPOTENCY_IN_FLIGHT', 'IDEMPOTENCY_SERIALIZA
  * so the server runs it once and replays its answer after that.
  *
  * Retries network errors, attempt timeouts, 5xx, 429 and 409 "in flight"
- * (honouring `Retry-After`), with full-jitter backoff; never other 4xx. The
+ * (honouring `Retry-After`), with full-jitter backoff; never other 4xx, nor a
+ * problem+json answer that says `"retryable": false`. The
  * final answer is returned as fetch would (a 503 after the last retry too);
  * `replayed` tells whether it is a stored replay. Bodies are sent again on
  * every attempt, so they must be re-readable: a string, bytes, Blob, FormData
@@ -212,18 +214,38 @@ async function attemptOnce(template: Request, timeoutMs: number, callerSignal: A
   }
 }
 
-/** 5xx and 429 are worth another attempt; so is a 409 that says the key is still in flight. */
+/**
+ * 5xx and 429 are worth another attempt; so is a 409 that says the key is in
+ * flight. A problem (RFC 9457) whose `retryable` is false is final whatever
+ * its status: the server says the same request would fail the same way (or,
+ * worse, run its handler again for nothing).
+ */
 async function isRetryable(response: Response): Promise<boolean> {
   const { status } = response;
-  if (status >= 500 || status === 429) return true;
-  if (status !== 409) return false;
+  if (status < 500 && status !== 429 && status !== 409) return false;
+  const problem = await problemOf(response);
+  if (problem?.retryable === false) return false;
+  if (status !== 409) return true;
   // A 409 can also be a business conflict, which would repeat forever: only
   // ours (Retry-After, or an in-flight problem code) is retried.
   if (response.headers.has('retry-after')) return true;
-  if (!/json/i.test(response.headers.get('content-type') ?? '')) return false;
+  return typeof problem?.code === 'string' && IN_FLIGHT_CODES.has(problem.code);
+}
+
+/**
+ * The members of a problem+json body (and the `code` of a JSON 409), read from
+ * a clone; undefined for any other body, which is never read: a 5xx page may be
+ * large, or slow to end.
+ */
+async function problemOf(response: Response): Promise<{ code?: unknown; retryable?: unknown } | undefined> {
+  const type = response.headers.get('content-type') ?? '';
+  const isProblem = PROBLEM_TYPE.test(type);
+  if (!isProblem && !(response.status === 409 && /json/i.test(type))) return undefined;
   const body: unknown = await response.clone().json().catch(() => undefined);
-  const code = typeof body === 'object' && body !== null ? (body as { code?: unknown }).code : undefined;
-  return typeof code === 'string' && IN_FLIGHT_CODES.has(code);
+  if (typeof body !== 'object' || body === null) return undefined;
+  // `retryable` is ours only in a problem document; a plain JSON body is the application's.
+  const { code, retryable } = body as { code?: unknown; retryable?: unknown };
+  return isProblem ? { code, retryable } : { code };
 }
 
 function finish(response: Response, attempts: number, idempotencyKey: string | undefined): RetriedResponse {

@@ -1,4 +1,5 @@
 import { IdempotencyResultInvalidError } from '../shared/errors.js';
+import { isExactText } from '../shared/key.js';
 
 /** Default bound on a stored result: 1 MiB of JSON. */
 export const DEFAULT_MAX_RESULT_BYTES = 1024 * 1024;
@@ -7,13 +8,20 @@ export const DEFAULT_MAX_RESULT_BYTES = 1024 * 1024;
  * Serialises `fn`'s result for the `response` column, or throws
  * `IDEMPOTENCY_RESULT_INVALID`. Rejects what JSON would silently change
  * (NaN, functions, symbols) as well as what it cannot hold (BigInt, cycles),
- * because a replay must equal the first answer. `undefined` is kept by the
- * `{ "value": … }` envelope: a void `fn` replays as void.
+ * because a replay must equal the first answer, and what jsonb refuses (NUL
+ * or a lone surrogate in a key or string), so that the store never fails with
+ * an untyped driver error a caller would take for a fault worth retrying.
+ * `undefined` is kept by the `{ "value": … }` envelope: a void `fn` replays as void.
+ *
+ * @example
+ * serializeResult({ id: 1 }, DEFAULT_MAX_RESULT_BYTES) // '{"value":{"id":1}}'
  */
 export function serializeResult(value: unknown, maxBytes: number): string {
   let json: string;
   try {
-    json = JSON.stringify({ value }, (_key, v: unknown) => {
+    json = JSON.stringify({ value }, (key, v: unknown) => {
+      // jsonb refuses \u0000 (22P05) and the \udXXX escape JSON.stringify writes for a lone surrogate (22P02).
+      if (!isExactText(key)) throw new IdempotencyResultInvalidError('result holds an object key with a NUL or a lone surrogate');
       switch (typeof v) {
         case 'bigint':
         case 'function':
@@ -23,8 +31,7 @@ export function serializeResult(value: unknown, maxBytes: number): string {
           if (!Number.isFinite(v)) throw new IdempotencyResultInvalidError(`result holds ${String(v)}, which JSON cannot store`);
           return v;
         case 'string':
-          // jsonb refuses \u0000; fail here with our code rather than with SQLSTATE 22P05.
-          if (v.includes('\u0000')) throw new IdempotencyResultInvalidError('result holds a string with a NUL character');
+          if (!isExactText(v)) throw new IdempotencyResultInvalidError('result holds a string with a NUL or a lone surrogate');
           return v;
         default:
           return v;
@@ -32,7 +39,7 @@ export function serializeResult(value: unknown, maxBytes: number): string {
     });
   } catch (error) {
     if (error instanceof IdempotencyResultInvalidError) throw error;
-    throw new IdempotencyResultInvalidError('result is not JSON-serialisable (a cycle?)', { cause: error });
+    throw new IdempotencyResultInvalidError('result is not JSON-serialisable (a cycle, a getter that throws, or nesting too deep?)', { cause: error });
   }
   const bytes = Buffer.byteLength(json);
   if (bytes > maxBytes) {

@@ -1,7 +1,10 @@
+import { createHash } from 'node:crypto';
 import type { Request } from 'express';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
+import { assertValidScope } from '../shared/key.js';
 import type { Fingerprint } from '../core/fingerprint.js';
 import { resolveOptions, type IdempotencyOptions } from '../core/options.js';
+import { DEFAULT_MAX_BODY_BYTES } from './body.js';
 
 /** Options of `idempotent`: the core's (TTL, wait or reject, …) plus how to read a request. */
 export interface IdempotentRouteOptions
@@ -12,17 +15,27 @@ export interface IdempotentRouteOptions
   /** Methods that use the key; any other method passes straight through to the handler.
    * (Default: `['POST', 'PATCH']`) */
   methods?: readonly string[];
-  /** Who the key belongs to, e.g. the authenticated user or API client: a key never
-   * replays across scopes. (Default: one global scope, `''`) */
-  scope?: (req: Request) => string | Promise<string>;
+  /** Whose keys these are (required): a function of the request that returns the
+   * authenticated user, tenant or API client, or a fixed string for a single-tenant
+   * service. Keys never replay across scopes. A function that returns anything but a
+   * non-empty string (say `undefined`, because the authentication middleware is not
+   * mounted) fails the request with `IDEMPOTENCY_OPTIONS_INVALID`: nothing is claimed
+   * and the handler does not run. */
+  scope: string | ((req: Request) => string | Promise<string>);
   /** What makes two requests "the same": a reused key with another fingerprint gets 422.
-   * `false` turns the check off. (Default: method, path and canonical JSON body) */
+   * The method and path are always part of it, so a key never replays another route's
+   * answer; this option says what else: a function of the request, or `false` for nothing
+   * else. (Default: `requestFingerprint`: the query string and the body as received) */
   fingerprint?: ((req: Request) => Fingerprint) | false;
+  /** Largest request body the route reads itself, when no body parser read it, to
+   * fingerprint it; a longer one gets 413 `IDEMPOTENCY_BODY_TOO_LARGE`. (Default: 1 MiB) */
+  maxBodyBytes?: number;
   /** Response headers stored and replayed; `set-cookie`, credentials and hop-by-hop
    * headers are refused. (Default: `['content-type', 'location']`) */
   storedHeaders?: readonly string[];
   /** Whether a status is a final answer: stored and replayed. Any other status rolls the
-   * transaction back and is not stored. (Default: 2xx, 3xx and 4xx; 5xx never) */
+   * transaction back and is not stored. (Default: `isFinalByDefault`: 2xx, 3xx and 4xx
+   * except 408, 425 and 429; 5xx never) */
   isFinal?: (status: number) => boolean;
   /** `Retry-After` seconds on 409 in flight and other retryable answers. (Default: `1`) */
   retryAfter?: number;
@@ -32,8 +45,10 @@ export interface IdempotentRouteOptions
 export interface ResolvedRouteOptions {
   required: boolean;
   methods: ReadonlySet<string>;
-  scope: (req: Request) => string | Promise<string>;
-  fingerprint: (req: Request) => Fingerprint | undefined;
+  /** The request's scope, checked: a non-empty, well-formed string. */
+  scope: (req: Request) => Promise<string>;
+  fingerprint: (req: Request) => Fingerprint;
+  maxBodyBytes: number;
   storedHeaders: ReadonlySet<string>;
   isFinal: (status: number) => boolean;
   retryAfter: number;
@@ -65,43 +80,129 @@ const NEVER_STORED = new Set([
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
+// 408 Request Timeout, 425 Too Early and 429 Too Many Requests say "not now",
+// not "no": stored, they would answer every retry of the request, the client's
+// own backoff included, for the key's whole lifetime.
+const NOT_NOW = new Set([408, 425, 429]);
+
 /**
- * The default fingerprint: method, path and body, so a reused key on another
- * request is caught. Compose it to add more, e.g. a header that selects behaviour.
+ * The default `isFinal`: 2xx, 3xx and 4xx are answers to store and replay,
+ * except 408, 425 and 429, which ask the client to try again; 5xx never.
  *
  * @example
- * idempotent(db, handler, { fingerprint: (req) => ({ ...requestFingerprint(req), currency: req.get('x-currency') ?? null }) })
+ * idempotent(db, handler, { scope, isFinal: (status) => isFinalByDefault(status) && status !== 404 })
  */
-export function requestFingerprint(req: Request): { method: string; path: string; body: Fingerprint } {
-  return { method: req.method.toUpperCase(), path: req.baseUrl + req.path, body: (req.body as Fingerprint | undefined) ?? null };
+export function isFinalByDefault(status: number): boolean {
+  return status < 500 && !NOT_NOW.has(status);
 }
+
+/**
+ * The default fingerprint: method, path, query string (as received, undecoded)
+ * and body as received, so a reused key on another request is caught. The body
+ * is what a parser left in `req.body` (any plain JSON value), or the SHA-256 of
+ * its raw bytes when it is bytes (`express.raw()`, or no parser at all: the
+ * route then reads them itself), or null when the request has none. Compose it
+ * to add more, e.g. a header that selects behaviour.
+ *
+ * @example
+ * idempotent(db, handler, { scope, fingerprint: (req) => ({ ...requestFingerprint(req), currency: req.get('x-currency') ?? null }) })
+ */
+export function requestFingerprint(req: Request): { method: string; path: string; query: string | null; body: Fingerprint } {
+  const { path, query } = splitUrl(req.originalUrl);
+  return { method: req.method.toUpperCase(), path, query, body: bodyFingerprint(req.body) };
+}
+
+/** `/a/b?x=1` as `{ path: '/a/b', query: 'x=1' }`; no `?` is no query (null), not an empty one. */
+function splitUrl(url: string): { path: string; query: string | null } {
+  const at = url.indexOf('?');
+  return at === -1 ? { path: url, query: null } : { path: url.slice(0, at), query: url.slice(at + 1) };
+}
+
+// Tagged, so that no parsed value can pass for raw bytes or for "no body".
+function bodyFingerprint(body: unknown): Fingerprint {
+  if (body === undefined) return null;
+  if (body instanceof Uint8Array) return { bytes: `sha256:${createHash('sha256').update(body).digest('base64url')}` };
+  return { parsed: body as Fingerprint };
+}
+
+const SCOPE_FIX =
+  "pass a function of the request that returns the authenticated principal, e.g. { scope: (req) => req.user.id }, " +
+  "or, for a single-tenant service, a fixed string, e.g. { scope: 'my-service' }";
 
 /**
  * Checks route options, or throws `IDEMPOTENCY_OPTIONS_INVALID` while the app
  * is being built rather than on the first request.
+ *
+ * @example
+ * resolveRouteOptions({ scope: 'billing-service', onInFlight: 'reject' })
  */
-export function resolveRouteOptions(options: IdempotentRouteOptions = {}): ResolvedRouteOptions {
-  const { required, methods, scope, fingerprint, storedHeaders, isFinal, retryAfter, ...core } = options;
+export function resolveRouteOptions(options: IdempotentRouteOptions): ResolvedRouteOptions {
+  if (typeof options !== 'object' || options === null) throw invalid(`idempotent() needs options with a scope: ${SCOPE_FIX}`);
+  const { required, methods, scope, fingerprint, maxBodyBytes, storedHeaders, isFinal, retryAfter, ...core } = options;
   // The core's own checks (ttl, wait bound, policy, sizes, schema), with a stand-in key.
   resolveOptions('option-check', core);
   if (required !== undefined && typeof required !== 'boolean') throw invalid('required must be a boolean');
-  if (scope !== undefined && typeof scope !== 'function') throw invalid('scope must be a function of the request');
   if (fingerprint !== undefined && fingerprint !== false && typeof fingerprint !== 'function') {
     throw invalid('fingerprint must be a function of the request, or false');
   }
   if (isFinal !== undefined && typeof isFinal !== 'function') throw invalid('isFinal must be a function of the status');
+  const maxBody = maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  if (!Number.isSafeInteger(maxBody) || maxBody < 0) throw invalid('maxBodyBytes must be a whole number of bytes');
   const seconds = retryAfter ?? 1;
   if (!Number.isSafeInteger(seconds) || seconds < 0) throw invalid('retryAfter must be a whole number of seconds');
   return {
     required: required ?? true,
     methods: new Set(tokens(methods ?? DEFAULT_METHODS, 'methods').map((m) => m.toUpperCase())),
-    scope: scope ?? (() => ''),
-    fingerprint: fingerprint === false ? () => undefined : (fingerprint ?? requestFingerprint),
+    scope: scopeOf(scope),
+    fingerprint: routeFingerprint(fingerprint === false ? undefined : (fingerprint ?? requestFingerprint)),
+    maxBodyBytes: maxBody,
     storedHeaders: new Set(storedHeaderNames(storedHeaders ?? DEFAULT_STORED_HEADERS)),
-    isFinal: isFinal ?? ((status) => status < 500),
+    isFinal: isFinal ?? isFinalByDefault,
     retryAfter: seconds,
     core,
   };
+}
+
+/**
+ * The route (method and path) with what the option adds. The route is always
+ * there: with a fingerprint that leaves it out (or none), the same key sent to
+ * another route would replay that route's answer.
+ */
+function routeFingerprint(more: ((req: Request) => Fingerprint) | undefined): (req: Request) => Fingerprint {
+  return (req) => {
+    const { path } = splitUrl(req.originalUrl);
+    const route = [req.method.toUpperCase(), path];
+    return more === undefined ? { route } : { route, request: more(req) };
+  };
+}
+
+/**
+ * The scope as a checked function. There is no default: one scope shared by
+ * every caller would replay one customer's answer (amount, card, location) to
+ * another who sent the same key, so each route says whose keys these are.
+ */
+function scopeOf(scope: unknown): (req: Request) => Promise<string> {
+  if (typeof scope === 'string') {
+    checkScope(scope, 'the fixed scope is');
+    return () => Promise.resolve(scope);
+  }
+  if (typeof scope !== 'function') {
+    throw invalid(scope === undefined ? `idempotent() needs a scope: ${SCOPE_FIX}` : `scope must be a string or a function: ${SCOPE_FIX}`);
+  }
+  return async (req) => {
+    const value: unknown = await (scope as (req: Request) => unknown)(req);
+    checkScope(value, 'the scope function returned');
+    return value;
+  };
+}
+
+// An empty or missing scope is where a missing authentication middleware shows:
+// it must fail, not fall back to a scope every caller shares.
+function checkScope(value: unknown, what: string): asserts value is string {
+  if (typeof value !== 'string' || value.length === 0) {
+    throw invalid(`${what} ${value === '' ? 'an empty string' : typeof value}; a scope is a non-empty string (is the authentication middleware mounted before this route?)`);
+  }
+  assertValidScope(value);
 }
 
 function storedHeaderNames(names: readonly string[]): string[] {

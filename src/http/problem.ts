@@ -4,8 +4,13 @@ import type { IdempotencyError, IdempotencyErrorCode } from '../shared/errors.js
 /** Media type of RFC 9457 problem details. */
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
-/** Codes an HTTP answer of this library can carry: the core's, plus a commit that failed after the handler ran. */
-export type ProblemCode = IdempotencyErrorCode | 'IDEMPOTENCY_COMMIT_FAILED';
+/**
+ * Codes an HTTP answer of this library can carry: the core's, plus a commit
+ * that failed after the handler ran, and a request body that could not be
+ * read to fingerprint it (over `maxBodyBytes`: 413; cut off: 400; consumed by
+ * other middleware without a parsed value: 500).
+ */
+export type ProblemCode = IdempotencyErrorCode | 'IDEMPOTENCY_COMMIT_FAILED' | 'IDEMPOTENCY_BODY_TOO_LARGE' | 'IDEMPOTENCY_BODY_UNREADABLE';
 
 /**
  * An RFC 9457 problem details body with our stable `code` as an extension

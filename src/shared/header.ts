@@ -13,7 +13,9 @@ export const REPLAYED_HEADER = 'Idempotent-Replayed';
  * Accepts both spellings in use: Stripe's bare token (`abc-123`) and the IETF
  * draft's structured-field string (`"abc-123"`, with `\"` and `\\` escapes).
  * Both name the same key, so a client may switch between them. Parameters
- * after a quoted string are rejected rather than silently ignored.
+ * after a quoted string are rejected rather than silently ignored, and so is
+ * a bare key with a comma: HTTP joins repeated header lines with commas (a
+ * proxy may do it on the way), so `k1, k1` is two keys, not one.
  *
  * @example
  * parseIdempotencyKey('"8e03978e-40d5"') // '8e03978e-40d5'
@@ -22,6 +24,9 @@ export const REPLAYED_HEADER = 'Idempotent-Replayed';
 export function parseIdempotencyKey(value: string): string {
   const trimmed = value.trim();
   const key = trimmed.startsWith('"') ? parseQuoted(trimmed) : trimmed;
+  if (!trimmed.startsWith('"') && key.includes(',')) {
+    throw new IdempotencyKeyInvalidError(`${IDEMPOTENCY_KEY_HEADER} holds a list of keys (the header sent twice?); send one key, or quote a key that has a comma`);
+  }
   assertValidKey(key);
   return key;
 }

@@ -169,6 +169,30 @@ describe('fetchWithRetry', () => {
     expect(server.seen).toHaveLength(1);
   });
 
+  it.each([500, 503, 409, 429])('returns a %i problem that says retryable: false at once, without retrying', async (status) => {
+    const final = {
+      status,
+      headers: { 'retry-after': '1', 'content-type': 'application/problem+json' },
+      body: JSON.stringify({ type: 'about:blank', status, code: 'IDEMPOTENCY_RESULT_INVALID', retryable: false }),
+    };
+    const { server, sleeps, post } = await setup((n) => (n === 1 ? final : ok));
+    const res = await post();
+    expect(res.status).toBe(status);
+    expect(res.attempts).toBe(1);
+    expect(await res.json()).toMatchObject({ retryable: false });
+    expect(server.seen).toHaveLength(1);
+    expect(sleeps).toEqual([]);
+  });
+
+  it('retries a problem that says retryable: true, and a 5xx whose body is not a problem', async () => {
+    const retryable = { status: 503, headers: { 'content-type': 'application/problem+json' }, body: '{"code":"IDEMPOTENCY_COMMIT_FAILED","retryable":true}' };
+    const notAProblem = { status: 500, headers: { 'content-type': 'application/json' }, body: '{"retryable":false}' };
+    const { server, post } = await setup((n) => (n === 1 ? retryable : n === 2 ? notAProblem : ok));
+    const res = await post();
+    expect(res.status).toBe(201);
+    expect(server.seen).toHaveLength(3);
+  });
+
   it('stops when the caller aborts during a wait', async () => {
     const server = await scriptedServer(() => unavailable);
     close = server.close;

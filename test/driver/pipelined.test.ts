@@ -193,7 +193,7 @@ describe('the transaction option, whose values become SQL text in BEGIN', () => 
   });
 
   it('is refused when an idempotent() route is built', () => {
-    expect(() => idempotent(db, () => Promise.resolve({ status: 200 }), { transaction: bad[0] })).toThrow(IdempotencyOptionsInvalidError);
+    expect(() => idempotent(db, () => Promise.resolve({ status: 200 }), { scope: 'tests', transaction: bad[0] })).toThrow(IdempotencyOptionsInvalidError);
   });
 });
 

@@ -22,13 +22,13 @@ afterEach(async () => server?.close());
 // pipeline mode, where the route's transaction sends BEGIN with the claim. Each
 // has its own pool, closed after its storms: two pools of 50 busy connections
 // at once would not fit the server's max_connections.
-const SETUPS: { name: string; pool: pg.PoolConfig; options: IdempotentRouteOptions }[] = [
+const SETUPS: { name: string; pool: pg.PoolConfig; options: Partial<IdempotentRouteOptions> }[] = [
   { name: 'default', pool: {}, options: {} },
   { name: 'tuned', pool: { pipeline: true }, options: { prepare: true } },
 ];
 
 /** A payments service whose first execution waits for `release` after its writes. */
-async function heldService(db: NodePgDatabase, options: IdempotentRouteOptions) {
+async function heldService(db: NodePgDatabase, options: Partial<IdempotentRouteOptions>) {
   const entered = deferred();
   const release = deferred();
   let executions = 0;

@@ -7,6 +7,7 @@ import express, { type ErrorRequestHandler, type Express } from 'express';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { IdempotencyOptionsInvalidError } from '../../src/shared/errors.js';
 import { idempotent, type IdempotentHandler, type IdempotentRouteOptions } from '../../src/express.js';
+import type { TransactionOf } from '../../src/driver/database.js';
 import { testDatabase } from '../support/db.js';
 import { count, createBusinessTables, deferred, insertCharge, keyRows } from '../support/fixtures.js';
 import { listen, rawRequest, type Listening } from '../support/http.js';
@@ -37,7 +38,7 @@ async function serve(build: (app: Express) => void): Promise<string> {
 function chargeRoute(
   db: NodePgDatabase,
   then: (callNumber: number) => Awaited<ReturnType<IdempotentHandler<Tx>>>,
-  options?: IdempotentRouteOptions,
+  options: Partial<IdempotentRouteOptions> = {},
 ) {
   let calls = 0;
   return idempotent(
@@ -46,7 +47,7 @@ function chargeRoute(
       await insertCharge(tx, (req.body as { ref: string }).ref, 100);
       return then(++calls);
     },
-    options,
+    { scope: 'charges-tenant', ...options },
   );
 }
 
@@ -118,6 +119,19 @@ describe('the Idempotency-Key header', () => {
     const res = await rawRequest(url, 'POST', headers, JSON.stringify({ ref: 'twice' }));
     expect(res.status).toBe(400);
     expect(await chargesFor('twice')).toBe(0);
+  });
+
+  it.each([
+    ['bare', 'k1, k1'],
+    ['bare, without a space', 'k1,k2'],
+    ['as structured-field strings', '"k1", "k1"'],
+  ])('answers 400 to a key sent twice in one header line (%s, as a proxy merges them), and changes nothing', async (_form, line) => {
+    const before = (await keyRows(t.pool)).length;
+    const res = await rawRequest(url, 'POST', ['content-type', 'application/json', 'idempotency-key', line], JSON.stringify({ ref: 'merged' }));
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.body)).toMatchObject({ code: 'IDEMPOTENCY_KEY_INVALID' });
+    expect(await chargesFor('merged')).toBe(0);
+    expect(await keyRows(t.pool)).toHaveLength(before);
   });
 
   it('runs a request without a key once, keyless, when the key is optional', async () => {
@@ -321,7 +335,7 @@ describe('a handler that fails', () => {
         idempotent(t.db, async (_req, tx) => {
           await tx.execute(sql`insert into ledger (entry) values (1), (1)`);
           return { status: 201, body: { ok: true } };
-        }),
+        }, { scope: 'ledger-tenant' }),
       ),
     )}/ledger`;
     const res = await fetch(url, json({}, { 'idempotency-key': 'doomed' }));
@@ -345,6 +359,54 @@ describe('a handler that fails', () => {
     expect(await keysFor('bigint')).toHaveLength(0);
   });
 
+  it.each([
+    ['a NUL in an object key', { 'a\u0000b': 1 }],
+    ['a lone surrogate in a string', { name: 'caf\ud800' }],
+  ])('answers 500 IDEMPOTENCY_RESULT_INVALID, not retryable, to a body jsonb refuses (%s), and commits nothing', async (what, body) => {
+    const ref = `jsonb-${what.length}`;
+    const url = `${await serve((app) => app.post('/charges', chargeRoute(t.db, () => ({ status: 201, body }))))}/charges`;
+    const res = await fetch(url, json({ ref }, { 'idempotency-key': ref }));
+    expect(res.status).toBe(500);
+    expect(res.headers.get('retry-after')).toBeNull();
+    expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_RESULT_INVALID', retryable: false });
+    expect(await chargesFor(ref)).toBe(0);
+    expect(await keysFor(ref)).toHaveLength(0);
+  });
+
+  it.each<[string, () => Awaited<ReturnType<IdempotentHandler<Tx>>>]>([
+    ['a header value with a lone surrogate', () => ({ status: 201, headers: { 'x-note': 'caf\ud800' } })],
+    ['a header value with a newline', () => ({ status: 201, headers: { 'x-note': 'a\r\nset-cookie: x=1' } })],
+    ['a header name that is not a token', () => ({ status: 201, headers: { 'bad name': 'v' } })],
+    ['a status outside 200 to 599', () => ({ status: 700 })],
+    ['no response at all', () => undefined as never],
+  ])('answers 500 IDEMPOTENCY_RESULT_INVALID to a response with %s, and commits nothing', async (what, respond) => {
+    const ref = `bad-response-${what.replaceAll(' ', '-')}`;
+    const url = `${await serve((app) => app.post('/charges', chargeRoute(t.db, respond)))}/charges`;
+    const res = await fetch(url, json({ ref }, { 'idempotency-key': ref }));
+    expect(res.status).toBe(500);
+    expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_RESULT_INVALID', retryable: false });
+    expect(await chargesFor(ref)).toBe(0);
+    expect(await keysFor(ref)).toHaveLength(0);
+  });
+
+  it.each([408, 425, 429])('rolls a %i answer back by default and stores nothing: the retry runs again', async (status) => {
+    const ref = `not-final-${status}`;
+    const url = `${await serve((app) =>
+      app.post('/charges', chargeRoute(t.db, (n) => (n === 1 ? { status, body: { error: 'later' }, headers: { 'retry-after': '1' } } : { status: 201, body: { n } }))),
+    )}/charges`;
+    const init = json({ ref }, { 'idempotency-key': ref });
+    const first = await fetch(url, init);
+    expect(first.status).toBe(status);
+    expect(first.headers.get('retry-after')).toBe('1');
+    expect(await chargesFor(ref)).toBe(0);
+    expect(await keysFor(ref)).toHaveLength(0);
+
+    const retried = await fetch(url, init);
+    expect(retried.status).toBe(201);
+    expect(retried.headers.get('idempotent-replayed')).toBeNull();
+    expect(await chargesFor(ref)).toBe(1);
+  });
+
   it('stores nothing for a 4xx that isFinal declines', async () => {
     const url = `${await serve((app) =>
       app.post('/charges', chargeRoute(t.db, () => ({ status: 400, body: { error: 'try again' } }), { isFinal: (s) => s < 400 })),
@@ -357,13 +419,331 @@ describe('a handler that fails', () => {
   });
 });
 
+describe('the default fingerprint', () => {
+  /** A route that charges `x-ref` and answers with the body it saw (raw bytes as text). */
+  function echoRoute(options: Partial<IdempotentRouteOptions> = {}) {
+    return idempotent(
+      t.db,
+      async (req, tx) => {
+        await insertCharge(tx, req.get('x-ref') ?? 'echo', 100);
+        const body: unknown = req.body;
+        return { status: 200, body: { saw: Buffer.isBuffer(body) ? `bytes:${body.toString('utf8')}` : (body ?? null) } };
+      },
+      { scope: 'echo-tenant', ...options },
+    );
+  }
+  const send = (url: string, key: string, ref: string, body: string | undefined, type = 'application/json', method = 'POST') =>
+    fetch(url, {
+      method,
+      headers: { 'idempotency-key': key, 'x-ref': ref, ...(body === undefined ? {} : { 'content-type': type }) },
+      ...(body === undefined ? {} : { body }),
+    });
+
+  it('answers 422 to the same key with another query string (?to=mallory after ?to=alice), and changes nothing', async () => {
+    const url = `${await serve((app) => app.post('/transfers', echoRoute()))}/transfers`;
+    expect((await send(`${url}?to=alice`, 'query-1', 'query', '{"amount":5}')).status).toBe(200);
+    const other = await send(`${url}?to=mallory`, 'query-1', 'query', '{"amount":5}');
+    expect(other.status).toBe(422);
+    expect(await other.json()).toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+    const none = await send(url, 'query-1', 'query', '{"amount":5}');
+    expect(none.status).toBe(422);
+    expect((await send(`${url}?to=alice`, 'query-1', 'query', '{"amount":5}')).headers.get('idempotent-replayed')).toBe('true');
+    expect(await chargesFor('query')).toBe(1);
+  });
+
+  it('answers 422 to a merge-patch body express.json() did not parse (PATCH {"limit":10}, then {"limit":99999})', async () => {
+    const url = `${await serve((app) => app.patch('/accounts/1', echoRoute()))}/accounts/1`;
+    const first = await send(url, 'merge-1', 'merge', '{"limit":10}', 'application/merge-patch+json', 'PATCH');
+    expect(first.status).toBe(200);
+    // The handler gets the bytes as received, since nothing parsed them.
+    expect(await first.json()).toEqual({ saw: 'bytes:{"limit":10}' });
+    const other = await send(url, 'merge-1', 'merge', '{"limit":99999}', 'application/merge-patch+json', 'PATCH');
+    expect(other.status).toBe(422);
+    const same = await send(url, 'merge-1', 'merge', '{"limit":10}', 'application/merge-patch+json', 'PATCH');
+    expect(same.headers.get('idempotent-replayed')).toBe('true');
+    expect(await chargesFor('merge')).toBe(1);
+  });
+
+  it('answers 422 to another text body, and to no body, after a text body', async () => {
+    const url = `${await serve((app) => app.post('/notes', echoRoute()))}/notes`;
+    expect((await send(url, 'text-1', 'text', 'pay alice', 'text/plain')).status).toBe(200);
+    expect((await send(url, 'text-1', 'text', 'pay mallory', 'text/plain')).status).toBe(422);
+    expect((await send(url, 'text-1', 'text', undefined)).status).toBe(422);
+    expect(await chargesFor('text')).toBe(1);
+  });
+
+  it('tells no body apart from an empty JSON object', async () => {
+    const url = `${await serve((app) => app.post('/things', echoRoute()))}/things`;
+    expect((await send(url, 'empty-1', 'empty', undefined)).status).toBe(200);
+    expect((await send(url, 'empty-1', 'empty', '{}')).status).toBe(422);
+    expect((await send(url, 'empty-1', 'empty', undefined)).headers.get('idempotent-replayed')).toBe('true');
+  });
+
+  it('answers 422 to raw bytes that differ, as express.raw() gives them', async () => {
+    const url = `${await serve((app) => app.post('/blobs', express.raw({ type: 'application/octet-stream' }), echoRoute()))}/blobs`;
+    expect((await send(url, 'raw-1', 'raw', 'AAAA', 'application/octet-stream')).status).toBe(200);
+    expect((await send(url, 'raw-1', 'raw', 'AAAB', 'application/octet-stream')).status).toBe(422);
+    expect((await send(url, 'raw-1', 'raw', 'AAAA', 'application/octet-stream')).headers.get('idempotent-replayed')).toBe('true');
+  });
+
+  it('answers 413 IDEMPOTENCY_BODY_TOO_LARGE to an unparsed body over maxBodyBytes: nothing claimed, nothing run', async () => {
+    let runs = 0;
+    const url = `${await serve((app) =>
+      app.post('/uploads', (_req, _res, next) => (runs++, next()), echoRoute({ maxBodyBytes: 1024 })),
+    )}/uploads`;
+    const before = await keyRows(t.pool);
+    const res = await send(url, 'big-1', 'big', 'x'.repeat(2048), 'text/plain');
+    expect(res.status).toBe(413);
+    expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_BODY_TOO_LARGE', retryable: false });
+    expect(runs).toBe(1);
+    expect(await chargesFor('big')).toBe(0);
+    expect(await keyRows(t.pool)).toEqual(before);
+    // Within the bound it is read and hashed.
+    expect((await send(url, 'big-2', 'big', 'x'.repeat(1024), 'text/plain')).status).toBe(200);
+  });
+
+  it('fails closed with 500 IDEMPOTENCY_BODY_UNREADABLE when a middleware consumed the body and left no parsed value', async () => {
+    const url = `${await serve((app) =>
+      app.post(
+        '/audited',
+        // Reads the body for its own purpose and leaves req.body unset.
+        (req, _res, next) => {
+          req.on('data', () => {});
+          req.on('end', () => next());
+        },
+        echoRoute(),
+      ),
+    )}/audited`;
+    const before = await keyRows(t.pool);
+    for (const body of ['{"limit":10}', '{"limit":99999}']) {
+      const res = await send(url, 'consumed-1', 'consumed', body, 'text/plain');
+      expect(res.status).toBe(500);
+      expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_BODY_UNREADABLE', retryable: false });
+    }
+    expect(await chargesFor('consumed')).toBe(0);
+    expect(await keyRows(t.pool)).toEqual(before);
+  });
+
+  it('keeps the route in every fingerprint: the same key on another path gets 422, also with fingerprint: false or a custom one', async () => {
+    for (const [name, fingerprint] of [
+      ['off', false],
+      ['custom', () => ({ tenantPlan: 'gold' })],
+    ] as const) {
+      const url = await serve((app) => {
+        app.post('/a', echoRoute({ fingerprint }));
+        app.post('/b', echoRoute({ fingerprint }));
+      });
+      const key = `route-${name}`;
+      expect((await send(`${url}/a`, key, key, '{"n":1}')).status).toBe(200);
+      const other = await send(`${url}/b`, key, key, '{"n":1}');
+      expect(other.status).toBe(422);
+      expect(other.headers.get('idempotent-replayed')).toBeNull();
+      // The body is not compared when the option says so.
+      expect((await send(`${url}/a`, key, key, '{"n":2}')).headers.get('idempotent-replayed')).toBe('true');
+      expect(await chargesFor(key)).toBe(1);
+    }
+  });
+});
+
+describe('sending after COMMIT', () => {
+  it('answers a content-type Express could not format (text csv) the same on the first execution and on replays', async () => {
+    const url = `${await serve((app) =>
+      app.post('/reports', chargeRoute(t.db, () => ({ status: 201, body: 'id;amount\n1;100\n', headers: { 'content-type': 'text csv' } }))),
+    )}/reports`;
+    const init = json({ ref: 'odd-type' }, { 'idempotency-key': 'odd-type' });
+    const first = await fetch(url, init);
+    const replay = await fetch(url, init);
+    for (const res of [first, replay]) {
+      expect(res.status).toBe(201);
+      expect(await res.text()).toBe('id;amount\n1;100\n');
+    }
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(await chargesFor('odd-type')).toBe(1);
+  });
+
+  it('never says "nothing was stored" when sending fails after COMMIT: the error goes to next, and the retry replays', async () => {
+    let failNextEnd = false;
+    const url = `${await serve((app) => {
+      // A response pipeline that fails once, after the route committed (a broken compression or logging wrapper).
+      app.use((_req, res, next) => {
+        const end = res.end.bind(res) as (...args: unknown[]) => express.Response;
+        res.end = ((...args: unknown[]) => {
+          if (failNextEnd) {
+            failNextEnd = false;
+            throw new Error('the socket went away');
+          }
+          return end(...args);
+        }) as typeof res.end;
+        next();
+      });
+      app.post('/charges', chargeRoute(t.db, () => ({ status: 201, body: { ok: true } })));
+    })}/charges`;
+    const init = json({ ref: 'send-fails' }, { 'idempotency-key': 'send-fails' });
+    failNextEnd = true;
+    const failed = await fetch(url, init);
+    expect(failed.status).toBe(500);
+    const body = (await failed.json()) as { error: string; code?: string };
+    expect(body.code).not.toBe('IDEMPOTENCY_COMMIT_FAILED');
+    expect(body.error).toMatch(/committed/);
+    expect(body.error).not.toMatch(/nothing was stored/);
+    expect(await keysFor('send-fails')).toMatchObject([{ status: 'completed' }]);
+    expect(await chargesFor('send-fails')).toBe(1);
+
+    const retried = await fetch(url, init);
+    expect(retried.status).toBe(201);
+    expect(retried.headers.get('idempotent-replayed')).toBe('true');
+    expect(await chargesFor('send-fails')).toBe(1);
+  });
+});
+
+describe('a handler that writes to res itself', () => {
+  /** What the handler saw when it tried to write: the error, and whether anything had left. */
+  interface Attempt {
+    error: unknown;
+    headersSent: boolean;
+    writableEnded: boolean;
+  }
+
+  /** A route whose handler charges, tries `write(res)`, swallows the error, and answers 201. */
+  function writingRoute(write: (res: express.Response) => unknown, attempts: Attempt[], options: Partial<IdempotentRouteOptions> = {}) {
+    return idempotent(
+      t.db,
+      async (req, tx) => {
+        await insertCharge(tx, (req.body as { ref: string }).ref, 100);
+        const res = req.res!;
+        let error: unknown;
+        try {
+          write(res);
+        } catch (e) {
+          error = e;
+        }
+        attempts.push({ error, headersSent: res.headersSent, writableEnded: res.writableEnded });
+        return { status: 201, body: { ok: true } };
+      },
+      { scope: 'writers', ...options },
+    );
+  }
+
+  it.each<[string, (res: express.Response) => unknown]>([
+    ['res.json()', (res) => res.status(201).json({ early: true })],
+    ['res.send()', (res) => res.send('early')],
+    ['res.end()', (res) => res.end()],
+    ['res.write()', (res) => res.write('early')],
+    ['res.writeHead()', (res) => res.writeHead(201)],
+    ['res.setHeader()', (res) => res.setHeader('x-early', '1')],
+    ['res.set()', (res) => res.set('x-early', '1')],
+    ['res.status()', (res) => res.status(201)],
+    ['res.sendStatus()', (res) => res.sendStatus(201)],
+    ['res.redirect()', (res) => res.redirect('/elsewhere')],
+    ['res.cookie()', (res) => res.cookie('session', 'x')],
+    ['res.flushHeaders()', (res) => res.flushHeaders()],
+  ])('makes %s throw at once, sends nothing before COMMIT, and rolls the handler back even when it swallows the error', async (what, write) => {
+    const ref = `writes-${what}`;
+    const attempts: Attempt[] = [];
+    const url = `${await serve((app) => app.post('/charges', writingRoute(write, attempts)))}/charges`;
+    const res = await fetch(url, json({ ref }, { 'idempotency-key': ref }));
+    expect(attempts).toHaveLength(1);
+    expect(attempts[0]!.error).toBeInstanceOf(Error);
+    expect(String(attempts[0]!.error)).toMatch(/must return its response/);
+    // Nothing left the server while the transaction was open.
+    expect(attempts[0]).toMatchObject({ headersSent: false, writableEnded: false });
+    expect(res.status).toBe(500);
+    expect(await res.json()).toMatchObject({ error: expect.stringMatching(/must return its response/) });
+    expect(await chargesFor(ref)).toBe(0);
+    expect(await keysFor(ref)).toHaveLength(0);
+  });
+
+  it('rolls back a handler that lets the write error escape, with or without a key', async () => {
+    const url = `${await serve((app) =>
+      app.post(
+        '/charges',
+        idempotent(
+          t.db,
+          async (req, tx) => {
+            await insertCharge(tx, 'escapes', 100);
+            req.res!.status(201).json({ early: true });
+            return { status: 201 };
+          },
+          { scope: 'writers', required: false },
+        ),
+      ),
+    )}/charges`;
+    for (const headers of [{ 'idempotency-key': 'escapes' }, {}] as Record<string, string>[]) {
+      const res = await fetch(url, json({}, headers));
+      expect(res.status).toBe(500);
+    }
+    expect(await chargesFor('escapes')).toBe(0);
+    expect(await keysFor('escapes')).toHaveLength(0);
+  });
+
+  it('rolls back a keyless run (key optional) that writes to res', async () => {
+    const attempts: Attempt[] = [];
+    const url = `${await serve((app) => app.post('/charges', writingRoute((res) => res.json({ early: true }), attempts, { required: false })))}/charges`;
+    const res = await fetch(url, json({ ref: 'keyless-writer' }));
+    expect(res.status).toBe(500);
+    expect(attempts[0]).toMatchObject({ headersSent: false, writableEnded: false });
+    expect(await chargesFor('keyless-writer')).toBe(0);
+  });
+
+  it('lets other middleware answer while the handler runs (a timeout answering 503) without throwing, and rolls the handler back', async () => {
+    const entered = deferred();
+    const release = deferred();
+    let captured: express.Response | undefined;
+    const url = `${await serve((app) => {
+      app.use((_req, res, next) => ((captured = res), next()));
+      app.post(
+        '/charges',
+        chargeRoute(t.db, async () => {
+          entered.resolve();
+          await release.promise;
+          return { status: 201, body: { ok: true } };
+        }),
+      );
+    })}/charges`;
+    const init = json({ ref: 'timed-out' }, { 'idempotency-key': 'timed-out' });
+    const first = fetch(url, init);
+    await entered.promise;
+    // As a timeout middleware's timer would, from outside the handler.
+    captured!.status(503).json({ error: 'timeout' });
+    release.resolve();
+    const res = await first;
+    expect(res.status).toBe(503);
+    expect(await res.json()).toEqual({ error: 'timeout' });
+    // The client was told it failed, so nothing of it committed; the retry runs it.
+    expect(await chargesFor('timed-out')).toBe(0);
+    expect(await keysFor('timed-out')).toHaveLength(0);
+    const retried = await fetch(url, init);
+    expect(retried.status).toBe(201);
+    expect(retried.headers.get('idempotent-replayed')).toBeNull();
+    expect(await chargesFor('timed-out')).toBe(1);
+  });
+
+  it('gives res back afterwards: the route answers through wrappers other middleware installed', async () => {
+    let wrappedEnds = 0;
+    const url = `${await serve((app) => {
+      // As compression and logging middleware do: own-property wrappers on res.
+      app.use((_req, res, next) => {
+        const end = res.end.bind(res) as (...args: unknown[]) => express.Response;
+        res.end = ((...args: unknown[]) => (wrappedEnds++, end(...args))) as typeof res.end;
+        next();
+      });
+      app.post('/charges', chargeRoute(t.db, () => ({ status: 201, body: { ok: true } })));
+    })}/charges`;
+    const init = json({ ref: 'wrapped' }, { 'idempotency-key': 'wrapped' });
+    expect((await fetch(url, init)).status).toBe(201);
+    expect((await fetch(url, init)).headers.get('idempotent-replayed')).toBe('true');
+    expect(wrappedEnds).toBe(2);
+    expect(await chargesFor('wrapped')).toBe(1);
+  });
+});
+
 describe('methods', () => {
   it('passes GET, PUT and DELETE through: the key is neither required nor stored', async () => {
     const url = await serve((app) => {
       const route = chargeRoute(t.db, () => ({ status: 200, body: { ran: true } }));
       app.put('/items', route);
       app.delete('/items', route);
-      app.get('/items', idempotent(t.db, () => ({ body: { items: [] } })));
+      app.get('/items', idempotent(t.db, () => ({ body: { items: [] } }), { scope: 'items-tenant' }));
     });
     for (const method of ['PUT', 'DELETE']) {
       const init = json({ ref: `pass-${method}` }, { 'idempotency-key': `pass-${method}` }, method);
@@ -389,21 +769,71 @@ describe('methods', () => {
   });
 });
 
+describe('the scope', () => {
+  const handler: IdempotentHandler<TransactionOf<NodePgDatabase>> = async (req, tx) => {
+    await insertCharge(tx, (req.body as { ref: string }).ref, 100);
+    return { status: 201 };
+  };
+
+  it.each<[string, unknown]>([
+    ['no options at all', undefined],
+    ['options without a scope', { ttl: '1h' }],
+    ['an empty fixed scope', { scope: '' }],
+    ['a fixed scope with a lone surrogate', { scope: 'tenant-\ud800' }],
+    ['a fixed scope with a control character', { scope: 'a\tb' }],
+    ['a scope that is neither a string nor a function', { scope: 42 }],
+  ])('refuses to build a route with %s, naming the fix', (_what, options) => {
+    const build = () => idempotent(t.db, handler, options as IdempotentRouteOptions);
+    expect(build).toThrow(IdempotencyOptionsInvalidError);
+    expect(build).toThrow(/scope/);
+  });
+
+  it('takes a fixed string as the scope of a single-tenant service', async () => {
+    const url = `${await serve((app) => app.post('/charges', idempotent(t.db, handler, { scope: 'single-tenant' })))}/charges`;
+    const init = json({ ref: 'fixed-scope' }, { 'idempotency-key': 'fixed-scope' });
+    expect((await fetch(url, init)).status).toBe(201);
+    expect((await fetch(url, init)).headers.get('idempotent-replayed')).toBe('true');
+    expect(await keysFor('fixed-scope')).toMatchObject([{ scope: 'single-tenant' }]);
+    expect(await chargesFor('fixed-scope')).toBe(1);
+  });
+
+  it.each<[string, (req: express.Request) => unknown]>([
+    ['undefined (the authentication middleware is missing)', (req) => (req as { user?: { id: string } }).user?.id],
+    ['an empty string', () => ''],
+    ['a number', () => 7],
+    ['a string with a lone surrogate', () => 'tenant-\udc00'],
+    ['a string over 255 characters', () => 's'.repeat(256)],
+    ['a promise of undefined', async () => undefined],
+  ])('answers 500 IDEMPOTENCY_OPTIONS_INVALID when the scope function returns %s: nothing claimed, nothing run', async (what, scope) => {
+    const ref = `bad-scope-${what.length}`;
+    let runs = 0;
+    const route = idempotent(t.db, async (req, tx) => (runs++, handler(req, tx)), { scope: scope as (req: express.Request) => string });
+    const url = `${await serve((app) => app.post('/charges', route))}/charges`;
+    const before = await keyRows(t.pool);
+    const res = await fetch(url, json({ ref }, { 'idempotency-key': ref }));
+    expect(res.status).toBe(500);
+    expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_OPTIONS_INVALID', retryable: false });
+    expect(runs).toBe(0);
+    expect(await chargesFor(ref)).toBe(0);
+    expect(await keyRows(t.pool)).toEqual(before);
+  });
+});
+
 describe('options', () => {
   const handler = () => ({ status: 200 });
-  it.each<[string, IdempotentRouteOptions]>([
+  it.each<[string, Partial<IdempotentRouteOptions>]>([
     ['ttl', { ttl: 'forever' as never }],
     ['onInFlight', { onInFlight: 'maybe' as never }],
     ['methods', { methods: ['PO ST'] }],
     ['retryAfter', { retryAfter: -1 }],
-    ['scope', { scope: 'alice' as never }],
+    ['scope', { scope: 42 as never }],
   ])('rejects an invalid %s when the route is built', (_name, options) => {
-    expect(() => idempotent(t.db, handler, options)).toThrow(IdempotencyOptionsInvalidError);
+    expect(() => idempotent(t.db, handler, { scope: 'tests', ...options })).toThrow(IdempotencyOptionsInvalidError);
   });
 
   it('rejects a transaction in place of the database: the route opens its own', async () => {
     await t.db.transaction(async (tx) => {
-      expect(() => idempotent(tx, handler)).toThrow(IdempotencyOptionsInvalidError);
+      expect(() => idempotent(tx, handler, { scope: 'tests' })).toThrow(IdempotencyOptionsInvalidError);
     });
   });
 });

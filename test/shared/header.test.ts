@@ -9,6 +9,7 @@ describe('parseIdempotencyKey', () => {
     ['surrounding whitespace', '  "abc"  ', 'abc'],
     ['escaped quote and backslash', String.raw`"say \"hi\" \\o/"`, 'say "hi" \\o/'],
     ['a bare key with a quote inside', 'ab"c', 'ab"c'],
+    ['a comma inside a structured-field string', '"a,b"', 'a,b'],
   ])('reads %s', (_what, header, key) => {
     expect(parseIdempotencyKey(header)).toBe(key);
   });
@@ -25,6 +26,9 @@ describe('parseIdempotencyKey', () => {
     ['a dangling backslash', '"abc\\'],
     ['non-ASCII inside quotes', '"caf\u00e9"'],
     ['over 255 characters', 'x'.repeat(256)],
+    ['two bare keys a proxy merged into one line', 'k1, k1'],
+    ['a bare key with a comma', 'k1,k2'],
+    ['two quoted keys merged into one line', '"k1", "k2"'],
   ])('rejects a key that is %s', (_what, header) => {
     expect(() => parseIdempotencyKey(header)).toThrow(IdempotencyKeyInvalidError);
   });

@@ -21,7 +21,7 @@ export async function stockUp(db: NodePgDatabase, sku: string, quantity: number)
  * charge in the key's transaction. Customers are told apart by `x-customer`
  * (standing in for authentication) and that is the scope.
  */
-export function paymentsApp(db: NodePgDatabase, options: IdempotentRouteOptions = {}, hooks: PaymentHooks = {}): Express {
+export function paymentsApp(db: NodePgDatabase, options: Partial<IdempotentRouteOptions> = {}, hooks: PaymentHooks = {}): Express {
   const app = express();
   app.use(express.json());
   app.post(

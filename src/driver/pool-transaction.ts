@@ -172,3 +172,25 @@ export async function inPoolTransaction<R>(
     client.release(broken);
   }
 }
+
+/**
+ * `db.transaction(fn, config)`, except on a node-postgres pool, where the
+ * library checks the connection out itself and listens for its errors while
+ * it holds it (see `checkoutPoolOf`): a connection that dies then fails `fn`
+ * instead of the process.
+ *
+ * @example
+ * await inTransaction(db, undefined, (tx) => tx.insert(charges).values(row));
+ */
+export function inTransaction<R>(
+  db: IdempotencyDatabase,
+  config: PgTransactionConfig | undefined,
+  fn: (tx: IdempotencyDatabase) => Promise<R>,
+): Promise<R> {
+  const pool = checkoutPoolOf(db);
+  if (!pool) return db.transaction(fn, config);
+  return inPoolTransaction(pool, config, async (p) => {
+    await p.begin();
+    return fn(p.tx);
+  });
+}

@@ -1,7 +1,14 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { lookupReplay, withIdempotencyOutcome } from '../core/with-idempotency.js';
+import { isConnectionLost } from '../driver/connection-loss.js';
 import { isTransaction, type IdempotencyDatabase, type TransactionOf } from '../driver/database.js';
-import { IdempotencyError, IdempotencyKeyInvalidError, IdempotencyOptionsInvalidError } from '../shared/errors.js';
+import { checkoutPoolOf, inTransaction } from '../driver/pool-transaction.js';
+import {
+  IdempotencyConnectionLostError,
+  IdempotencyError,
+  IdempotencyKeyInvalidError,
+  IdempotencyOptionsInvalidError,
+} from '../shared/errors.js';
 import { keyFromHeaderLines } from '../shared/header.js';
 import { serializeResult } from '../core/result.js';
 import { resolveRouteOptions, type IdempotentRouteOptions, type ResolvedRouteOptions } from './options.js';
@@ -53,6 +60,8 @@ export function idempotent<TDb extends IdempotencyDatabase>(
     throw new IdempotencyOptionsInvalidError('idempotent() needs a database, not a transaction: it opens the transaction itself');
   }
   const o = resolveRouteOptions(options);
+  // On a node-postgres pool: listen for its errors from now on (see checkoutPoolOf).
+  checkoutPoolOf(db);
   const route = new Route(db, handler as IdempotentHandler<IdempotencyDatabase>, o);
   return (req: Request, res: Response, next: NextFunction) => route.serve(req, res).catch(next);
 }
@@ -122,13 +131,13 @@ class Route {
     let fresh: NormalizedResponse | undefined;
     const guard = guardResponse(res);
     try {
-      await this.db.transaction(async (tx) => {
+      await inTransaction(this.db, this.o.core.transaction, async (tx) => {
         const response = await this.runHandler(req, res, guard, tx);
         // Nothing is stored here, but a body res.json() would choke on must
         // still fail before COMMIT, not as a 500 after the effects committed.
         serializeResult(response.body, Number.MAX_SAFE_INTEGER);
         fresh = response;
-      }, this.o.core.transaction);
+      });
     } catch (error) {
       guard.release();
       return this.fail(res, error, fresh !== undefined);
@@ -157,6 +166,7 @@ class Route {
     if (error instanceof IdempotencyError) return this.sendProblem(res, problemOf(error));
     // Never a 2xx for what did not commit; a retry with the same key is safe.
     if (handlerDone) return this.sendProblem(res, commitFailedProblem());
+    if (isConnectionLost(error)) return this.sendProblem(res, problemOf(new IdempotencyConnectionLostError('the database connection was lost; retry')));
     throw error;
   }
 

@@ -20,6 +20,12 @@ export {
   IdempotencyResultInvalidError,
   IdempotencyOptionsInvalidError,
   IdempotencySerializationError,
+  IdempotencyDeadlockError,
+  IdempotencyReentrantCallError,
+  IdempotencyClaimLostError,
+  IdempotencyTransactionAbortedError,
+  IdempotencyConnectionLostError,
+  IdempotencyCommitFailedError,
   IdempotencyMigrationConflictError,
 } from './shared/errors.js';
 export type { IdempotencyErrorCode } from './shared/errors.js';

@@ -34,7 +34,8 @@ export const MIGRATIONS_TABLE = 'drizzle_idempotency_migrations';
 
 // Transaction-scoped advisory lock: concurrent migrate() calls queue up instead
 // of racing on CREATE TABLE, and nothing outlives the transaction (PgBouncer-safe).
-const MIGRATION_LOCK = 0x69646d70; // 'idmp'
+// Exported for tests, which hold it to line concurrent migrations up behind it.
+export const MIGRATION_LOCK = 0x69646d70; // 'idmp'
 
 interface Migration {
   tag: string;
@@ -59,9 +60,20 @@ async function readMigrations(): Promise<Migration[]> {
   );
 }
 
+// The lock only helps if what a waiter reads after it sees what the holder
+// committed. Under REPEATABLE READ or SERIALIZABLE (a database's default may be
+// either) the snapshot is taken by the statement that then waits for the lock,
+// so it predates the holder's commit: the bookkeeping would look empty and the
+// CREATE TABLE would collide. READ COMMITTED takes a snapshot per statement, so
+// every statement after the lock sees the winner's tables and rows. Nothing here
+// needs more: the lock already serialises migrators, and DDL is not MVCC-safe
+// at any level.
+const MIGRATION_TRANSACTION = { isolationLevel: 'read committed' } as const;
+
 /**
  * Applies the bundled migrations in one transaction. Safe to call at every
- * start, from many processes at once.
+ * start, from many processes at once, whatever the database's default
+ * isolation level.
  *
  * @example
  * await migrate(db);                        // public.idempotency_keys
@@ -105,5 +117,5 @@ export async function migrate(db: IdempotencyDatabase, options: MigrateOptions =
       applied.push(m.tag);
     }
     return { applied };
-  });
+  }, MIGRATION_TRANSACTION);
 }

@@ -5,8 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { sql } from 'drizzle-orm';
 import { queryRows, type IdempotencyDatabase } from '../driver/database.js';
 import { assertValidSchemaName } from './keys-table.js';
-import { IdempotencyMigrationConflictError } from '../shared/errors.js';
-import { DUPLICATE_TABLE, sqlState } from '../driver/pg-error.js';
+import { IdempotencyMigrationConflictError, IdempotencySerializationError } from '../shared/errors.js';
+import { DUPLICATE_TABLE, SERIALIZATION_FAILURE, sqlState } from '../driver/pg-error.js';
 
 /**
  * Absolute path of the bundled drizzle-kit migrations, for teams that apply
@@ -71,6 +71,27 @@ async function readMigrations(): Promise<Migration[]> {
 const MIGRATION_TRANSACTION = { isolationLevel: 'read committed' } as const;
 
 /**
+ * Records `m` as applied before its statements run, so that its row is the
+ * check. Given a transaction, migrate() runs at the caller's isolation level;
+ * under REPEATABLE READ or SERIALIZABLE a snapshot older than another
+ * migrate()'s commit does not show that commit's row, and the insert then meets
+ * it: Postgres answers ON CONFLICT against a row the snapshot cannot see with
+ * 40001. Only a new transaction can see it, so that is the caller's to retry.
+ */
+async function claim(tx: IdempotencyDatabase, m: Migration): Promise<void> {
+  await tx
+    .execute(sql`insert into ${sql.identifier(MIGRATIONS_TABLE)} (tag, hash) values (${m.tag}, ${m.hash}) on conflict (tag) do nothing`)
+    .then(undefined, (error: unknown) => {
+      if (sqlState(error) !== SERIALIZATION_FAILURE) throw error;
+      throw new IdempotencySerializationError(
+        `migration ${m.tag}: another migrate() committed it after this transaction took its snapshot; ` +
+          'run the whole transaction again (or call migrate() with the database, not a transaction).',
+        { cause: error },
+      );
+    });
+}
+
+/**
  * Applies the bundled migrations in one transaction. Safe to call at every
  * start, from many processes at once, whatever the database's default
  * isolation level.
@@ -103,6 +124,7 @@ export async function migrate(db: IdempotencyDatabase, options: MigrateOptions =
     const applied: string[] = [];
     for (const m of migrations) {
       if (done.has(m.tag)) continue;
+      await claim(tx, m);
       for (const statement of m.statements) {
         await tx.execute(sql.raw(statement)).then(undefined, (error: unknown) => {
           if (sqlState(error) !== DUPLICATE_TABLE) throw error;
@@ -113,7 +135,6 @@ export async function migrate(db: IdempotencyDatabase, options: MigrateOptions =
           );
         });
       }
-      await tx.execute(sql`insert into ${sql.identifier(MIGRATIONS_TABLE)} (tag, hash) values (${m.tag}, ${m.hash})`);
       applied.push(m.tag);
     }
     return { applied };

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { migrate as drizzleMigrate } from 'drizzle-orm/node-postgres/migrator';
 import { describe, expect, it } from 'vitest';
@@ -106,5 +107,27 @@ describe('migrate()', () => {
       },
     );
   });
+
+  it.each(['repeatable read', 'serializable'] as const)(
+    'given a %s transaction that took its snapshot before another migrate() committed, fails with a retryable error; run again, it applies nothing',
+    async (isolationLevel) => {
+      const d = await testDatabase({ migrated: false, max: 2 });
+      // Inside the caller's transaction, migrate() cannot choose the isolation
+      // level, and a snapshot taken before the lock cannot be refreshed.
+      const inCallersTransaction = () =>
+        d.db.transaction(
+          async (tx) => {
+            await tx.execute(sql`select 1`);
+            await migrate(drizzle(d.newPool(1)));
+            return migrate(tx);
+          },
+          { isolationLevel },
+        );
+      await expect(inCallersTransaction()).rejects.toMatchObject({ code: 'IDEMPOTENCY_SERIALIZATION_FAILURE', retryable: true });
+      expect(await d.db.transaction((tx) => migrate(tx), { isolationLevel })).toEqual({ applied: [] });
+      const { rows } = await d.pool.query(`select tag from ${MIGRATIONS_TABLE}`);
+      expect(rows).toEqual([{ tag: '0000_init' }]);
+    },
+  );
 });
 

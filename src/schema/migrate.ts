@@ -106,10 +106,14 @@ export async function migrate(db: IdempotencyDatabase, options: MigrateOptions =
   const migrations = await readMigrations();
   return db.transaction(async (tx: IdempotencyDatabase) => {
     await tx.execute(sql`select pg_advisory_xact_lock(${MIGRATION_LOCK})`);
+    let searchPath: string | undefined;
     if (schema !== undefined) {
       await tx.execute(sql`create schema if not exists ${sql.identifier(schema)}`);
       // The generated SQL names tables unqualified; point it at the schema for
-      // this transaction only.
+      // this transaction only. Given the caller's transaction, "this transaction"
+      // is theirs, so the old value goes back when the migrations are done.
+      const [current] = await queryRows<{ search_path: string }>(tx, sql`select current_setting('search_path') as search_path`);
+      searchPath = current?.search_path;
       await tx.execute(sql`select set_config('search_path', quote_ident(${schema}), true)`);
     }
     await tx.execute(
@@ -137,6 +141,7 @@ export async function migrate(db: IdempotencyDatabase, options: MigrateOptions =
       }
       applied.push(m.tag);
     }
+    if (searchPath !== undefined) await tx.execute(sql`select set_config('search_path', ${searchPath}, true)`);
     return { applied };
   }, MIGRATION_TRANSACTION);
 }

@@ -129,5 +129,14 @@ describe('migrate()', () => {
       expect(rows).toEqual([{ tag: '0000_init' }]);
     },
   );
+
+  it("given the caller's transaction and a schema, leaves that transaction's search_path as it was", async () => {
+    const d = await testDatabase({ migrated: false, max: 2 });
+    const searchPath = await d.db.transaction(async (tx) => {
+      await migrate(tx, { schema: 'billing' });
+      return (await tx.execute<{ search_path: string }>(sql`show search_path`)).rows[0]!.search_path;
+    });
+    expect(searchPath).toBe('"$user", public');
+  });
 });
 

@@ -80,6 +80,7 @@ describe.runIf(process.platform === 'linux')('embedded PostgreSQL (no DATABASE_U
       expect(await demo.finished, demo.output()).toEqual({ code: 0, signal: null });
       expect(demo.output()).toMatch(/^OK: every key took effect once/m);
       expect(await leftBehind(tmp, 'every')).toEqual(nothing);
+      expect((await readdir(tmp)).filter((name) => name.startsWith('shop-mail-'))).toEqual([]); // the mail sink's folder
     });
 
     it.each(['SIGINT', 'SIGTERM'] as const)(

@@ -72,23 +72,26 @@ const MIGRATION_TRANSACTION = { isolationLevel: 'read committed' } as const;
 
 /**
  * Records `m` as applied before its statements run, so that its row is the
- * check. Given a transaction, migrate() runs at the caller's isolation level;
- * under REPEATABLE READ or SERIALIZABLE a snapshot older than another
- * migrate()'s commit does not show that commit's row, and the insert then meets
- * it: Postgres answers ON CONFLICT against a row the snapshot cannot see with
- * 40001. Only a new transaction can see it, so that is the caller's to retry.
+ * check; false if it was applied meanwhile. Given a transaction, migrate() runs
+ * at the caller's isolation level; under REPEATABLE READ or SERIALIZABLE a
+ * snapshot older than another migrate()'s commit does not show that commit's
+ * row, and the insert then meets it: Postgres answers ON CONFLICT against a row
+ * the snapshot cannot see with 40001. Only a new transaction can see it, so
+ * that is the caller's to retry.
  */
-async function claim(tx: IdempotencyDatabase, m: Migration): Promise<void> {
-  await tx
-    .execute(sql`insert into ${sql.identifier(MIGRATIONS_TABLE)} (tag, hash) values (${m.tag}, ${m.hash}) on conflict (tag) do nothing`)
-    .then(undefined, (error: unknown) => {
-      if (sqlState(error) !== SERIALIZATION_FAILURE) throw error;
-      throw new IdempotencySerializationError(
-        `migration ${m.tag}: another migrate() committed it after this transaction took its snapshot; ` +
-          'run the whole transaction again (or call migrate() with the database, not a transaction).',
-        { cause: error },
-      );
-    });
+async function claim(tx: IdempotencyDatabase, m: Migration): Promise<boolean> {
+  const claimed = await queryRows(
+    tx,
+    sql`insert into ${sql.identifier(MIGRATIONS_TABLE)} (tag, hash) values (${m.tag}, ${m.hash}) on conflict (tag) do nothing returning tag`,
+  ).then(undefined, (error: unknown) => {
+    if (sqlState(error) !== SERIALIZATION_FAILURE) throw error;
+    throw new IdempotencySerializationError(
+      `migration ${m.tag}: another migrate() committed it after this transaction took its snapshot; ` +
+        'run the whole transaction again (or call migrate() with the database, not a transaction).',
+      { cause: error },
+    );
+  });
+  return claimed.length === 1;
 }
 
 /**
@@ -127,8 +130,7 @@ export async function migrate(db: IdempotencyDatabase, options: MigrateOptions =
     );
     const applied: string[] = [];
     for (const m of migrations) {
-      if (done.has(m.tag)) continue;
-      await claim(tx, m);
+      if (done.has(m.tag) || !(await claim(tx, m))) continue;
       for (const statement of m.statements) {
         await tx.execute(sql.raw(statement)).then(undefined, (error: unknown) => {
           if (sqlState(error) !== DUPLICATE_TABLE) throw error;

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,7 +76,8 @@ export async function runDemo(databaseUrl: string, o: DemoOptions): Promise<Demo
   const initialStock = Object.fromEntries(SKUS.map((sku) => [sku, o.stock]));
   for (const sku of SKUS) await pool.query('insert into shop_inventory (sku, stock) values ($1, $2) on conflict (sku) do update set stock = $2', [sku, o.stock]);
 
-  const sinkPath = join(await mkdtemp(join(tmpdir(), 'shop-mail-')), 'mail.jsonl');
+  const sinkDir = await mkdtemp(join(tmpdir(), 'shop-mail-'));
+  const sinkPath = join(sinkDir, 'mail.jsonl');
   const worker = startOutboxWorker(db, await openMailSink(sinkPath), { every: 50 });
   const server = shopApp(db).listen(0, '127.0.0.1');
   const proxy = await startFaultProxy({ targetPort: await listen(server) });
@@ -111,5 +112,6 @@ export async function runDemo(databaseUrl: string, o: DemoOptions): Promise<Demo
     await proxy.close();
     await new Promise((resolve) => server.close(resolve));
     await pool.end();
+    await rm(sinkDir, { recursive: true, force: true });
   }
 }

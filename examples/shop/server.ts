@@ -4,13 +4,15 @@ import { mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
-import { startEmbeddedPostgres } from '../../tools/embedded-db.js';
+import { exitIfUnavailable, startEmbeddedPostgres } from '../../tools/embedded-db.js';
 import { shopApp } from './app.js';
 import { openMailSink, startOutboxWorker } from './outbox-worker.js';
 import { migrateAll } from './setup.js';
 
 const root = new URL('../../', import.meta.url).pathname;
-const embedded = process.env.DATABASE_URL ? undefined : await startEmbeddedPostgres({ dataDir: join(root, '.data', 'postgres') });
+const embedded = process.env.DATABASE_URL
+  ? undefined
+  : await startEmbeddedPostgres({ dataDir: join(root, '.data', 'postgres') }).catch(exitIfUnavailable);
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL ?? embedded!.url, max: Number(process.env.POOL_SIZE ?? 20) });
 pool.on('error', (error) => console.error(`idle connection lost: ${error.message}`));
 const db = drizzle(pool);

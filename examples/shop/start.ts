@@ -3,7 +3,7 @@
 // DATABASE_URL is set. Exits non-zero if any invariant fails.
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { startEmbeddedPostgres } from '../../tools/embedded-db.js';
+import { exitIfUnavailable, startEmbeddedPostgres } from '../../tools/embedded-db.js';
 import { FULL, QUICK, runDemo, type DemoOptions, type DemoReport } from './demo.js';
 
 const { values } = parseArgs({
@@ -76,7 +76,7 @@ function print(r: DemoReport) {
   console.log(r.broken.length ? `FAILED: ${r.broken.join('; ')}` : 'OK: every key took effect once, stock never went negative, every e-mail went out once.');
 }
 
-const embedded = process.env.DATABASE_URL ? undefined : await startEmbeddedPostgres();
+const embedded = process.env.DATABASE_URL ? undefined : await startEmbeddedPostgres().catch(exitIfUnavailable);
 const serverUrl = process.env.DATABASE_URL ?? embedded!.url;
 console.log(`PostgreSQL: ${embedded ? 'embedded (temporary)' : 'DATABASE_URL'}`);
 const demoDb = 'drizzle_idempotency_demo';

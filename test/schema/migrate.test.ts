@@ -1,9 +1,12 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { migrate as drizzleMigrate } from 'drizzle-orm/node-postgres/migrator';
 import { describe, expect, it } from 'vitest';
 import { IdempotencyOptionsInvalidError, migrate, migrationsFolder, withIdempotency } from '../../src/index.js';
+import { MIGRATION_LOCK, MIGRATIONS_TABLE } from '../../src/schema/migrate.js';
+import { waitForLockWaiters } from '../support/activity.js';
 import { testDatabase } from '../support/db.js';
 
 const run = promisify(execFile);
@@ -62,4 +65,78 @@ describe('migrate()', () => {
     const { rows } = await other.pool.query(`select count(*)::int as n from information_schema.tables where table_name = 'drizzle_idempotency_migrations'`);
     expect(rows).toEqual([{ n: 0 }]);
   });
+
+  describe.each(['read committed', 'repeatable read', 'serializable'])('on a database whose default isolation is %s', (level) => {
+    it.each([
+      { where: 'the search_path', schema: undefined },
+      { where: 'a named schema', schema: 'billing' },
+    ])(
+      'lets several processes migrate into $where at once: all succeed, the table exists once, each migration is recorded once',
+      async ({ schema }) => {
+        const d = await testDatabase({ migrated: false, max: 2 });
+        await d.pool.query(`alter database ${d.name} set default_transaction_isolation = '${level}'`);
+        // Hold migrate()'s lock while the processes start, so that every one of
+        // them begins its transaction and queues behind the lock: the moment
+        // their snapshots are taken is the point of the test, not left to chance.
+        const holder = await d.pool.connect();
+        const processes = 4;
+        const args = ['--import', 'tsx', 'test/support/migrate-child.ts', d.url, ...(schema ? [schema] : [])];
+        let children: Promise<{ stdout: string }>[] = [];
+        try {
+          await holder.query('begin');
+          await holder.query('select pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+          children = Array.from({ length: processes }, () => run(process.execPath, args));
+          await waitForLockWaiters(d.pool, processes, 20_000);
+        } finally {
+          await holder.query('commit');
+          holder.release();
+        }
+        const runs = await Promise.allSettled(children);
+        expect(runs.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok'))).toEqual(Array(processes).fill('ok'));
+        const applied = runs.map((r) => (JSON.parse((r as PromiseFulfilledResult<{ stdout: string }>).value.stdout) as { applied: string[] }).applied);
+        expect(applied.flat()).toEqual(['0000_init']);
+
+        const where = schema ?? 'public';
+        const { rows: created } = await d.pool.query<{ name: string }>(
+          `select table_name as name from information_schema.tables where table_schema = $1 order by 1`,
+          [where],
+        );
+        expect(created.map((r) => r.name)).toEqual([MIGRATIONS_TABLE, 'idempotency_keys']);
+        const { rows: recorded } = await d.pool.query(`select tag, count(*)::int as n from ${where}.${MIGRATIONS_TABLE} group by tag`);
+        expect(recorded).toEqual([{ tag: '0000_init', n: 1 }]);
+      },
+    );
+  });
+
+  it.each(['repeatable read', 'serializable'] as const)(
+    'given a %s transaction that took its snapshot before another migrate() committed, fails with a retryable error; run again, it applies nothing',
+    async (isolationLevel) => {
+      const d = await testDatabase({ migrated: false, max: 2 });
+      // Inside the caller's transaction, migrate() cannot choose the isolation
+      // level, and a snapshot taken before the lock cannot be refreshed.
+      const inCallersTransaction = () =>
+        d.db.transaction(
+          async (tx) => {
+            await tx.execute(sql`select 1`);
+            await migrate(drizzle(d.newPool(1)));
+            return migrate(tx);
+          },
+          { isolationLevel },
+        );
+      await expect(inCallersTransaction()).rejects.toMatchObject({ code: 'IDEMPOTENCY_SERIALIZATION_FAILURE', retryable: true });
+      expect(await d.db.transaction((tx) => migrate(tx), { isolationLevel })).toEqual({ applied: [] });
+      const { rows } = await d.pool.query(`select tag from ${MIGRATIONS_TABLE}`);
+      expect(rows).toEqual([{ tag: '0000_init' }]);
+    },
+  );
+
+  it("given the caller's transaction and a schema, leaves that transaction's search_path as it was", async () => {
+    const d = await testDatabase({ migrated: false, max: 2 });
+    const searchPath = await d.db.transaction(async (tx) => {
+      await migrate(tx, { schema: 'billing' });
+      return (await tx.execute<{ search_path: string }>(sql`show search_path`)).rows[0]!.search_path;
+    });
+    expect(searchPath).toBe('"$user", public');
+  });
 });
+

@@ -1,8 +1,7 @@
 import { sql, type SQL } from 'drizzle-orm';
 import { queryRows, type SqlRunner } from '../driver/database.js';
-import { DEADLOCK_DETECTED, LOCK_NOT_AVAILABLE, QUERY_CANCELED, SERIALIZATION_FAILURE, sqlState } from '../driver/pg-error.js';
 import { keysTable } from '../schema/keys-table.js';
-import { IdempotencyDeadlockError, IdempotencyInFlightError, IdempotencySerializationError } from '../shared/errors.js';
+import { statementFailure } from './failure.js';
 import type { ResolvedOptions } from './options.js';
 
 // Where a claim parks the caller's lock_timeout while it waits under its own
@@ -105,33 +104,6 @@ async function bounded<T>(o: ResolvedOptions, run: () => Promise<T>): Promise<T>
   try {
     return await run();
   } catch (error) {
-    const key = JSON.stringify(o.key);
-    switch (sqlState(error)) {
-      case LOCK_NOT_AVAILABLE:
-        throw new IdempotencyInFlightError(
-          o.onInFlight === 'reject'
-            ? `idempotency key ${key} is in flight in another transaction`
-            : `idempotency key ${key} was still in flight after waiting ${o.lockTimeoutMs} ms`,
-          { cause: error },
-        );
-      case QUERY_CANCELED:
-        // statement_timeout (or a cancel) ended the wait before our bound did.
-        throw new IdempotencyInFlightError(
-          `idempotency key ${key}: the wait for the transaction holding it was cancelled (statement_timeout shorter than waitTimeout?)`,
-          { cause: error },
-        );
-      case SERIALIZATION_FAILURE:
-        throw new IdempotencySerializationError(
-          `idempotency key ${key} was committed by a concurrent transaction; retry the whole transaction to replay it`,
-          { cause: error },
-        );
-      case DEADLOCK_DETECTED:
-        throw new IdempotencyDeadlockError(
-          `idempotency key ${key}: another transaction holds a key this one holds, and waits for it; retry the whole transaction`,
-          { cause: error },
-        );
-      default:
-        throw error;
-    }
+    throw statementFailure(error, o, true);
   }
 }

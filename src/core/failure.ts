@@ -1,13 +1,26 @@
 import { isConnectionLost } from '../driver/connection-loss.js';
-import { IN_FAILED_SQL_TRANSACTION, SERIALIZATION_FAILURE, sqlState } from '../driver/pg-error.js';
+import {
+  DEADLOCK_DETECTED,
+  IN_FAILED_SQL_TRANSACTION,
+  LOCK_NOT_AVAILABLE,
+  QUERY_CANCELED,
+  READ_ONLY_SQL_TRANSACTION,
+  SERIALIZATION_FAILURE,
+  sqlState,
+  UNDEFINED_TABLE,
+} from '../driver/pg-error.js';
 import { redact } from '../driver/redacted-error.js';
 import {
   IdempotencyCommitFailedError,
   IdempotencyConnectionLostError,
+  IdempotencyDeadlockError,
   IdempotencyError,
+  IdempotencyInFlightError,
+  IdempotencyOptionsInvalidError,
   IdempotencySerializationError,
   IdempotencyTransactionAbortedError,
 } from '../shared/errors.js';
+import type { ResolvedOptions } from './options.js';
 
 /**
  * How far a call got, so that a failure can be told apart: before `fn`, in
@@ -47,4 +60,49 @@ export function explainFailure(error: unknown, progress: Progress, transaction: 
     );
   }
   return error;
+}
+
+/**
+ * What Postgres answered to one of the library's own statements (claim, read,
+ * reclaim, store, lookup), as the library's error; anything else unchanged.
+ * `waiting`: the statement may wait on the key's row lock, under our bound.
+ */
+export function statementFailure(error: unknown, o: ResolvedOptions, waiting: boolean): unknown {
+  const key = JSON.stringify(o.key);
+  switch (sqlState(error)) {
+    case LOCK_NOT_AVAILABLE:
+      if (!waiting) return error;
+      return new IdempotencyInFlightError(
+        o.onInFlight === 'reject'
+          ? `idempotency key ${key} is in flight in another transaction`
+          : `idempotency key ${key} was still in flight after waiting ${o.lockTimeoutMs} ms`,
+        { cause: error },
+      );
+    case QUERY_CANCELED:
+      if (!waiting) return error;
+      // statement_timeout (or a cancel) ended the wait before our bound did.
+      return new IdempotencyInFlightError(
+        `idempotency key ${key}: the wait for the transaction holding it was cancelled (statement_timeout shorter than waitTimeout?)`,
+        { cause: error },
+      );
+    case SERIALIZATION_FAILURE:
+      return new IdempotencySerializationError(
+        `idempotency key ${key}: a concurrent transaction conflicts with this one (it may have committed this key); retry the whole transaction`,
+        { cause: error },
+      );
+    case DEADLOCK_DETECTED:
+      return new IdempotencyDeadlockError(
+        `idempotency key ${key}: another transaction holds a key this one holds, and waits for it; retry the whole transaction`,
+        { cause: error },
+      );
+    case UNDEFINED_TABLE:
+      return new IdempotencyOptionsInvalidError(
+        `the idempotency_keys table does not exist${o.schema === undefined ? ' on the search_path' : ` in schema ${JSON.stringify(o.schema)}`}: run migrate()`,
+        { cause: error },
+      );
+    case READ_ONLY_SQL_TRANSACTION:
+      return new IdempotencyOptionsInvalidError('the transaction is read-only: an idempotency key has to be written', { cause: error });
+    default:
+      return error;
+  }
 }

@@ -78,6 +78,7 @@ const DEAD_KEY_WAIT_MS = 1_000;
 /** Validates the key and options; throws a typed error and touches nothing. */
 export function resolveOptions(key: unknown, options: IdempotencyOptions = {}): ResolvedOptions {
   assertValidKey(key);
+  if (typeof options !== 'object' || options === null) throw new IdempotencyOptionsInvalidError('options must be an object');
   const scope = options.scope ?? '';
   assertValidScope(scope);
   if (options.schema !== undefined) assertValidSchemaName(options.schema);
@@ -94,8 +95,10 @@ export function resolveOptions(key: unknown, options: IdempotencyOptions = {}): 
     throw new IdempotencyOptionsInvalidError('serializationRetries must be an integer from 0 to 100');
   }
   assertValidTransactionConfig(options.transaction);
-  if (options.prepare !== undefined && typeof options.prepare !== 'boolean') {
-    throw new IdempotencyOptionsInvalidError(`prepare must be a boolean, got ${JSON.stringify(options.prepare)}`);
+  for (const flag of ['prepare', 'lookupFirst'] as const) {
+    if (options[flag] !== undefined && typeof options[flag] !== 'boolean') {
+      throw new IdempotencyOptionsInvalidError(`${flag} must be a boolean, got ${JSON.stringify(options[flag])}`);
+    }
   }
   const waitMs = parseDuration(options.waitTimeout ?? DEFAULT_WAIT_TIMEOUT, 'waitTimeout');
   if (waitMs > MAX_WAIT_MS) {

@@ -3,6 +3,7 @@ import { queryRows, type SqlRunner } from '../driver/database.js';
 import { DIVISION_BY_ZERO, sqlState } from '../driver/pg-error.js';
 import { keysTable } from '../schema/keys-table.js';
 import { IdempotencyClaimLostError } from '../shared/errors.js';
+import { statementFailure } from './failure.js';
 import type { ResolvedOptions } from './options.js';
 import { deserializeResult } from './result.js';
 
@@ -34,7 +35,7 @@ export async function storeResult<T>(db: SqlRunner, o: ResolvedOptions, json: st
     );
   } catch (error) {
     if (failInSql && sqlState(error) === DIVISION_BY_ZERO) rows = [];
-    else throw error;
+    else throw statementFailure(error, o, false);
   }
   if (!rows[0]) {
     throw new IdempotencyClaimLostError(

@@ -5,7 +5,7 @@ import { IdempotencyInFlightError, IdempotencyKeyReusedError } from '../shared/e
 import type { ResolvedOptions } from './options.js';
 import { deserializeResult } from './result.js';
 import { reclaimable, restoreLockTimeout } from './claim.js';
-import { explainFailure } from './failure.js';
+import { explainFailure, statementFailure } from './failure.js';
 
 /** A call's result and whether it came from the store rather than from `fn`. */
 export interface IdempotentOutcome<T> {
@@ -28,14 +28,16 @@ export interface KeyRow {
  * returns one row, empty when the key is gone.
  */
 export async function readKey(db: SqlRunner, o: ResolvedOptions): Promise<KeyRow> {
-  const [row] = await queryRows<KeyRow>(
+  const rows = await queryRows<KeyRow>(
     db,
     sql`select k.status, k.fingerprint, k.response, ${reclaimable(sql`k`)} as reclaimable, ${restoreLockTimeout}
         from (select 1) as one
         left join ${keysTable(o.schema)} as k on k.scope = ${o.scope} and k.key = ${o.key}`,
     o.prepare,
-  );
-  return row!;
+  ).catch((error: unknown) => {
+    throw statementFailure(error, o, false);
+  });
+  return rows[0]!;
 }
 
 /**
@@ -52,7 +54,7 @@ export async function lookupStored<T>(db: SqlRunner, o: ResolvedOptions): Promis
       o.prepare,
     );
   } catch (error) {
-    throw explainFailure(error, { phase: 'claim' }, 'own');
+    throw explainFailure(statementFailure(error, o, false), { phase: 'claim' }, 'own');
   }
   return row ? replayOf<T>(row, o) : undefined;
 }
@@ -63,7 +65,11 @@ export function replayOf<T>(row: KeyRow, o: ResolvedOptions): IdempotentOutcome<
     throw new IdempotencyKeyReusedError(`idempotency key ${JSON.stringify(o.key)} was already used for a different request`);
   }
   if (row.status !== 'completed') {
-    throw new IdempotencyInFlightError(`idempotency key ${JSON.stringify(o.key)} is held by work in progress (lease)`);
+    // Leased work, or an unfinished claim that committed (a call not awaited):
+    // the latter stays until the sweep removes it after its TTL.
+    throw new IdempotencyInFlightError(
+      `idempotency key ${JSON.stringify(o.key)} is started and not completed: work in progress, or an unfinished claim that committed (removed by the sweep once its TTL has passed)`,
+    );
   }
   return { value: deserializeResult<T>(row.response), replayed: true };
 }

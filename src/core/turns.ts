@@ -67,11 +67,15 @@ interface RunningCall {
   id: string;
   /** The connection its transaction is on. */
   connection: object;
+  /** The transaction `fn` got: the innermost savepoint open on that connection. */
+  tx: object;
   /** Turns for the calls made inside `fn` on the same connection. */
   inner: Turns;
 }
 
 const running = new AsyncLocalStorage<readonly RunningCall[]>();
+// Single-connection databases whose own transaction is open around the running code.
+const busyConnections = new AsyncLocalStorage<readonly object[]>();
 
 /** One string per key: two calls with equal ids are calls for the same key. */
 export const keyId = (o: ResolvedOptions) => JSON.stringify([o.schema ?? null, o.scope, o.key]);
@@ -100,6 +104,23 @@ export function refuseReentrantCall(o: ResolvedOptions): void {
   }
 }
 
+/**
+ * Runs `body`, which opens a transaction on a database of one connection
+ * (a lone pg.Client, PGlite), in its turn on that connection. A call made on
+ * that database inside `fn` would need a second connection: it is refused
+ * with `IDEMPOTENCY_REENTRANT_CALL` (PGlite would wait for itself forever, a
+ * pg.Client would mix the two transactions).
+ */
+export function onSingleConnection<R>(connection: object, o: ResolvedOptions, body: () => Promise<R>): Promise<R> {
+  const inside = busyConnections.getStore()?.includes(connection) || running.getStore()?.some((call) => call.connection === connection);
+  if (inside) {
+    throw new IdempotencyReentrantCallError(
+      `idempotency key ${JSON.stringify(o.key)}: this database has one connection, and a transaction is already open on it around this call; pass the transaction fn was given instead of the database`,
+    );
+  }
+  return inTransactionTurn(connection, () => busyConnections.run([...(busyConnections.getStore() ?? []), connection], body));
+}
+
 const connectionTurns = new WeakMap<object, Turns>();
 
 /**
@@ -119,11 +140,28 @@ export async function inTransactionTurn<R>(connection: object, body: () => Promi
   }
 }
 
-/** Runs `fn` known as the running call for `o`'s key on `connection`. */
-export function asRunningCall<R>(o: ResolvedOptions, connection: object, fn: () => Promise<R>): Promise<R> {
-  const call: RunningCall = { id: keyId(o), connection, inner: createTurns() };
-  return running.run([...(running.getStore() ?? []), call], fn);
+/** Runs `fn(tx)` known as the running call for `o`'s key on the connection of `tx`. */
+export function asRunningCall<T extends object, R>(o: ResolvedOptions, tx: T, fn: (tx: T) => Promise<R>): Promise<R> {
+  const call: RunningCall = { id: keyId(o), connection: connectionOf(tx), tx, inner: createTurns() };
+  return running.run([...(running.getStore() ?? []), call], () => fn(tx));
 }
+
+/**
+ * The transaction to open this call's savepoint on: `tx`, or, when a call
+ * around this one runs on the same connection in a deeper savepoint, that
+ * savepoint. drizzle names a savepoint by the depth of the object it is made
+ * on, so a savepoint made on an outer `tx` inside `fn` would reuse the name of
+ * the one `fn` runs in, and rolling it back would then roll back too little.
+ */
+export function innermostTransaction<T extends object>(tx: T): T {
+  const connection = connectionOf(tx);
+  const around = running.getStore()?.findLast((call) => call.connection === connection);
+  if (!around || around.tx === tx) return tx;
+  return depthOf(around.tx) > depthOf(tx) ? (around.tx as T) : tx;
+}
+
+// drizzle's PgTransaction keeps its savepoint depth in `nestedIndex`.
+const depthOf = (tx: object) => (tx as { nestedIndex?: unknown }).nestedIndex as number | undefined ?? 0;
 
 const keyTurns = new WeakMap<object, Map<string, Turns>>();
 let waitingForKeys = 0;

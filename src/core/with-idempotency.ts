@@ -1,13 +1,29 @@
-import { isTransaction, type IdempotencyDatabase, type SqlRunner, type TransactionOf } from '../driver/database.js';
-import { checkoutPoolOf, inPoolTransaction, type Pipeline, type PoolSource } from '../driver/pool-transaction.js';
-import { IdempotencyDeadlockError, IdempotencyInFlightError, IdempotencySerializationError } from '../shared/errors.js';
+import { isTransaction, singleConnectionOf, type IdempotencyDatabase, type SqlRunner, type TransactionOf } from '../driver/database.js';
+import { whileListening } from '../driver/client-errors.js';
+import { checkoutPoolOf, inPoolTransaction, listenForIdleErrors, type Pipeline, type PoolSource } from '../driver/pool-transaction.js';
+import { sqlState } from '../driver/pg-error.js';
+import {
+  IdempotencyDeadlockError,
+  IdempotencyError,
+  IdempotencyInFlightError,
+  IdempotencyOptionsInvalidError,
+  IdempotencySerializationError,
+} from '../shared/errors.js';
 import { claimKey, reclaimKey } from './claim.js';
 import { explainFailure, type Progress } from './failure.js';
 import { resolveOptions, type IdempotencyOptions, type ResolvedOptions } from './options.js';
 import { serializeResult } from './result.js';
 import { lookupStored, readKey, replayOf, type IdempotentOutcome, type KeyRow } from './stored-key.js';
 import { storeResult } from './store.js';
-import { asRunningCall, connectionOf, inKeyTurn, inTransactionTurn, refuseReentrantCall } from './turns.js';
+import {
+  asRunningCall,
+  connectionOf,
+  inKeyTurn,
+  inTransactionTurn,
+  innermostTransaction,
+  onSingleConnection,
+  refuseReentrantCall,
+} from './turns.js';
 
 type Fn<T> = (tx: IdempotencyDatabase) => Promise<T>;
 
@@ -51,17 +67,21 @@ export async function withIdempotencyOutcome<TDb extends IdempotencyDatabase, T>
   options?: IdempotencyOptions,
 ): Promise<IdempotentOutcome<T>> {
   const o = resolveOptions(key, options);
+  assertCallable(db, fn);
   refuseReentrantCall(o);
   if (isTransaction(db)) return inCallersTransaction(db, o, fn as Fn<T>);
   const pool = checkoutPoolOf(db);
-  return inKeyTurn(connectionOf(db), o, async (waitedForDuplicate, remainingMs) => {
-    // A duplicate of this process ran first: most likely it completed.
-    if (o.lookupFirst || waitedForDuplicate) {
-      const hit = await lookupStored<T>(db, o);
-      if (hit) return hit;
-    }
-    return inOwnTransaction(db, pool, waitedForDuplicate ? { ...o, lockTimeoutMs: remainingMs } : o, fn as Fn<T>);
-  });
+  const run = () =>
+    inKeyTurn(connectionOf(db), o, async (waitedForDuplicate, remainingMs) => {
+      // A duplicate of this process ran first: most likely it completed.
+      if (o.lookupFirst || waitedForDuplicate) {
+        const hit = await lookupStored<T>(db, o);
+        if (hit) return hit;
+      }
+      return inOwnTransaction(db, pool, waitedForDuplicate ? { ...o, lockTimeoutMs: remainingMs } : o, fn as Fn<T>);
+    });
+  const single = singleConnectionOf(db);
+  return single ? onSingleConnection(single, o, run) : run();
 }
 
 /**
@@ -78,9 +98,17 @@ export async function lookupReplay<T = unknown>(
   options?: Pick<IdempotencyOptions, 'scope' | 'fingerprint' | 'schema' | 'prepare'>,
 ): Promise<IdempotentOutcome<T> | undefined> {
   const o = resolveOptions(key, options);
-  // Also listens for errors on a node-postgres pool, as every entry point does.
-  if (!isTransaction(db)) checkoutPoolOf(db);
+  listenForIdleErrors(db);
   return lookupStored<T>(db, o);
+}
+
+/** Checks the two arguments the type system checks for TypeScript callers only. */
+function assertCallable(db: unknown, fn: unknown): void {
+  const methods = db as Partial<IdempotencyDatabase> | null;
+  if (typeof methods?.execute !== 'function' || typeof methods.transaction !== 'function') {
+    throw new IdempotencyOptionsInvalidError('db must be a Drizzle PostgreSQL database or transaction');
+  }
+  if (typeof fn !== 'function') throw new IdempotencyOptionsInvalidError('fn must be a function that takes the transaction');
 }
 
 /** In the caller's transaction: one savepoint, in this call's turn on that transaction. */
@@ -91,7 +119,7 @@ async function inCallersTransaction<T>(tx: IdempotencyDatabase, o: ResolvedOptio
     try {
       // `transaction()` on a transaction is a savepoint: if fn throws, the
       // claim and fn's writes roll back even when the caller catches and commits.
-      return await tx.transaction((sp) => claimRunStore(sp, o, fn, progress));
+      return await whileListening(connection, () => innermostTransaction(tx).transaction((sp) => claimRunStore(sp, o, fn, progress)));
     } catch (error) {
       throw explainFailure(error, progress, 'caller');
     }
@@ -144,7 +172,12 @@ async function claimRunStoreOnPool<T>(p: Pipeline, o: ResolvedOptions, fn: Fn<T>
   // COMMIT rolls back. (node-postgres refuses to send a query only for a
   // malformed config, which the store's is not.)
   const [stored, committed] = await Promise.allSettled(p.together(() => [storeResult<T>(p.runner, o, json, true), p.commit()] as const));
-  if (stored.status === 'rejected') throw stored.reason;
+  if (stored.status === 'rejected') {
+    // No answer from the server (a client-side timeout, a dead socket): the
+    // COMMIT queued behind the store may still have run.
+    if (sqlState(stored.reason) === undefined && !(stored.reason instanceof IdempotencyError)) progress.phase = 'stored';
+    throw stored.reason;
+  }
   progress.phase = 'stored';
   if (committed.status === 'rejected') throw committed.reason;
   return { value: stored.value, replayed: false };
@@ -153,7 +186,7 @@ async function claimRunStoreOnPool<T>(p: Pipeline, o: ResolvedOptions, fn: Fn<T>
 /** Runs `fn` as the running call for this key, and serialises its result. */
 async function runFn<T>(tx: IdempotencyDatabase, o: ResolvedOptions, fn: Fn<T>, progress: Progress): Promise<string> {
   progress.phase = 'fn';
-  const value = await asRunningCall(o, connectionOf(tx), () => fn(tx));
+  const value = await asRunningCall(o, tx, fn);
   progress.phase = 'store';
   return serializeResult(value, o.maxResultBytes);
 }

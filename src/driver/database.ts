@@ -1,4 +1,4 @@
-import { is, type SQL, type SQLWrapper } from 'drizzle-orm';
+import { entityKind, is, type SQL, type SQLWrapper } from 'drizzle-orm';
 import { PgTransaction, type PgTransactionConfig } from 'drizzle-orm/pg-core';
 import { executeNamed } from './named-statement.js';
 import { redact } from './redacted-error.js';
@@ -15,6 +15,22 @@ export interface IdempotencyDatabase {
 
 /** The transaction type a database hands to `transaction()` callbacks. */
 export type TransactionOf<TDb extends IdempotencyDatabase> = Parameters<Parameters<TDb['transaction']>[0]>[0];
+
+/**
+ * The one connection `db` runs every transaction on, when it is a database
+ * over a single connection (drizzle over a lone node-postgres `Client`, or
+ * PGlite); undefined for pools and everything else.
+ */
+export function singleConnectionOf(db: IdempotencyDatabase): object | undefined {
+  const session = (db as { session?: { client?: unknown; constructor: unknown } }).session;
+  const kind = (session?.constructor as { [entityKind]?: string } | undefined)?.[entityKind];
+  const client = session?.client;
+  if (typeof client !== 'object' || client === null) return undefined;
+  if (kind === 'PgliteSession') return client;
+  // A node-postgres Pool has `options` and `totalCount`; a lone Client has neither.
+  if (kind === 'NodePgSession' && !('totalCount' in client)) return client;
+  return undefined;
+}
 
 /** Whether `db` is already a transaction (then we nest a savepoint in it). */
 export function isTransaction(db: IdempotencyDatabase): boolean {

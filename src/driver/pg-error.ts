@@ -24,3 +24,4 @@ export const DIVISION_BY_ZERO = '22012';
 export const DEADLOCK_DETECTED = '40P01';
 export const QUERY_CANCELED = '57014';
 export const IN_FAILED_SQL_TRANSACTION = '25P02';
+export const READ_ONLY_SQL_TRANSACTION = '25006';

@@ -194,3 +194,15 @@ export function inTransaction<R>(
     return fn(p.tx);
   });
 }
+
+/**
+ * On a node-postgres pool: from now on, an idle connection the server ends is
+ * dropped by the pool without taking the process down (see `checkoutPoolOf`).
+ * Every entry point of the library calls it; a no-op for anything else.
+ *
+ * @example
+ * listenForIdleErrors(db); // then sweep, migrate, …
+ */
+export function listenForIdleErrors(db: IdempotencyDatabase): void {
+  checkoutPoolOf(db);
+}

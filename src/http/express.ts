@@ -2,7 +2,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { lookupReplay, withIdempotencyOutcome } from '../core/with-idempotency.js';
 import { isConnectionLost } from '../driver/connection-loss.js';
 import { isTransaction, type IdempotencyDatabase, type TransactionOf } from '../driver/database.js';
-import { checkoutPoolOf, inTransaction } from '../driver/pool-transaction.js';
+import { inTransaction, listenForIdleErrors } from '../driver/pool-transaction.js';
 import {
   IdempotencyConnectionLostError,
   IdempotencyError,
@@ -60,8 +60,7 @@ export function idempotent<TDb extends IdempotencyDatabase>(
     throw new IdempotencyOptionsInvalidError('idempotent() needs a database, not a transaction: it opens the transaction itself');
   }
   const o = resolveRouteOptions(options);
-  // On a node-postgres pool: listen for its errors from now on (see checkoutPoolOf).
-  checkoutPoolOf(db);
+  listenForIdleErrors(db);
   const route = new Route(db, handler as IdempotentHandler<IdempotencyDatabase>, o);
   return (req: Request, res: Response, next: NextFunction) => route.serve(req, res).catch(next);
 }

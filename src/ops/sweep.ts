@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { isTransaction, queryRows, type IdempotencyDatabase } from '../driver/database.js';
+import { listenForIdleErrors } from '../driver/pool-transaction.js';
 import { assertValidSchemaName, keysTable } from '../schema/keys-table.js';
 import { parseDuration, type Duration } from '../shared/duration.js';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
@@ -102,7 +103,9 @@ export async function sweepExpiredKeys(db: IdempotencyDatabase, options?: SweepO
       'sweepExpiredKeys needs a database, not a transaction: each batch has to commit on its own to release its locks',
     );
   }
-  return runSweep(db, resolveSweepOptions(options));
+  const o = resolveSweepOptions(options);
+  listenForIdleErrors(db);
+  return runSweep(db, o);
 }
 
 /** The sweep loop, on options already checked (the sweeper checks them when it starts). */

@@ -1,4 +1,5 @@
 import { isTransaction, type IdempotencyDatabase } from '../driver/database.js';
+import { listenForIdleErrors } from '../driver/pool-transaction.js';
 import { parseDuration, type Duration } from '../shared/duration.js';
 import { errorMessage } from '../driver/error-message.js';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
@@ -52,6 +53,7 @@ export function startSweeper(db: IdempotencyDatabase, options: SweeperOptions): 
   }
   const abort = new AbortController();
   const resolved = resolveSweepOptions({ ...sweepOptions, signal: abort.signal });
+  listenForIdleErrors(db);
 
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sql } from 'drizzle-orm';
 import { queryRows, type IdempotencyDatabase } from '../driver/database.js';
+import { listenForIdleErrors } from '../driver/pool-transaction.js';
 import { assertValidSchemaName } from './keys-table.js';
 import { IdempotencyMigrationConflictError, IdempotencySerializationError } from '../shared/errors.js';
 import { DUPLICATE_TABLE, SERIALIZATION_FAILURE, sqlState } from '../driver/pg-error.js';
@@ -106,6 +107,7 @@ async function claim(tx: IdempotencyDatabase, m: Migration): Promise<boolean> {
 export async function migrate(db: IdempotencyDatabase, options: MigrateOptions = {}): Promise<MigrateResult> {
   const { schema } = options;
   if (schema !== undefined) assertValidSchemaName(schema);
+  listenForIdleErrors(db);
   const migrations = await readMigrations();
   return db.transaction(async (tx: IdempotencyDatabase) => {
     await tx.execute(sql`select pg_advisory_xact_lock(${MIGRATION_LOCK})`);

@@ -88,9 +88,25 @@ describe('invalid options', () => {
     ['a schema that is not an identifier', { schema: 'public; drop table x' }],
     ['a tiny maxResultBytes', { maxResultBytes: 1 }],
     ['negative serializationRetries', { serializationRetries: -1 }],
+    ['options that are null', null as unknown as IdempotencyOptions],
+    ['lookupFirst that is not a boolean', { lookupFirst: 'yes' as unknown as boolean }],
+    ['a read-only transaction (the key has to be written)', { transaction: { accessMode: 'read only' } }],
+    ['a schema without the table', { schema: 'no_such_schema' }],
   ])('rejects %s as IDEMPOTENCY_OPTIONS_INVALID', async (_name, options) => {
     const error = await rejectsWithoutChange('options-invalid', async () => 1, options);
     expect(error).toBeInstanceOf(IdempotencyOptionsInvalidError);
+    expect(error).toMatchObject({ code: 'IDEMPOTENCY_OPTIONS_INVALID' });
+  });
+
+  it('rejects an fn that is not a function, and a db that is not a database, before any query', async () => {
+    const before = await keyRows(t.pool);
+    await expect(withIdempotency(t.db, 'not-fn', 'charge' as never)).rejects.toMatchObject({ code: 'IDEMPOTENCY_OPTIONS_INVALID' });
+    await expect(withIdempotency({} as never, 'not-db', async () => 1)).rejects.toMatchObject({ code: 'IDEMPOTENCY_OPTIONS_INVALID' });
+    expect(await keyRows(t.pool)).toEqual(before);
+  });
+
+  it("rejects a read-only caller's transaction as IDEMPOTENCY_OPTIONS_INVALID", async () => {
+    const error = await t.db.transaction((tx) => withIdempotency(tx, 'read-only', async () => 1), { accessMode: 'read only' }).catch((e: unknown) => e);
     expect(error).toMatchObject({ code: 'IDEMPOTENCY_OPTIONS_INVALID' });
   });
 

@@ -154,3 +154,51 @@ describe('a reject claim on a dead key that a sweep batch holds', () => {
     await held.done;
   });
 });
+
+describe('a serialization failure while storing the result', () => {
+  // SERIALIZABLE fails overlapping transactions where it must; a trigger that
+  // raises 40001 on the first store makes the moment deterministic (a
+  // sequence, because the failed transaction rolls back any table write).
+  async function failFirstStore() {
+    await t.pool.query(`
+      drop sequence if exists store_attempts;
+      create sequence store_attempts;
+      create or replace function fail_first_store() returns trigger language plpgsql as $$
+      begin
+        if new.status = 'completed' and nextval('store_attempts') = 1 then
+          raise exception 'could not serialize access' using errcode = '40001';
+        end if;
+        return new;
+      end $$;
+      drop trigger if exists fail_first_store on idempotency_keys;
+      create trigger fail_first_store before update on idempotency_keys for each row execute function fail_first_store();`);
+  }
+  const dropTrigger = () => t.pool.query(`drop trigger if exists fail_first_store on idempotency_keys`);
+
+  it('is retried in the transaction the library opened: fn runs again, once committed', async () => {
+    await failFirstStore();
+    try {
+      let calls = 0;
+      const outcome = await withIdempotencyOutcome(t.db, 'store-40001', async (tx) => {
+        calls++;
+        return insertCharge(tx, 'store-40001', 1);
+      });
+      expect(outcome.replayed).toBe(false);
+      expect(calls).toBe(2);
+      expect(await count(t.pool, 'charges', `ref = 'store-40001'`)).toBe(1);
+    } finally {
+      await dropTrigger();
+    }
+  });
+
+  it("is IDEMPOTENCY_SERIALIZATION_FAILURE, retryable, in the caller's transaction", async () => {
+    await failFirstStore();
+    try {
+      const error = await t.db.transaction((tx) => withIdempotency(tx, 'store-40001-caller', async () => 1)).catch((e: unknown) => e);
+      expect(codeOf(error)).toBe('IDEMPOTENCY_SERIALIZATION_FAILURE');
+      expect((error as IdempotencyError).retryable).toBe(true);
+    } finally {
+      await dropTrigger();
+    }
+  });
+});

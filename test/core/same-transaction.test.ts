@@ -164,3 +164,49 @@ describe('storing a result', () => {
     expect((await keyRows(t.pool)).filter((r) => r.key === 'swapped')).toEqual([]);
   });
 });
+
+describe('a call on an outer transaction from inside fn', () => {
+  it('keeps nothing of a call whose fn throws after a call it made on the caller\'s transaction failed', async () => {
+    // drizzle names savepoints by the depth of the transaction object they are
+    // made on: a call on the caller's `tx` inside fn must not reuse fn's name.
+    await t.db
+      .transaction(async (tx) => {
+        await withIdempotency(tx, 'sp-outer', async (sp) => {
+          await insertCharge(sp, 'sp-outer', 1);
+          await withIdempotency(tx, 'sp-inner', async () => {
+            throw new Error('inner declined');
+          }).catch(() => {});
+          await insertCharge(sp, 'sp-outer', 2);
+          throw new Error('outer declined');
+        }).catch(() => {});
+      });
+    expect(await count(t.pool, 'charges', 'ref = $1', ['sp-outer'])).toBe(0);
+    expect(await count(t.pool, 'idempotency_keys', `key in ('sp-outer', 'sp-inner')`)).toBe(0);
+  });
+
+  it('keeps a successful inner call on the caller\'s transaction with the outer one', async () => {
+    await t.db.transaction((tx) =>
+      withIdempotency(tx, 'sp-outer-ok', async (sp) => {
+        await withIdempotency(tx, 'sp-inner-ok', (t2) => insertCharge(t2, 'sp-inner-ok', 1));
+        return insertCharge(sp, 'sp-outer-ok', 1);
+      }),
+    );
+    expect(await count(t.pool, 'idempotency_keys', `key in ('sp-outer-ok', 'sp-inner-ok') and status = 'completed'`)).toBe(2);
+  });
+
+  it('keeps nothing of a call in the library\'s own transaction whose fn throws after two levels of calls on its tx', async () => {
+    await withIdempotency(t.db, 'own-outer', async (tx) => {
+      await withIdempotency(tx, 'own-mid', async (mid) => {
+        await insertCharge(mid, 'own-mid', 1);
+        await withIdempotency(tx, 'own-inner', async () => {
+          throw new Error('inner declined');
+        }).catch(() => {});
+        throw new Error('mid declined');
+      }).catch(() => {});
+      return insertCharge(tx, 'own-outer', 1);
+    });
+    expect(await count(t.pool, 'charges', 'ref = $1', ['own-mid'])).toBe(0);
+    expect(await count(t.pool, 'idempotency_keys', `key = 'own-mid'`)).toBe(0);
+    expect(await count(t.pool, 'idempotency_keys', `key = 'own-outer' and status = 'completed'`)).toBe(1);
+  });
+});

@@ -57,3 +57,13 @@ describe('withIdempotency on drizzle-orm/pglite', () => {
     expect(await charges('p4')).toBe(2);
   });
 });
+
+describe('PGlite has one connection', () => {
+  it('refuses a call on the database inside fn with a typed error instead of waiting for itself forever', async () => {
+    const error = await withIdempotency(db, 'pg-outer', async () => withIdempotency(db, 'pg-inner', charge('pg-inner'), { waitTimeout: '1s' }), {
+      waitTimeout: '1s',
+    }).catch((e: unknown) => e);
+    expect((error as { code?: string }).code).toBe('IDEMPOTENCY_REENTRANT_CALL');
+    expect(await charges('pg-inner')).toBe(0);
+  });
+});

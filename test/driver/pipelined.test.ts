@@ -239,3 +239,25 @@ describe('prepare: true', () => {
     expect(await count(t.pool, 'idempotency_keys', `key = 'prepare-bad'`)).toBe(0);
   });
 });
+
+describe("a store that node-postgres' query_timeout gives up on", () => {
+  it.each([false, true])('is IDEMPOTENCY_COMMIT_FAILED (COMMIT was queued behind it; pipeline: %s), and the retry converges to one effect', async (pipeline) => {
+    await t.pool.query(`
+      create or replace function slow_store() returns trigger language plpgsql as $$
+      begin if new.status = 'completed' and new.key like 'timed-out-%' then perform pg_sleep(0.5); end if; return new; end $$;
+      drop trigger if exists slow_store on idempotency_keys;
+      create trigger slow_store before update on idempotency_keys for each row execute function slow_store();`);
+    const key = `timed-out-${pipeline}`;
+    const impatient = drizzle(t.newPool(2, { query_timeout: 200, pipeline }));
+    try {
+      const error = await withIdempotencyOutcome(impatient, key, (tx) => insertCharge(tx, key, 1)).catch((e: unknown) => e);
+      expect((error as { code?: string }).code).toBe('IDEMPOTENCY_COMMIT_FAILED');
+      expect((error as { retryable?: boolean }).retryable).toBe(true);
+    } finally {
+      await t.pool.query(`drop trigger slow_store on idempotency_keys`);
+    }
+    await sleep(600); // whatever the server was still doing has ended
+    await withIdempotencyOutcome(t.db, key, (tx) => insertCharge(tx, key, 1));
+    expect(await count(t.pool, 'charges', 'ref = $1', [key])).toBe(1);
+  });
+});

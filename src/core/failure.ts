@@ -69,6 +69,11 @@ export function explainFailure(error: unknown, progress: Progress, transaction: 
  */
 export function statementFailure(error: unknown, o: ResolvedOptions, waiting: boolean): unknown {
   const key = JSON.stringify(o.key);
+  if (waiting && isClientTimeout(error)) {
+    return new IdempotencyInFlightError(`idempotency key ${key}: the driver's query timeout ended the wait for the transaction holding it`, {
+      cause: error,
+    });
+  }
   switch (sqlState(error)) {
     case LOCK_NOT_AVAILABLE:
       if (!waiting) return error;
@@ -106,3 +111,6 @@ export function statementFailure(error: unknown, o: ResolvedOptions, waiting: bo
       return error;
   }
 }
+
+// node-postgres' own `query_timeout` gives up on a statement without a code.
+const isClientTimeout = (error: unknown) => error instanceof Error && sqlState(error) === undefined && /Query read timeout/.test(error.message);

@@ -67,15 +67,34 @@ interface RunningCall {
   id: string;
   /** The connection its transaction is on. */
   connection: object;
-  /** The transaction `fn` got: the innermost savepoint open on that connection. */
-  tx: object;
   /** Turns for the calls made inside `fn` on the same connection. */
   inner: Turns;
+  /** Set once `fn` has settled: timers and listeners `fn` left behind still
+   * carry this entry, and must not be taken for code running inside it. */
+  done: boolean;
+}
+
+/** An entry for a single-connection database whose own transaction is open. */
+interface BusyConnection {
+  connection: object;
+  done: boolean;
 }
 
 const running = new AsyncLocalStorage<readonly RunningCall[]>();
 // Single-connection databases whose own transaction is open around the running code.
-const busyConnections = new AsyncLocalStorage<readonly object[]>();
+const busyConnections = new AsyncLocalStorage<readonly BusyConnection[]>();
+
+/** The calls whose `fn` runs around the current code, outermost first. */
+const callsAround = (): RunningCall[] => running.getStore()?.filter((call) => !call.done) ?? [];
+
+/** Runs `body` with `entry` pushed on `storage`'s list, marking it done when `body` settles. */
+async function within<E extends { done: boolean }, R>(storage: AsyncLocalStorage<readonly E[]>, entry: E, body: () => Promise<R>): Promise<R> {
+  try {
+    return await storage.run([...(storage.getStore() ?? []), entry], body);
+  } finally {
+    entry.done = true;
+  }
+}
 
 /** One string per key: two calls with equal ids are calls for the same key. */
 export const keyId = (o: ResolvedOptions) => JSON.stringify([o.schema ?? null, o.scope, o.key]);
@@ -97,7 +116,7 @@ export function connectionOf(db: object): object {
  */
 export function refuseReentrantCall(o: ResolvedOptions): void {
   const id = keyId(o);
-  if (running.getStore()?.some((call) => call.id === id)) {
+  if (callsAround().some((call) => call.id === id)) {
     throw new IdempotencyReentrantCallError(
       `idempotency key ${JSON.stringify(o.key)} is already being run by a call around this one; a key cannot be used inside its own fn`,
     );
@@ -112,13 +131,15 @@ export function refuseReentrantCall(o: ResolvedOptions): void {
  * pg.Client would mix the two transactions).
  */
 export function onSingleConnection<R>(connection: object, o: ResolvedOptions, body: () => Promise<R>): Promise<R> {
-  const inside = busyConnections.getStore()?.includes(connection) || running.getStore()?.some((call) => call.connection === connection);
+  const inside =
+    busyConnections.getStore()?.some((busy) => busy.connection === connection && !busy.done) ||
+    callsAround().some((call) => call.connection === connection);
   if (inside) {
     throw new IdempotencyReentrantCallError(
       `idempotency key ${JSON.stringify(o.key)}: this database has one connection, and a transaction is already open on it around this call; pass the transaction fn was given instead of the database`,
     );
   }
-  return inTransactionTurn(connection, () => busyConnections.run([...(busyConnections.getStore() ?? []), connection], body));
+  return inTransactionTurn(connection, () => within(busyConnections, { connection, done: false }, body));
 }
 
 const connectionTurns = new WeakMap<object, Turns>();
@@ -129,7 +150,7 @@ const connectionTurns = new WeakMap<object, Turns>();
  * made this one.
  */
 export async function inTransactionTurn<R>(connection: object, body: () => Promise<R>): Promise<R> {
-  const around = running.getStore()?.findLast((call) => call.connection === connection);
+  const around = callsAround().findLast((call) => call.connection === connection);
   let turns = around?.inner ?? connectionTurns.get(connection);
   if (!turns) connectionTurns.set(connection, (turns = createTurns()));
   const release = await turns.take();
@@ -142,26 +163,8 @@ export async function inTransactionTurn<R>(connection: object, body: () => Promi
 
 /** Runs `fn(tx)` known as the running call for `o`'s key on the connection of `tx`. */
 export function asRunningCall<T extends object, R>(o: ResolvedOptions, tx: T, fn: (tx: T) => Promise<R>): Promise<R> {
-  const call: RunningCall = { id: keyId(o), connection: connectionOf(tx), tx, inner: createTurns() };
-  return running.run([...(running.getStore() ?? []), call], () => fn(tx));
+  return within(running, { id: keyId(o), connection: connectionOf(tx), inner: createTurns(), done: false }, () => fn(tx));
 }
-
-/**
- * The transaction to open this call's savepoint on: `tx`, or, when a call
- * around this one runs on the same connection in a deeper savepoint, that
- * savepoint. drizzle names a savepoint by the depth of the object it is made
- * on, so a savepoint made on an outer `tx` inside `fn` would reuse the name of
- * the one `fn` runs in, and rolling it back would then roll back too little.
- */
-export function innermostTransaction<T extends object>(tx: T): T {
-  const connection = connectionOf(tx);
-  const around = running.getStore()?.findLast((call) => call.connection === connection);
-  if (!around || around.tx === tx) return tx;
-  return depthOf(around.tx) > depthOf(tx) ? (around.tx as T) : tx;
-}
-
-// drizzle's PgTransaction keeps its savepoint depth in `nestedIndex`.
-const depthOf = (tx: object) => (tx as { nestedIndex?: unknown }).nestedIndex as number | undefined ?? 0;
 
 const keyTurns = new WeakMap<object, Map<string, Turns>>();
 let waitingForKeys = 0;

@@ -1,5 +1,6 @@
 import { isTransaction, singleConnectionOf, type IdempotencyDatabase, type SqlRunner, type TransactionOf } from '../driver/database.js';
 import { whileListening } from '../driver/client-errors.js';
+import { inSavepoint } from '../driver/savepoint.js';
 import { checkoutPoolOf, inPoolTransaction, listenForIdleErrors, type Pipeline, type PoolSource } from '../driver/pool-transaction.js';
 import { sqlState } from '../driver/pg-error.js';
 import {
@@ -20,7 +21,6 @@ import {
   connectionOf,
   inKeyTurn,
   inTransactionTurn,
-  innermostTransaction,
   onSingleConnection,
   refuseReentrantCall,
 } from './turns.js';
@@ -81,7 +81,8 @@ export async function withIdempotencyOutcome<TDb extends IdempotencyDatabase, T>
       return inOwnTransaction(db, pool, waitedForDuplicate ? { ...o, lockTimeoutMs: remainingMs } : o, fn as Fn<T>);
     });
   const single = singleConnectionOf(db);
-  return single ? onSingleConnection(single, o, run) : run();
+  // A lone client (or one checked out of a pool) has nobody listening for its errors: we do while we use it.
+  return single ? onSingleConnection(single, o, () => whileListening(single, run)) : run();
 }
 
 /**
@@ -117,9 +118,9 @@ async function inCallersTransaction<T>(tx: IdempotencyDatabase, o: ResolvedOptio
   return inTransactionTurn(connection, async () => {
     const progress: Progress = { phase: 'claim' };
     try {
-      // `transaction()` on a transaction is a savepoint: if fn throws, the
-      // claim and fn's writes roll back even when the caller catches and commits.
-      return await whileListening(connection, () => innermostTransaction(tx).transaction((sp) => claimRunStore(sp, o, fn, progress)));
+      // A savepoint: if fn throws, the claim and fn's writes roll back even
+      // when the caller catches and commits.
+      return await whileListening(connection, () => inSavepoint(tx, () => claimRunStore(tx, o, fn, progress)));
     } catch (error) {
       throw explainFailure(error, progress, 'caller');
     }

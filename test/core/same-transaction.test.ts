@@ -7,7 +7,7 @@ import {
   withIdempotencyOutcome,
 } from '../../src/index.js';
 import { testDatabase } from '../support/db.js';
-import { count, createBusinessTables, insertCharge, keyRows, sleep } from '../support/fixtures.js';
+import { count, createBusinessTables, deferred, insertCharge, keyRows, sleep } from '../support/fixtures.js';
 
 // A batch consumer (SQS, Kafka) that handles a batch in one transaction sees a
 // redelivered message twice in the same batch: one key, one transaction.
@@ -208,5 +208,52 @@ describe('a call on an outer transaction from inside fn', () => {
     expect(await count(t.pool, 'charges', 'ref = $1', ['own-mid'])).toBe(0);
     expect(await count(t.pool, 'idempotency_keys', `key = 'own-mid'`)).toBe(0);
     expect(await count(t.pool, 'idempotency_keys', `key = 'own-outer' and status = 'completed'`)).toBe(1);
+  });
+});
+
+describe("savepoints fn opens itself", () => {
+  it('keep all or nothing when fn recovers from a failed savepoint on the transaction it closed over, then throws', async () => {
+    await t.db.transaction(async (tx) => {
+      await withIdempotency(tx, 'user-sp', async () => {
+        await insertCharge(tx, 'user-sp', 1);
+        await tx.transaction(async (sp) => {
+          await sp.execute(sql`select 1 / 0`);
+        }).catch(() => {});
+        throw new Error('declined');
+      }).catch(() => {});
+    });
+    expect(await count(t.pool, 'charges', `ref = 'user-sp'`)).toBe(0);
+    expect(await count(t.pool, 'idempotency_keys', `key = 'user-sp'`)).toBe(0);
+  });
+
+  it('keep all or nothing for a nested call whose fn closed over the outer fn\'s transaction', async () => {
+    await withIdempotency(t.db, 'closure-outer', async (t1) => {
+      await withIdempotency(t1, 'closure-inner', async () => {
+        await insertCharge(t1, 'closure-inner', 1);
+        await t1.transaction(async (sp) => {
+          await sp.execute(sql`select 1 / 0`);
+        }).catch(() => {});
+        throw new Error('declined');
+      }).catch(() => {});
+      return 'outer done';
+    });
+    expect(await count(t.pool, 'charges', `ref = 'closure-inner'`)).toBe(0);
+    expect(await count(t.pool, 'idempotency_keys', `key = 'closure-inner'`)).toBe(0);
+    expect(await count(t.pool, 'idempotency_keys', `key = 'closure-outer' and status = 'completed'`)).toBe(1);
+  });
+});
+
+describe('work that fn schedules to run later', () => {
+  it('is not taken for a call inside fn once that call has finished', async () => {
+    const later = deferred<unknown>();
+    await withIdempotency(t.db, 'scheduled-from-fn', async (tx) => {
+      setTimeout(() => {
+        withIdempotencyOutcome(t.db, 'scheduled-from-fn', async () => 'ran again').then(later.resolve, later.resolve);
+      }, 50);
+      return insertCharge(tx, 'scheduled-from-fn', 1);
+    });
+    const outcome = (await later.promise) as { replayed?: boolean; code?: string };
+    expect(outcome.code).toBeUndefined();
+    expect(outcome.replayed).toBe(true);
   });
 });

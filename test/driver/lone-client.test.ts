@@ -53,3 +53,21 @@ describe('a database on one pg.Client', () => {
     await db.execute(sql`select 1`);
   });
 });
+
+describe('a client checked out of a pool, given as the database', () => {
+  it('fails the call when its backend is terminated, and the process keeps running', async () => {
+    const pool = t.newPool(2);
+    const checkedOut = await pool.connect();
+    checkedOut.removeAllListeners('error'); // as pg-pool hands it over: nobody listens
+    const pid = (await checkedOut.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
+    const error = await withIdempotency(drizzle(checkedOut), 'checked-out', async (tx) => {
+      await insertCharge(tx, 'checked-out', 1);
+      await t.pool.query('select pg_terminate_backend($1)', [pid]);
+      await sleep(200);
+      return tx.execute(sql`select 1`);
+    }).catch((e: unknown) => e);
+    expect((error as IdempotencyError).code).toBe('IDEMPOTENCY_CONNECTION_LOST');
+    expect(await count(t.pool, 'charges', `ref = 'checked-out'`)).toBe(0);
+    checkedOut.release(true);
+  });
+});

@@ -8,6 +8,7 @@ export type { Fingerprint } from './core/fingerprint.js';
 export { canonicalJson, fingerprintOf } from './core/fingerprint.js';
 export { MAX_KEY_LENGTH } from './shared/key.js';
 export { DEFAULT_MAX_RESULT_BYTES } from './core/result.js';
+export type { Jsonified } from './core/result.js';
 export { idempotencyKeys, idempotencyKeysIn, IDEMPOTENCY_KEYS_TABLE } from './schema/table.js';
 export type { IdempotencyKeyStatus } from './schema/table.js';
 export { migrate, migrationsFolder } from './schema/migrate.js';

@@ -53,3 +53,45 @@ export function deserializeResult<T>(stored: unknown): T {
   const parsed = typeof stored === 'string' ? (JSON.parse(stored) as unknown) : stored;
   return (parsed as { value?: T } | null)?.value as T;
 }
+
+type AnyFunction = (...args: never[]) => unknown;
+/** Members JSON.stringify leaves out of an object (and writes as null in an array). */
+type Omitted = undefined | symbol | AnyFunction;
+
+/**
+ * What a value of type `T` becomes once stored as JSON and read back: what
+ * `withIdempotency` returns, on the first execution as on every replay. A
+ * `Date` (or anything with `toJSON`) becomes what `toJSON` returns, members
+ * that are `undefined` or functions disappear, `undefined` in an array becomes
+ * `null`. The compiler then catches `.getTime()` on a stored Date, which would
+ * otherwise fail only on a production retry.
+ *
+ * @example
+ * type Row = Jsonified<{ id: number; paidAt: Date; note?: string }>; // { id: number; paidAt: string; note?: string }
+ */
+export type Jsonified<T> = unknown extends T
+  ? T
+  : T extends { toJSON(...args: never[]): infer J }
+    ? Jsonified<J>
+    : T extends string | number | boolean | null | undefined
+      ? T
+      : T extends bigint | symbol | AnyFunction
+        ? never
+        : T extends readonly unknown[]
+          ? { [I in keyof T]: JsonifiedElement<T[I]> }
+          : T extends object
+            ? JsonifiedObject<T>
+            : never;
+
+// Distributes over a union: (string | undefined)[] becomes (string | null)[].
+type JsonifiedElement<E> = E extends Omitted ? null : Jsonified<E>;
+
+type KeptKeys<T> = { [K in keyof T]-?: K extends symbol ? never : [T[K]] extends [Omitted] ? never : K }[keyof T];
+type RequiredKeys<T> = { [K in KeptKeys<T>]: undefined extends T[K] ? never : K }[KeptKeys<T>];
+type OptionalKeys<T> = Exclude<KeptKeys<T>, RequiredKeys<T>>;
+
+// One mapped type per kind of member, flattened so editors show a plain object type.
+type JsonifiedObject<T> = Flatten<
+  { [K in RequiredKeys<T>]: Jsonified<T[K]> } & { [K in OptionalKeys<T>]?: Jsonified<Exclude<T[K], Omitted>> }
+>;
+type Flatten<T> = { [K in keyof T]: T[K] } & {};

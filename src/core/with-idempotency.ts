@@ -13,7 +13,7 @@ import {
 import { claimKey, reclaimKey } from './claim.js';
 import { explainFailure, type Progress } from './failure.js';
 import { resolveOptions, type IdempotencyOptions, type ResolvedOptions } from './options.js';
-import { serializeResult } from './result.js';
+import { serializeResult, type Jsonified } from './result.js';
 import { lookupStored, readKey, replayOf, type IdempotentOutcome, type KeyRow } from './stored-key.js';
 import { storeResult } from './store.js';
 import {
@@ -29,7 +29,8 @@ type Fn<T> = (tx: IdempotencyDatabase) => Promise<T>;
 
 /**
  * Runs `fn` at most once per `(scope, key)` while the key lives, and returns
- * its result; a duplicate gets the stored result without running `fn`.
+ * its result as stored (JSON: a Date is its ISO string); a duplicate gets the
+ * same stored result without running `fn`.
  *
  * Given a transaction, the claim, `fn` and the stored result share one
  * savepoint inside it, and commit with it. Given a database, it opens the
@@ -49,7 +50,7 @@ export async function withIdempotency<TDb extends IdempotencyDatabase, T>(
   key: string,
   fn: (tx: TransactionOf<TDb>) => Promise<T>,
   options?: IdempotencyOptions,
-): Promise<T> {
+): Promise<Jsonified<T>> {
   return (await withIdempotencyOutcome(db, key, fn, options)).value;
 }
 
@@ -65,20 +66,23 @@ export async function withIdempotencyOutcome<TDb extends IdempotencyDatabase, T>
   key: string,
   fn: (tx: TransactionOf<TDb>) => Promise<T>,
   options?: IdempotencyOptions,
-): Promise<IdempotentOutcome<T>> {
+): Promise<IdempotentOutcome<Jsonified<T>>> {
   const o = resolveOptions(key, options);
   assertCallable(db, fn);
   refuseReentrantCall(o);
-  if (isTransaction(db)) return inCallersTransaction(db, o, fn as Fn<T>);
+  // Every path returns the result as jsonb gave it back (storeResult, replayOf): its JSON form.
+  if (isTransaction(db)) return inCallersTransaction(db, o, fn as Fn<T>) as Promise<IdempotentOutcome<Jsonified<T>>>;
   const pool = checkoutPoolOf(db);
   const run = () =>
-    inKeyTurn(connectionOf(db), o, async (waitedForDuplicate, remainingMs) => {
+    inKeyTurn(connectionOf(db), o, async (waitedForDuplicate, remainingMs): Promise<IdempotentOutcome<Jsonified<T>>> => {
       // A duplicate of this process ran first: most likely it completed.
       if (o.lookupFirst || waitedForDuplicate) {
-        const hit = await lookupStored<T>(db, o);
+        const hit = await lookupStored<Jsonified<T>>(db, o);
         if (hit) return hit;
       }
-      return inOwnTransaction(db, pool, waitedForDuplicate ? { ...o, lockTimeoutMs: remainingMs } : o, fn as Fn<T>);
+      return inOwnTransaction(db, pool, waitedForDuplicate ? { ...o, lockTimeoutMs: remainingMs } : o, fn as Fn<T>) as Promise<
+        IdempotentOutcome<Jsonified<T>>
+      >;
     });
   const single = singleConnectionOf(db);
   // A lone client (or one checked out of a pool) has nobody listening for its errors: we do while we use it.
@@ -87,7 +91,8 @@ export async function withIdempotencyOutcome<TDb extends IdempotencyDatabase, T>
 
 /**
  * The stored result of a completed, live key, with one SELECT and no
- * transaction; undefined when the key is new, expired or in flight.
+ * transaction; undefined when the key is new, expired or in flight. `T` is
+ * what `fn` returned; the value is its JSON form, as `withIdempotency` returns it.
  *
  * @example
  * const hit = await lookupReplay(db, key, { scope: userId });
@@ -97,10 +102,10 @@ export async function lookupReplay<T = unknown>(
   db: IdempotencyDatabase,
   key: string,
   options?: Pick<IdempotencyOptions, 'scope' | 'fingerprint' | 'schema' | 'prepare'>,
-): Promise<IdempotentOutcome<T> | undefined> {
+): Promise<IdempotentOutcome<Jsonified<T>> | undefined> {
   const o = resolveOptions(key, options);
   listenForIdleErrors(db);
-  return lookupStored<T>(db, o);
+  return lookupStored<Jsonified<T>>(db, o);
 }
 
 /** Checks the two arguments the type system checks for TypeScript callers only. */

@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
 # Builds, packs, installs the tarball into an empty project with its peers, and
 # type-checks and runs an import of every public entry point from there, then
-# runs the packed CLI through npx.
+# runs the packed CLI through npx, loads the package from CommonJS, and takes
+# the README's drizzle-kit path (generate, migrate) against databases of its
+# own on DATABASE_URL's server (default: the local PostgreSQL, as in .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npm run build >/dev/null
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-tarball=$(npm pack --silent --pack-destination "$work" | tail -n 1)
 root=$(pwd)
+server_url=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+work=$(mktemp -d)
+databases=()
+cleanup() {
+  if [ ${#databases[@]} -gt 0 ]; then
+    (cd "$root" && node scripts/pg-databases.mjs drop "$server_url" "${databases[@]}") || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+tarball=$(npm pack --silent --pack-destination "$work" | tail -n 1)
 cd "$work"
 npm init -y >/dev/null
 npm pkg set type=module >/dev/null
-npm install --no-audit --no-fund --prefer-offline "./$tarball" drizzle-orm pg express @types/pg @types/express @types/node@20 typescript@~5.9 >/dev/null
+npm install --no-audit --no-fund --prefer-offline "./$tarball" drizzle-orm pg express drizzle-kit@~0.31 @types/pg @types/express @types/node@20 typescript@~5.9 >/dev/null
 cat > check.ts <<'TS'
 import { withIdempotency, idempotencyKeys, migrate, migrationsFolder, IdempotencyKeyInvalidError, sweepExpiredKeys, startSweeper, idempotencyStats } from 'drizzle-idempotency';
 import { idempotent, parseIdempotencyKey, type IdempotentRouteOptions } from 'drizzle-idempotency/express';
@@ -56,3 +66,87 @@ if [ "$usage" != 2 ] || [ "$unreachable" != 3 ]; then
   exit 1
 fi
 echo "package: npx drizzle-idempotency runs (--help 0, usage 2, unreachable 3)"
+
+# CommonJS: the table entry has a CommonJS build (drizzle-kit require()s schema
+# files); the rest is ESM, which Node 20.19+ can require(): one module instance,
+# so errors are instanceof the same classes whichever way they were loaded.
+cat > check-cjs.cjs <<'JS'
+const assert = require('node:assert/strict');
+const schema = require('drizzle-idempotency/schema');
+assert.match(require.resolve('drizzle-idempotency/schema'), /dist\/cjs\/schema\.js$/);
+(async () => {
+  const esm = await import('drizzle-idempotency');
+  const { is, getTableName } = await import('drizzle-orm');
+  const { PgTable, getTableConfig } = await import('drizzle-orm/pg-core');
+  // The CommonJS table and the ESM one describe the same table to drizzle.
+  assert.ok(is(schema.idempotencyKeys, PgTable));
+  assert.equal(getTableName(schema.idempotencyKeys), getTableName(esm.idempotencyKeys));
+  const columns = (t) => getTableConfig(t).columns.map((c) => [c.name, c.getSQLType(), c.notNull]);
+  assert.deepEqual(columns(schema.idempotencyKeys), columns(esm.idempotencyKeys));
+  assert.equal(getTableConfig(schema.idempotencyKeysIn('billing')).schema, 'billing');
+  if (process.features.require_module) {
+    const lib = require('drizzle-idempotency');
+    assert.equal(lib.IdempotencyError, esm.IdempotencyError);
+    assert.equal(require('drizzle-idempotency/express').idempotent, (await import('drizzle-idempotency/express')).idempotent);
+    assert.equal(typeof require('drizzle-idempotency/client').fetchWithRetry, 'function');
+    const thrown = await esm.withIdempotency({}, '', async () => 1).catch((e) => e);
+    assert.ok(thrown instanceof lib.IdempotencyKeyInvalidError && thrown instanceof lib.IdempotencyError);
+  } else {
+    assert.throws(() => require('drizzle-idempotency'), { code: 'ERR_REQUIRE_ESM' });
+  }
+  console.log('package: drizzle-idempotency/schema loads from CommonJS' + (process.features.require_module ? '; require() of the ESM entries gives the same classes' : ''));
+})().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
+JS
+node check-cjs.cjs
+cat > check-schema.cts <<'TS'
+import { idempotencyKeys, idempotencyKeysIn, type IdempotencyKeyStatus } from 'drizzle-idempotency/schema';
+const status: IdempotencyKeyStatus = 'completed';
+export const tables = [idempotencyKeys, idempotencyKeysIn('billing'), status];
+TS
+npx tsc --noEmit --strict --module nodenext --moduleResolution nodenext --skipLibCheck --types node check-schema.cts
+
+# The README's migration path 2, as written there: a schema file that re-exports
+# the table, `drizzle-kit generate`, `drizzle-kit migrate`, then the library on
+# that table; migrate() refuses it. Once for the public schema, once for a named one.
+kit_path() {
+  local example=$1 schema=$2
+  local database="pkgcheck_$$_${schema}"
+  databases+=("$database")
+  local url
+  url=$(cd "$root" && node scripts/pg-databases.mjs create "$server_url" "$database")
+  mkdir -p "$example/src/db"
+  (cd "$root" && npx --no-install tsx scripts/readme-examples.ts print "$example") > "$example/src/db/schema.ts"
+  cat > "$example/drizzle.config.ts" <<TS
+import { defineConfig } from 'drizzle-kit';
+export default defineConfig({ dialect: 'postgresql', schema: './src/db/schema.ts', out: './drizzle', dbCredentials: { url: '$url' } });
+TS
+  # drizzle-kit can exit 0 without generating anything (a schema file it could
+  # not load), and print nothing but a spinner when a migration fails: check
+  # what it made, and show its output when it did not.
+  if ! (cd "$example" && npx --no-install drizzle-kit generate && ls drizzle/*.sql && npx --no-install drizzle-kit migrate) > "$example.log" 2>&1; then
+    cat "$example.log" >&2
+    echo "package: drizzle-kit generate + migrate failed with the README's $example block" >&2
+    exit 1
+  fi
+  node --input-type=module - "$url" "$schema" <<'JS'
+import assert from 'node:assert/strict';
+import { drizzle } from 'drizzle-orm/node-postgres';
+import { migrate, withIdempotency, IdempotencyMigrationConflictError } from 'drizzle-idempotency';
+const [url, schemaName] = process.argv.slice(2);
+const db = drizzle(url);
+const schema = schemaName === 'public' ? undefined : schemaName;
+const { rows } = await db.$client.query(`select to_regclass($1) is not null as made`, [`${schemaName}.idempotency_keys`]);
+assert.equal(rows[0].made, true, `drizzle-kit migrate did not create ${schemaName}.idempotency_keys`);
+let runs = 0;
+const once = () => withIdempotency(db, 'kit-key', async () => ({ run: ++runs }), { scope: 'alice', schema });
+assert.deepEqual([await once(), await once()], [{ run: 1 }, { run: 1 }]);
+await assert.rejects(migrate(db, { schema }), IdempotencyMigrationConflictError);
+await db.$client.end();
+JS
+  echo "package: drizzle-kit generate + migrate with the README's $example block, then withIdempotency on $schema.idempotency_keys"
+}
+kit_path drizzle-kit-schema public
+kit_path drizzle-kit-schema-billing billing

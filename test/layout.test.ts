@@ -19,6 +19,7 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   client: ['shared'],
   // Entry files of the package's subpath exports (src/<name>.ts).
   'index.ts': ['shared', 'driver', 'schema', 'core', 'ops'],
+  'schema.ts': ['schema'],
   'express.ts': ['shared', 'http'],
   'client.ts': ['shared', 'client'],
 };
@@ -89,6 +90,12 @@ describe('the layout of src/', () => {
       }
     }
     expect(violations).toEqual([]);
+  });
+
+  it('keeps the schema entry to the table, which imports nothing but drizzle-orm: it is also built as CommonJS', () => {
+    const table = join(SRC, 'schema', 'table.ts');
+    expect(importsOf(join(SRC, 'schema.ts')).map(({ specifier }) => resolve(SRC, specifier.replace(/\.js$/, '.ts')))).toEqual([table, table]);
+    expect(importsOf(table).map(({ specifier }) => specifier)).toEqual(['drizzle-orm', 'drizzle-orm/pg-core']);
   });
 
   it('keeps index.ts to re-exports', () => {

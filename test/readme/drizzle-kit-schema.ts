@@ -1,0 +1,3 @@
+// This README example is complete as written: it needs no declarations.
+// test/readme/readme-examples.test.ts type-checks it like every other one.
+export {};

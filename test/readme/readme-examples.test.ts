@@ -1,0 +1,350 @@
+// Issue 18: every ```ts block of the README, with the prelude linked above it,
+// type-checks strictly, and the ones that do something run against PostgreSQL
+// and do what the text around them says. A README edit that breaks an example
+// fails here. How a block becomes a module: scripts/readme-examples.ts.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { rmSync } from 'node:fs';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { relative } from 'node:path';
+import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
+import { is } from 'drizzle-orm';
+import { getTableConfig, PgSchema, type PgTable } from 'drizzle-orm/pg-core';
+import type pg from 'pg';
+import ts from 'typescript';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { fetchWithRetry, type RetriedResponse } from '../../src/client.js';
+import {
+  IdempotencyKeyReusedError,
+  IdempotencyMigrationConflictError,
+  migrate,
+  withIdempotency,
+} from '../../src/index.js';
+import { readmeExamples, readReadme, ROOT, writeExamples, type ReadmeExample } from '../../scripts/readme-examples.js';
+import { testDatabase } from '../support/db.js';
+import { count } from '../support/fixtures.js';
+
+const examples = readmeExamples(readReadme());
+const files = writeExamples(examples, String(process.pid));
+afterAll(() => {
+  for (const file of files.values()) rmSync(file, { force: true });
+});
+
+/** Imports an example with `env` set while it loads (its top level reads process.env). */
+async function load<T>(id: string, env: Record<string, string>): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(env).map((name) => [name, process.env[name]]));
+  Object.assign(process.env, env);
+  try {
+    return (await import(files.get(id)!)) as T;
+  } finally {
+    for (const [name, value] of Object.entries(saved)) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  }
+}
+
+type Database = NodePgDatabase & { $client: pg.Pool };
+
+describe('the README', () => {
+  it('has a prelude linked above every TypeScript block, and these examples', () => {
+    expect(examples.map((e) => e.id)).toEqual([
+      'schema',
+      'transaction',
+      'replay',
+      'serializable',
+      'pipeline',
+      'migrate',
+      'drizzle-config',
+      'migrations-folder',
+      'drizzle-kit-schema',
+      'drizzle-kit-schema-billing',
+      'express-server',
+      'client',
+      'sweeper',
+    ]);
+  });
+
+  it('has examples that type-check strictly, each with its prelude', () => {
+    const config = ts.getParsedCommandLineOfConfigFile(`${ROOT}tsconfig.json`, {}, { ...ts.sys, onUnRecoverableConfigFileDiagnostic: () => {} })!;
+    expect(config.options.strict).toBe(true);
+    const program = ts.createProgram([...files.values()], { ...config.options, noEmit: true });
+    const byFile = new Map([...files].map(([id, file]) => [file, examples.find((e) => e.id === id)!]));
+    const problems = ts.getPreEmitDiagnostics(program).map((d) => describeDiagnostic(d, byFile));
+    expect(problems).toEqual([]);
+  });
+});
+
+/** A compiler message, placed at its README line when it is in a block. */
+function describeDiagnostic(d: ts.Diagnostic, byFile: Map<string, ReadmeExample>): string {
+  const message = ts.flattenDiagnosticMessageText(d.messageText, '\n');
+  if (!d.file || d.start === undefined) return message;
+  const { line } = d.file.getLineAndCharacterOfPosition(d.start);
+  const example = byFile.get(d.file.fileName);
+  if (example) return `README.md:${example.line + 1 + line} (example ${example.id}): ${message}`;
+  return `${relative(ROOT, d.file.fileName)}:${line + 1}: ${message}`;
+}
+
+describe('Use it in service code', async () => {
+  const t = await testDatabase({ migrated: false });
+  let example: { buyWidget(customerId: string, key: string): Promise<unknown>; db: Database };
+
+  beforeAll(async () => {
+    await t.pool.query(`
+      create table charges (id serial primary key, customer_id text not null, amount integer not null);
+      create table stock (sku text primary key, quantity integer not null);
+      insert into stock values ('widget', 2);`);
+    example = await load('schema', { DATABASE_URL: t.url });
+  });
+  afterAll(() => example?.db.$client.end());
+
+  it('creates idempotency_keys at start', async () => {
+    expect(await count(t.pool, 'idempotency_keys')).toBe(0);
+  });
+
+  it('charges once per key and gives every later call the stored result', async () => {
+    const first = await example.buyWidget('alice', 'w-1');
+    expect(first).toEqual({ ok: true, chargeId: expect.any(Number) });
+    expect(await example.buyWidget('alice', 'w-1')).toEqual(first);
+    expect(await count(t.pool, 'charges', `customer_id = 'alice'`)).toBe(1);
+  });
+
+  it('makes concurrent duplicates wait for the first and get its result', async () => {
+    const results = await Promise.all(Array.from({ length: 5 }, () => example.buyWidget('bob', 'w-2')));
+    expect(new Set(results.map((r) => JSON.stringify(r))).size).toBe(1);
+    expect(await count(t.pool, 'charges', `customer_id = 'bob'`)).toBe(1);
+    expect(await count(t.pool, 'stock', `sku = 'widget' and quantity = 0`)).toBe(1);
+  });
+
+  it('stores a business refusal too: out of stock stays the answer for that key', async () => {
+    expect(await example.buyWidget('carol', 'w-3')).toEqual({ ok: false, reason: 'out of stock' });
+    await t.pool.query(`update stock set quantity = 5`);
+    expect(await example.buyWidget('carol', 'w-3')).toEqual({ ok: false, reason: 'out of stock' });
+    expect(await count(t.pool, 'charges', `customer_id = 'carol'`)).toBe(0);
+  });
+});
+
+describe('the order examples (given a transaction, knowing a replay, SERIALIZABLE)', async () => {
+  const t = await testDatabase({ migrated: true });
+  const cart = { items: [{ sku: 'mug', quantity: 1 }] };
+  let shop: { db: Database };
+
+  beforeAll(async () => {
+    await t.pool.query(`
+      create table orders (id serial primary key, items jsonb not null, created_at timestamptz not null default now());
+      create table audit_log (id serial primary key, event text not null);
+      create table carts (user_id text primary key, order_id integer);
+      insert into carts values ('alice', null);`);
+    shop = await load('transaction', { DATABASE_URL: t.url });
+  });
+  afterAll(() => shop?.db.$client.end());
+
+  it('given a transaction: the audit row, the order, its key and the cart commit together', async () => {
+    expect(await count(t.pool, 'orders')).toBe(1);
+    expect(await count(t.pool, 'audit_log', `event = 'checkout-attempt'`)).toBe(1);
+    expect(await count(t.pool, 'idempotency_keys', `scope = 'alice' and key = 'checkout-0001' and status = 'completed'`)).toBe(1);
+    expect(await count(t.pool, 'carts', `user_id = 'alice' and order_id = (select id from orders)`)).toBe(1);
+  });
+
+  it('knowing a replay: says whether fn ran, and the stored order is the same either way', async () => {
+    const replay = await load<{
+      placeOrder(userId: string, key: string, cart: object): Promise<{ order: { id: number; createdAt: unknown }; replayed: boolean }>;
+      storedOrder(userId: string, key: string, cart: object): Promise<unknown>;
+    }>('replay', {});
+    expect(await replay.storedOrder('bob', 'order-1', cart)).toBeUndefined();
+    const first = await replay.placeOrder('bob', 'order-1', cart);
+    expect(first.replayed).toBe(false);
+    expect(first.order.createdAt).toEqual(expect.any(String)); // the stored JSON, on the first call too
+    expect(await replay.placeOrder('bob', 'order-1', cart)).toEqual({ order: first.order, replayed: true });
+    expect(await replay.storedOrder('bob', 'order-1', cart)).toEqual(first.order);
+    // Another cart under the same key is another request: refused, never the first order.
+    const otherCart = { items: [{ sku: 'mug', quantity: 9 }] };
+    await expect(replay.placeOrder('bob', 'order-1', otherCart)).rejects.toBeInstanceOf(IdempotencyKeyReusedError);
+    await expect(replay.storedOrder('bob', 'order-1', otherCart)).rejects.toBeInstanceOf(IdempotencyKeyReusedError);
+    expect(await count(t.pool, 'orders')).toBe(2);
+  });
+
+  it('SERIALIZABLE: concurrent duplicates retry the whole transaction and get the one order', async () => {
+    const { placeOrderSerializable } = await load<{ placeOrderSerializable(userId: string, key: string, cart: object): Promise<unknown> }>(
+      'serializable',
+      {},
+    );
+    const results = await Promise.all(Array.from({ length: 4 }, () => placeOrderSerializable('carol', 'order-2', cart)));
+    expect(new Set(results.map((r) => JSON.stringify(r))).size).toBe(1);
+    expect(await count(t.pool, 'orders')).toBe(3);
+  });
+});
+
+describe('Faster on node-postgres: prepare and pipeline mode', async () => {
+  const t = await testDatabase({ migrated: true });
+  let example: { charge: unknown; db: Database };
+
+  beforeAll(async () => {
+    await t.pool.query(`create table charges (id serial primary key, customer_id text not null, amount integer not null)`);
+    example = await load('pipeline', { DATABASE_URL: t.url });
+  });
+  afterAll(() => example?.db.$client.end());
+
+  it('charges once, on a pool in pipeline mode with prepared statements, and stores the charge', async () => {
+    expect(example.charge).toEqual({ id: expect.any(Number), customerId: 'alice', amount: 1999 });
+    const { rows } = await t.pool.query(`select scope, status, response from idempotency_keys where key = 'order-42-payment'`);
+    expect(rows).toEqual([{ scope: 'alice', status: 'completed', response: { value: example.charge } }]);
+    expect(await count(t.pool, 'charges')).toBe(1);
+  });
+});
+
+describe('Migrations', async () => {
+  const regclass = async (pool: pg.Pool, name: string) =>
+    (await pool.query<{ found: boolean }>(`select to_regclass($1) is not null as found`, [name])).rows[0]!.found;
+
+  describe('1. migrate()', async () => {
+    const t = await testDatabase({ migrated: false });
+    let example: { db: Database };
+    beforeAll(async () => {
+      example = await load('migrate', { DATABASE_URL: t.url });
+    });
+    afterAll(() => example?.db.$client.end());
+
+    it('creates idempotency_keys in public and in the schema given', async () => {
+      expect(await regclass(t.pool, 'public.idempotency_keys')).toBe(true);
+      expect(await regclass(t.pool, 'billing.idempotency_keys')).toBe(true);
+      expect(await withIdempotency(example.db, 'k', async () => 'in billing', { schema: 'billing' })).toBe('in billing');
+    });
+  });
+
+  describe('2. migrationsFolder with your own migrator', async () => {
+    const t = await testDatabase({ migrated: false });
+    let example: { db: Database };
+    beforeAll(async () => {
+      example = await load('migrations-folder', { DATABASE_URL: t.url });
+    });
+    afterAll(() => example?.db.$client.end());
+
+    it('creates the table the library uses, and then migrate() refuses it, as the README says', async () => {
+      expect(await regclass(t.pool, 'public.__idempotency_migrations')).toBe(false); // drizzle keeps it in schema "drizzle"
+      expect(await regclass(t.pool, 'drizzle.__idempotency_migrations')).toBe(true);
+      expect(await withIdempotency(example.db, 'k', async () => 'stored')).toBe('stored');
+      await expect(migrate(example.db)).rejects.toBeInstanceOf(IdempotencyMigrationConflictError);
+    });
+  });
+
+  describe('3. your own drizzle-kit schema (generate and migrate run from the packed package in scripts/check-package.sh)', () => {
+    it('exports the table, in public or in the schema given', async () => {
+      const plain = await load<{ idempotencyKeys: PgTable }>('drizzle-kit-schema', {});
+      const billing = await load<{ idempotencyKeys: PgTable; billing: PgSchema }>('drizzle-kit-schema-billing', {});
+      expect(getTableConfig(plain.idempotencyKeys)).toMatchObject({ name: 'idempotency_keys', schema: undefined });
+      expect(getTableConfig(billing.idempotencyKeys)).toMatchObject({ name: 'idempotency_keys', schema: 'billing' });
+      // drizzle-kit writes CREATE SCHEMA only for schemas the file exports.
+      expect(is(billing.billing, PgSchema) && billing.billing.schemaName).toBe('billing');
+    });
+  });
+});
+
+describe('HTTP: the Express server and the fetchWithRetry client', async () => {
+  const t = await testDatabase({ migrated: false });
+  let example: { server: Server; db: Database };
+  let url: string;
+
+  beforeAll(async () => {
+    await t.pool.query(`
+      create table products (sku text primary key, stock integer not null);
+      create table payments (id serial primary key, customer_id text not null, sku text not null, amount integer not null);
+      insert into products values ('mug', 2), ('lamp', 0);`);
+    example = await load('express-server', { DATABASE_URL: t.url, PORT: '0' });
+    if (!example.server.listening) await once(example.server, 'listening');
+    url = `http://127.0.0.1:${(example.server.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    example?.server.close();
+    await example?.db.$client.end();
+  });
+
+  const pay = (key: string | undefined, body: object, customer: string | null = 'alice') =>
+    fetch(`${url}/payments`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        ...(key === undefined ? {} : { 'idempotency-key': key }),
+        ...(customer === null ? {} : { authorization: `Bearer ${customer}` }),
+      },
+      body: JSON.stringify(body),
+    });
+
+  it('creates a payment once; the retry gets the same answer, marked as a replay', async () => {
+    const first = await pay('p-1', { sku: 'mug', amount: 1200 });
+    const body = (await first.json()) as { id: number };
+    expect(first.status).toBe(201);
+    expect(body).toEqual({ id: expect.any(Number), customerId: 'alice', sku: 'mug', amount: 1200 });
+    expect(first.headers.get('location')).toBe(`/payments/${body.id}`);
+    expect(first.headers.get('idempotent-replayed')).toBeNull();
+    const retry = await pay('p-1', { sku: 'mug', amount: 1200 });
+    expect(retry.status).toBe(201);
+    expect(await retry.json()).toEqual(body);
+    expect(retry.headers.get('location')).toBe(`/payments/${body.id}`);
+    expect(retry.headers.get('idempotent-replayed')).toBe('true');
+    expect(await count(t.pool, 'payments')).toBe(1);
+    expect(await count(t.pool, 'products', `sku = 'mug' and stock = 1`)).toBe(1);
+  });
+
+  it('stores out of stock (409) as a final answer, and refuses the same key for another request (422)', async () => {
+    expect((await pay('p-2', { sku: 'lamp', amount: 5 })).status).toBe(409);
+    await t.pool.query(`update products set stock = 1 where sku = 'lamp'`);
+    const again = await pay('p-2', { sku: 'lamp', amount: 5 });
+    expect([again.status, again.headers.get('idempotent-replayed')]).toEqual([409, 'true']);
+    const reused = await pay('p-1', { sku: 'mug', amount: 9999 });
+    expect(reused.status).toBe(422);
+    expect(await reused.json()).toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+  });
+
+  it('scopes keys to the customer, and needs a key and an authenticated customer', async () => {
+    const bob = await pay('p-1', { sku: 'mug', amount: 1200 }, 'bob');
+    expect(bob.status).toBe(201);
+    expect(await bob.json()).toMatchObject({ customerId: 'bob' });
+    expect((await pay(undefined, { sku: 'mug', amount: 1 })).status).toBe(400);
+    expect((await pay('p-3', { sku: 'mug', amount: 1 }, null)).status).toBe(401);
+  });
+
+  it('the client pays through fetchWithRetry, and its retry with the same key is a replay', async () => {
+    await t.pool.query(`update products set stock = 5 where sku = 'mug'`);
+    const log = vi.spyOn(console, 'log').mockImplementation(() => {});
+    try {
+      const { res } = await load<{ res: RetriedResponse }>('client', { SHOP_URL: url, SHOP_TOKEN: 'carol' });
+      expect([res.status, res.replayed, res.attempts]).toEqual([201, false, 1]);
+      expect(log).toHaveBeenCalledWith(201, expect.objectContaining({ customerId: 'carol', sku: 'mug', amount: 1200 }), '(ran now)');
+      const retry = await fetchWithRetry(`${url}/payments`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: 'Bearer carol' },
+        body: JSON.stringify({ sku: 'mug', amount: 1200 }),
+      }, { idempotencyKey: res.idempotencyKey });
+      expect([retry.status, retry.replayed]).toEqual([201, true]);
+      expect(await count(t.pool, 'payments', `customer_id = 'carol'`)).toBe(1);
+    } finally {
+      log.mockRestore();
+    }
+  });
+});
+
+describe('Operations: startSweeper', async () => {
+  const t = await testDatabase({ migrated: true });
+
+  it('shuts down on SIGTERM: the process exits 0, with a keep-alive connection open to its server', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', `${ROOT}test/readme/run-example.ts`, files.get('sweeper')!], {
+      cwd: ROOT,
+      env: { ...process.env, DATABASE_URL: t.url, PORT: '0' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    while (!/ready (\d+)\n/.test(out)) await Promise.race([once(child.stdout!, 'data'), exited]);
+    const port = /ready (\d+)\n/.exec(out)![1];
+    // A keep-alive connection, idle once answered, as a browser or load balancer leaves it.
+    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    child.kill('SIGTERM');
+    const bound = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    const [code, signal] = await exited;
+    clearTimeout(bound);
+    expect({ code, signal }).toEqual({ code: 0, signal: null });
+  });
+});

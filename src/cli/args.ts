@@ -51,8 +51,9 @@ ${EXIT_HELP}`,
   sweep: `Usage: drizzle-idempotency sweep [options]
 
 Deletes expired keys in short batches, oldest first, never a live key nor one
-whose lease still runs. Progress goes to stderr. SIGTERM or SIGINT stops it
-cleanly between batches (exit code 0); a second one stops it at once.
+whose lease still runs. The result of each sweep goes to stdout, progress to
+stderr. SIGTERM or SIGINT stops it cleanly between batches (exit code 0); a
+second one stops it at once.
 
   --batch <n>               rows per batch, 1 to ${MAX_SWEEP_BATCH_SIZE} (default: ${DEFAULT_SWEEP_BATCH_SIZE})
   --every <duration>        keep running: sweep again this long after each sweep ends, e.g. 5m

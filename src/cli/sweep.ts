@@ -63,7 +63,8 @@ export async function sweepOnce(db: IdempotencyDatabase, c: SweepCommand): Promi
       signal: abort.signal,
       onBatch: progressPrinter(),
     });
-    process.stderr.write(`${formatSweepResult(result, { signal: stoppedBy, timeBudgetMs: c.timeBudgetMs })}\n`);
+    // The result on stdout, so that `sweep > file` keeps it; progress stays on stderr.
+    process.stdout.write(`${formatSweepResult(result, { signal: stoppedBy, timeBudgetMs: c.timeBudgetMs })}\n`);
   } finally {
     removeHandlers();
   }
@@ -92,7 +93,7 @@ export async function sweepEvery(db: IdempotencyDatabase, c: SweepCommand & { ev
     schema: c.schema,
     onBatch: (p) => progress(p),
     onSweep: (result) => {
-      process.stderr.write(`${formatSweepResult(result, { signal, timeBudgetMs: c.timeBudgetMs })}\n`);
+      process.stdout.write(`${formatSweepResult(result, { signal, timeBudgetMs: c.timeBudgetMs })}\n`);
       progress = progressPrinter();
     },
     onError: (error) => {

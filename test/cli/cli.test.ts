@@ -1,5 +1,6 @@
 // The CLI end to end: a child process per command, against a real database.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { freePort } from '../../tools/embedded-db.js';
@@ -39,18 +40,19 @@ function start(args: string[], env: Record<string, string> = {}): { child: Child
 
 const cli = (args: string[], env?: Record<string, string>) => start(args, env).done;
 
-/** Waits until the child's stderr contains `text`. */
-function stderrShows(child: ChildProcess, text: string): Promise<void> {
+/** Waits until the child's stdout or stderr contains `text`. */
+function shows(child: ChildProcess, stream: 'stdout' | 'stderr', text: string): Promise<void> {
+  const output = child[stream]!;
   return new Promise((resolve) => {
     let seen = '';
     const onData = (chunk: Buffer) => {
       seen += chunk.toString();
       if (seen.includes(text)) {
-        child.stderr!.off('data', onData);
+        output.off('data', onData);
         resolve();
       }
     };
-    child.stderr!.on('data', onData);
+    output.on('data', onData);
   });
 }
 
@@ -68,6 +70,24 @@ beforeEach(async () => {
 
 // These only read: they run side by side, as each child process mostly waits on its own start-up.
 describe.concurrent('commands that fail or only print', () => {
+  describe('drizzle-idempotency --version', () => {
+    it.each([['--version'], ['-v']])('%s prints the package version on stdout and exits 0', async (flag) => {
+      const { version } = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { version: string };
+      expect(await cli([flag])).toEqual({ code: 0, stdout: `${version}\n`, stderr: '' });
+    });
+  });
+
+  describe('the README', () => {
+    // Issue 18, item 5: --version worked but the README's option table did not list it.
+    it('lists every option the help of each command shows', async () => {
+      const readme = readFileSync(`${ROOT}README.md`, 'utf8');
+      const cli = readme.slice(readme.indexOf('### The CLI'), readme.indexOf('### How the sweep stays out of the way'));
+      const runs = await Promise.all(['--help', 'migrate --help', 'sweep --help', 'stats --help'].map((args) => start(args.split(' ')).done));
+      const flags = new Set(runs.flatMap((run) => [...run.stdout.matchAll(/(?<=^|[\s,])(--?[a-z][\w-]*)/gm)].map((m) => m[1]!)));
+      expect([...flags].filter((flag) => !cli.includes(`\`${flag}`))).toEqual([]);
+    });
+  });
+
   describe('drizzle-idempotency --help', () => {
     it('lists the commands, the shared options and the exit codes, and exits 0', async () => {
       const run = await cli(['--help']);
@@ -179,20 +199,21 @@ describe('migrate', () => {
 
     expect(migrated).toMatchObject({ code: 0, stdout: 'migrate: billing.idempotency_keys: applied 0000_init\n' });
     expect(swept.code).toBe(0);
-    expect(swept.stderr).toContain('done, 7 expired keys deleted');
+    expect(swept.stdout).toContain('done, 7 expired keys deleted');
     expect(await keyCounts(db.pool, 'billing')).toEqual({ total: 2, expired: 0, live: 2 });
   });
 });
 
 describe('sweep', () => {
-  it('once: deletes every expired key, keeps the live ones, reports on stderr and exits 0', async () => {
+  // Issue 18, item 5: the summary went to stderr only, so `sweep > file` captured nothing.
+  it('once: deletes every expired key, keeps the live ones, prints its result on stdout (progress on stderr) and exits 0', async () => {
     await seedKeys(t.pool, { expired: 100_000, live: 10_000 });
 
     const run = await cli(['sweep', '--batch', '5000'], { DATABASE_URL: t.url });
 
     expect(run.code).toBe(0);
-    expect(run.stdout).toBe('');
-    expect(run.stderr).toMatch(/^sweep: done, 100,000 expired keys deleted in 21 batches, .* rows\/s\n$/m);
+    expect(run.stdout).toMatch(/^sweep: done, 100,000 expired keys deleted in 21 batches, .* rows\/s\n$/);
+    expect(run.stderr).not.toContain('done,');
     expect(await keyCounts(t.pool)).toEqual({ total: 10_000, expired: 0, live: 10_000 });
   });
 
@@ -200,14 +221,14 @@ describe('sweep', () => {
     await seedKeys(t.pool, { expired: 100_000 });
     // Batches of 10 rows: far more batches than fit into the second before the first progress line.
     const { child, done } = start(['sweep', '--batch', '10'], { DATABASE_URL: t.url });
-    await stderrShows(child, 'rows deleted in');
+    await shows(child, 'stderr', 'rows deleted in');
 
     child.kill('SIGTERM');
     const run = await done;
 
     expect(run.code).toBe(0);
     expect(run.stderr).toContain('SIGTERM received, stopping after the current batch');
-    const reported = /stopped by SIGTERM between batches, ([\d,]+) expired keys deleted/.exec(run.stderr);
+    const reported = /^sweep: stopped by SIGTERM between batches, ([\d,]+) expired keys deleted.*\n$/.exec(run.stdout);
     expect(reported).not.toBeNull();
     const deleted = Number(reported![1]!.replaceAll(',', ''));
     expect(deleted % 10).toBe(0);
@@ -218,9 +239,9 @@ describe('sweep', () => {
   it('--every keeps sweeping until SIGTERM, then exits 0', async () => {
     await seedKeys(t.pool, { expired: 50, live: 5 });
     const { child, done } = start(['sweep', '--every', '100ms'], { DATABASE_URL: t.url });
-    await stderrShows(child, 'done, 50 expired keys deleted');
+    await shows(child, 'stdout', 'done, 50 expired keys deleted');
     await seedKeys(t.pool, { expired: 20, scope: 'later' });
-    await stderrShows(child, 'done, 20 expired keys deleted');
+    await shows(child, 'stdout', 'done, 20 expired keys deleted');
 
     child.kill('SIGTERM');
     const run = await done;
@@ -228,6 +249,8 @@ describe('sweep', () => {
     expect(run.code).toBe(0);
     expect(run.stderr).toContain('sweep: every 100 ms');
     expect(run.stderr).toMatch(/stopped by SIGTERM\n$/);
+    // One result line per sweep on stdout, nothing else.
+    expect(run.stdout).toMatch(/^(sweep: done, [\d,]+ expired keys? deleted.*\n)+$/);
     expect(await keyCounts(t.pool)).toEqual({ total: 5, expired: 0, live: 5 });
   });
 });

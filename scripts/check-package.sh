@@ -101,12 +101,16 @@ assert.match(require.resolve('drizzle-idempotency/schema'), /dist\/cjs\/schema\.
 });
 JS
 node check-cjs.cjs
-cat > check-schema.cts <<'TS'
+# The same from a CommonJS TypeScript file: the schema entry's own CommonJS
+# types, and the ESM entries as TypeScript 5.8+ lets nodenext require() them.
+cat > check-cjs.cts <<'TS'
 import { idempotencyKeys, idempotencyKeysIn, type IdempotencyKeyStatus } from 'drizzle-idempotency/schema';
+import { withIdempotency, type Jsonified } from 'drizzle-idempotency';
 const status: IdempotencyKeyStatus = 'completed';
-export const tables = [idempotencyKeys, idempotencyKeysIn('billing'), status];
+const stored: Jsonified<{ at: Date }> = { at: new Date(0).toISOString() };
+export const values = [idempotencyKeys, idempotencyKeysIn('billing'), status, withIdempotency, stored];
 TS
-npx tsc --noEmit --strict --module nodenext --moduleResolution nodenext --skipLibCheck --types node check-schema.cts
+npx tsc --noEmit --strict --module nodenext --moduleResolution nodenext --skipLibCheck --types node check-cjs.cts
 
 # The README's migration path 2, as written there: a schema file that re-exports
 # the table, `drizzle-kit generate`, `drizzle-kit migrate`, then the library on

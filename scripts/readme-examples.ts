@@ -23,6 +23,7 @@ export interface ReadmeExample {
   line: number;
 }
 
+const SCRIPT_FENCE = /^\s*(```|~~~)\s*(ts|typescript|tsx|mts|cts|js|javascript|jsx|mjs|cjs)\b/i;
 const MARKER = new RegExp(`^<sub>.*\\]\\((${PRELUDES}/([\\w-]+)\\.ts)\\).*</sub>\\s*$`);
 
 /** Every ```ts block of `readme`, with its prelude; throws when a block has none. */
@@ -30,6 +31,10 @@ export function readmeExamples(readme: string): ReadmeExample[] {
   const lines = readme.split('\n');
   const examples: ReadmeExample[] = [];
   for (let i = 0; i < lines.length; i++) {
+    // Any other spelling of a TypeScript (or JavaScript) fence would escape the check.
+    if (lines[i] !== '```ts' && SCRIPT_FENCE.test(lines[i]!)) {
+      throw new Error(`README.md:${i + 1}: fence it as \`\`\`ts at the start of the line, so that CI checks it: ${lines[i]!.trim()}`);
+    }
     if (lines[i] !== '```ts') continue;
     const end = lines.indexOf('```', i + 1);
     if (end < 0) throw new Error(`README.md:${i + 1}: a \`\`\`ts block that never ends`);

@@ -66,6 +66,15 @@ describe('the README', () => {
     ]);
   });
 
+  it.each([
+    ['a ts block without a prelude line', '# x\n\n```ts\nconst a = 1;\n```\n', /needs a line right above it/],
+    ['a block fenced as typescript', '<sub>[p](test/readme/p.ts)</sub>\n```typescript\nconst a = 1;\n```\n', /fence it as ```ts/],
+    ['an indented ts block', '- item\n  ```ts\n  const a = 1;\n  ```\n', /fence it as ```ts/],
+    ['two blocks linking one prelude', '<sub>[p](test/readme/p.ts)</sub>\n```ts\n```\n<sub>[p](test/readme/p.ts)</sub>\n```ts\n```\n', /already linked/],
+  ])('would fail CI on %s', (_what, readme, message) => {
+    expect(() => readmeExamples(readme)).toThrow(message);
+  });
+
   it('has examples that type-check strictly, each with its prelude', () => {
     const config = ts.getParsedCommandLineOfConfigFile(`${ROOT}tsconfig.json`, {}, { ...ts.sys, onUnRecoverableConfigFileDiagnostic: () => {} })!;
     expect(config.options.strict).toBe(true);

@@ -84,6 +84,8 @@ assert.match(require.resolve('drizzle-idempotency/schema'), /dist\/cjs\/schema\.
   const columns = (t) => getTableConfig(t).columns.map((c) => [c.name, c.getSQLType(), c.notNull]);
   assert.deepEqual(columns(schema.idempotencyKeys), columns(esm.idempotencyKeys));
   assert.equal(getTableConfig(schema.idempotencyKeysIn('billing')).schema, 'billing');
+  // From ESM, the schema entry is the main entry's own table, not a copy.
+  assert.equal((await import('drizzle-idempotency/schema')).idempotencyKeys, esm.idempotencyKeys);
   if (process.features.require_module) {
     const lib = require('drizzle-idempotency');
     assert.equal(lib.IdempotencyError, esm.IdempotencyError);

@@ -73,7 +73,7 @@ export type Jsonified<T> = unknown extends T
   ? T
   : T extends { toJSON(...args: never[]): infer J }
     ? Jsonified<J>
-    : T extends string | number | boolean | null | undefined
+    : T extends string | number | boolean | null | undefined | void
       ? T
       : T extends bigint | symbol | AnyFunction
         ? never

@@ -56,6 +56,8 @@ describe('the type of a result', () => {
       lines: (string | null)[];
     }>();
     expectTypeOf<Jsonified<undefined>>().toEqualTypeOf<undefined>();
+    expectTypeOf<Jsonified<void>>().toEqualTypeOf<void>();
+    expectTypeOf<Jsonified<Record<string, Date>>>().toEqualTypeOf<Record<string, string>>();
     expectTypeOf<Jsonified<unknown>>().toEqualTypeOf<unknown>();
     expectTypeOf<Jsonified<[Date, number]>>().toEqualTypeOf<[string, number]>();
     expectTypeOf<Jsonified<{ at: Date }[]>>().toEqualTypeOf<{ at: string }[]>();
@@ -71,6 +73,8 @@ describe('the type of a result', () => {
       value.paidAt.getTime();
       expectTypeOf(await withIdempotencyOutcome(db, 'typed', async () => receipt())).toEqualTypeOf<IdempotentOutcome<Jsonified<Receipt>>>();
       expectTypeOf(await lookupReplay<Receipt>(db, 'typed')).toEqualTypeOf<IdempotentOutcome<Jsonified<Receipt>> | undefined>();
+      // A void fn replays as undefined, and is typed void, not never.
+      expectTypeOf(await withIdempotency(db, 'typed-void', async () => {})).toEqualTypeOf<void>();
     };
     expect(run).toBeTypeOf('function');
   });

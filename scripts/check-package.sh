@@ -114,7 +114,13 @@ export const values = [idempotencyKeys, idempotencyKeysIn('billing'), status, wi
 TS
 npx tsc --noEmit --strict --module nodenext --moduleResolution nodenext --skipLibCheck --types node check-cjs.cts
 
-# The README's migration path 2, as written there: a schema file that re-exports
+# Every TypeScript example of the README, with its prelude, type-checked in a
+# strict project against the installed package, as a new user would copy them.
+(cd "$root" && npx --no-install tsx scripts/readme-examples.ts write "$work/readme")
+npx tsc --noEmit --strict --noUncheckedIndexedAccess --target es2022 --module nodenext --moduleResolution nodenext --skipLibCheck --types node readme/*.ts
+echo "package: the README's TypeScript examples type-check against the installed package"
+
+# The README's migration path 3, as written there: a schema file that re-exports
 # the table, `drizzle-kit generate`, `drizzle-kit migrate`, then the library on
 # that table; migrate() refuses it. Once for the public schema, once for a named one.
 kit_path() {

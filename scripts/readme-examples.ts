@@ -3,9 +3,12 @@
 // prelude the block relies on (its declarations: `db`, tables, the auth
 // middleware…). An example is the block with the prelude's exports imported in
 // front of it; test/readme/readme-examples.test.ts type-checks every example
-// and runs the runnable ones against PostgreSQL. `npx tsx scripts/readme-examples.ts
-// print <id>` prints a block as written (check-package.sh feeds one to drizzle-kit).
-import { readFileSync, writeFileSync } from 'node:fs';
+// and runs the runnable ones against PostgreSQL. For scripts/check-package.sh:
+// `npx tsx scripts/readme-examples.ts print <id>` prints a block as written (it
+// feeds one to drizzle-kit), `write <dir>` writes every example with its prelude
+// into a project that installed the packed package, to type-check them there.
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 
@@ -114,11 +117,22 @@ export function exampleModule(example: ReadmeExample): string {
   return `${head}${head ? ' ' : ''}${example.code}\n${tail}\n`;
 }
 
-/** Writes every example next to its prelude as `<id>.example-<tag>.ts`; returns the paths. */
-export function writeExamples(examples: ReadmeExample[], tag: string): Map<string, string> {
+/**
+ * Writes every example as `<id>.example-<tag>.ts`, next to its prelude, or in
+ * `dir` with a copy of the preludes (for a project of its own); returns the paths.
+ */
+export function writeExamples(examples: ReadmeExample[], tag: string, dir = `${ROOT}${PRELUDES}`): Map<string, string> {
+  if (dir !== `${ROOT}${PRELUDES}`) {
+    mkdirSync(dir, { recursive: true });
+    for (const name of readdirSync(`${ROOT}${PRELUDES}`)) {
+      if (name.endsWith('.ts') && !name.endsWith('.test.ts') && !name.includes('.example-') && name !== 'run-example.ts') {
+        copyFileSync(`${ROOT}${PRELUDES}/${name}`, join(dir, name));
+      }
+    }
+  }
   const files = new Map<string, string>();
   for (const example of examples) {
-    const path = `${ROOT}${PRELUDES}/${example.id}.example-${tag}.ts`;
+    const path = join(dir, `${example.id}.example-${tag}.ts`);
     writeFileSync(path, exampleModule(example));
     files.set(example.id, path);
   }
@@ -126,11 +140,17 @@ export function writeExamples(examples: ReadmeExample[], tag: string): Map<strin
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const [command, id] = process.argv.slice(2);
-  const example = readmeExamples(readReadme()).find((e) => e.id === id);
-  if (command !== 'print' || !example) {
-    process.stderr.write(`usage: tsx scripts/readme-examples.ts print <id>  (ids: ${readmeExamples(readReadme()).map((e) => e.id).join(', ')})\n`);
+  const [command, arg] = process.argv.slice(2);
+  const examples = readmeExamples(readReadme());
+  const example = examples.find((e) => e.id === arg);
+  if (command === 'print' && example) {
+    process.stdout.write(`${example.code}\n`);
+  } else if (command === 'write' && arg) {
+    writeExamples(examples, 'readme', resolve(arg));
+  } else {
+    process.stderr.write(
+      `usage: tsx scripts/readme-examples.ts print <id> | write <dir>  (ids: ${examples.map((e) => e.id).join(', ')})\n`,
+    );
     process.exit(2);
   }
-  process.stdout.write(`${example.code}\n`);
 }

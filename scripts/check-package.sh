@@ -40,7 +40,6 @@ if ! diff -u "$root/scripts/public-api.json" api.json; then
   exit 1
 fi
 echo "package: public API matches scripts/public-api.json"
-npx tsc --noEmit --strict --module nodenext --moduleResolution nodenext --skipLibCheck --types node check.ts
 node --input-type=module -e "
 import * as lib from 'drizzle-idempotency';
 import { existsSync } from 'node:fs';
@@ -112,13 +111,14 @@ const status: IdempotencyKeyStatus = 'completed';
 const stored: Jsonified<{ at: Date }> = { at: new Date(0).toISOString() };
 export const values = [idempotencyKeys, idempotencyKeysIn('billing'), status, withIdempotency, stored];
 TS
-npx tsc --noEmit --strict --module nodenext --moduleResolution nodenext --skipLibCheck --types node check-cjs.cts
 
 # Every TypeScript example of the README, with its prelude, type-checked in a
-# strict project against the installed package, as a new user would copy them.
+# strict project against the installed package, as a new user would copy them;
+# in the same compiler run (one start-up), the ESM and CommonJS samples above.
 (cd "$root" && npx --no-install tsx scripts/readme-examples.ts write "$work/readme")
-npx tsc --noEmit --strict --noUncheckedIndexedAccess --target es2022 --module nodenext --moduleResolution nodenext --skipLibCheck --types node readme/*.ts
-echo "package: the README's TypeScript examples type-check against the installed package"
+npx tsc --noEmit --strict --noUncheckedIndexedAccess --target es2022 --module nodenext --moduleResolution nodenext --skipLibCheck --types node \
+  check.ts check-cjs.cts readme/*.ts
+echo "package: the README's TypeScript examples and the ESM and CommonJS samples type-check against the installed package"
 
 # The README's migration path 3, as written there: a schema file that re-exports
 # the table, `drizzle-kit generate`, `drizzle-kit migrate`, then the library on
@@ -126,7 +126,6 @@ echo "package: the README's TypeScript examples type-check against the installed
 kit_path() {
   local example=$1 schema=$2
   local database="pkgcheck_$$_${schema}"
-  databases+=("$database")
   local url
   url=$(cd "$root" && node scripts/pg-databases.mjs create "$server_url" "$database")
   mkdir -p "$example/src/db"
@@ -160,5 +159,9 @@ await db.$client.end();
 JS
   echo "package: drizzle-kit generate + migrate with the README's $example block, then withIdempotency on $schema.idempotency_keys"
 }
-kit_path drizzle-kit-schema public
-kit_path drizzle-kit-schema-billing billing
+# Side by side: each has its own folder and database. Databases are named up front, for cleanup.
+databases+=("pkgcheck_$$_public" "pkgcheck_$$_billing")
+kit_path drizzle-kit-schema public & public=$!
+kit_path drizzle-kit-schema-billing billing & billing=$!
+wait "$public"
+wait "$billing"

@@ -3,6 +3,7 @@
 // validates first, as the shop does, so a bad body never touches a key.
 import express, { type Express, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type { Redis } from 'ioredis';
+import type pg from 'pg';
 import { idempotent } from 'drizzle-idempotency/express';
 import { ShopRefusal, type ShopDb } from '../examples/shop/db.js';
 import { createPayment, type Payment, type PaymentInput } from '../examples/shop/payments.js';
@@ -10,7 +11,13 @@ import { parsePayment } from '../examples/shop/validation.js';
 import { redisIdempotency } from './redis-middleware.js';
 
 /** Route of each variant; the payment's `channel` column names the variant too. */
-export const PAYMENT_ROUTES = { bare: '/bare/payments', ours: '/ours/payments', tuned: '/tuned/payments', redis: '/redis/payments' } as const;
+export const PAYMENT_ROUTES = {
+  bare: '/bare/payments',
+  ours: '/ours/payments',
+  tuned: '/tuned/payments',
+  redis: '/redis/payments',
+  handwritten: '/handwritten/payments',
+} as const;
 export type Variant = keyof typeof PAYMENT_ROUTES;
 
 const userOf = (req: Request): string => {
@@ -28,8 +35,11 @@ const validPayment: RequestHandler = (req, _res, next) => {
 const pay = (db: ShopDb, req: Request, channel: Variant): Promise<Payment> =>
   createPayment(db, userOf(req), req.body as PaymentInput, req.get('idempotency-key') ?? null, channel);
 
-/** `pipelinedDb`: the same database on a pool created with `pipeline: true`, for the tuned route. */
-export function benchHttpApp(db: ShopDb, pipelinedDb: ShopDb, redis: Redis, redisPrefix: string): Express {
+/**
+ * `pipelinedDb`: the same database on a pool created with `pipeline: true`, for the tuned route;
+ * `pool`: the pool under `db`, for the hand-written route.
+ */
+export function benchHttpApp(db: ShopDb, pipelinedDb: ShopDb, pool: pg.Pool, redis: Redis, redisPrefix: string): Express {
   const app = express();
   app.use(express.json({ limit: '64kb' }));
 
@@ -50,6 +60,50 @@ export function benchHttpApp(db: ShopDb, pipelinedDb: ShopDb, redis: Redis, redi
   app.post(PAYMENT_ROUTES.ours, validPayment, ours('ours', db, false));
   // Ours again, tuned for node-postgres: named statements, BEGIN with the claim and the store with COMMIT.
   app.post(PAYMENT_ROUTES.tuned, validPayment, ours('tuned', pipelinedDb, true));
+
+  // The reference: what a careful engineer writes by hand with raw pg for the
+  // same guarantee. BEGIN, claim, the payment, store, COMMIT: 5 round trips; a
+  // conflicting claim reads the stored answer instead.
+  app.post(PAYMENT_ROUTES.handwritten, validPayment, async (req, res) => {
+    const key = req.get('idempotency-key');
+    if (!key) throw new ShopRefusal(400, 'KEY_REQUIRED', 'send an Idempotency-Key');
+    const [scope, input] = [userOf(req), req.body as PaymentInput];
+    const client = await pool.connect();
+    let answer: { status: number; body: unknown; location: string };
+    try {
+      await client.query('begin');
+      const claimed = await client.query(
+        `insert into idempotency_keys (scope, key, fingerprint, status, expires_at)
+         values ($1, $2, $3, 'started', now() + interval '1 day') on conflict (scope, key) do nothing returning 1`,
+        [scope, key, 'POST /handwritten/payments'],
+      );
+      if (claimed.rowCount === 1) {
+        const { rows } = await client.query<{ id: string; amount: number; currency: string; created_at: Date }>(
+          `insert into shop_payments (user_id, amount, currency, request_key, channel) values ($1, $2, $3, $4, 'handwritten')
+           returning id, amount, currency, created_at`,
+          [scope, input.amount, input.currency, key],
+        );
+        const row = rows[0]!;
+        const payment = { id: row.id, amount: row.amount, currency: row.currency, createdAt: row.created_at.toISOString() };
+        answer = { status: 201, body: payment, location: `/payments/${payment.id}` };
+        await client.query(
+          `update idempotency_keys set status = 'completed', response = $3, completed_at = now(), expires_at = now() + interval '1 day'
+           where scope = $1 and key = $2`,
+          [scope, key, answer],
+        );
+      } else {
+        const { rows } = await client.query<{ response: typeof answer }>('select response from idempotency_keys where scope = $1 and key = $2', [scope, key]);
+        answer = rows[0]!.response;
+      }
+      await client.query('commit');
+    } catch (error) {
+      await client.query('rollback').catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+    res.status(answer.status).location(answer.location).json(answer.body);
+  });
 
   app.post(PAYMENT_ROUTES.redis, validPayment, redisIdempotency(redis, { prefix: redisPrefix, scope: userOf }), async (req, res) => {
     const payment = await pay(db, req, 'redis');

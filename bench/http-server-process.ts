@@ -30,7 +30,8 @@ const START_TIMEOUT_MS = 30_000;
 export async function startBenchServer(config: HttpServerConfig): Promise<BenchServer> {
   const child = fork(ENTRY, [], {
     cwd: ROOT,
-    execArgv: ['--import', 'tsx'],
+    // BENCH_SERVER_NODE_ARGS: extra Node flags for the server, e.g. '--cpu-prof' to profile it.
+    execArgv: ['--import', 'tsx', ...(process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [])],
     env: { ...process.env, [CONFIG_ENV]: JSON.stringify(config) },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });

@@ -19,7 +19,7 @@ pipelinedPool.on('error', (error) => console.error(`bench server: idle connectio
 const redis = new Redis(config.redisUrl, { lazyConnect: true });
 await redis.connect();
 
-const server = benchHttpApp(drizzle(pool), drizzle(pipelinedPool), redis, config.redisPrefix).listen(0, '127.0.0.1', () => {
+const server = benchHttpApp(drizzle(pool), drizzle(pipelinedPool), pool, redis, config.redisPrefix).listen(0, '127.0.0.1', () => {
   process.send!({ port: (server.address() as AddressInfo).port } satisfies ListeningMessage);
 });
 

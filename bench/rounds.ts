@@ -14,7 +14,7 @@ export interface RoundSpec {
   /** A second pool, in pipeline mode, for the scenarios that need one; its backends are profiled too. */
   pipelinedPool?: BenchPool;
   scenarios: readonly Scenario[];
-  context: Omit<ScenarioContext, 'db'>;
+  context: Omit<ScenarioContext, 'db' | 'pool'>;
   rounds: number;
   seconds: number;
   warmupSeconds: number;
@@ -27,7 +27,7 @@ export async function measureRounds(spec: RoundSpec): Promise<RoundResults> {
   const processes = await serverProcesses(spec.pool, spec.context.redis);
   processes.postgresBackends = [...processes.postgresBackends, ...(spec.pipelinedPool?.backendPids ?? [])];
   const cpu = CpuProbe.create(processes);
-  const context: ScenarioContext = { ...spec.context, db: spec.pool.db, pipelinedDb: spec.pipelinedPool?.db };
+  const context: ScenarioContext = { ...spec.context, db: spec.pool.db, pool: spec.pool.pool, pipelinedDb: spec.pipelinedPool?.db };
   const operations = spec.scenarios.map((s) => ({ scenario: s, operation: s.operation(context) }));
   const results: RoundResults = new Map(spec.scenarios.map((s) => [s.id, []]));
   for (let round = 0; round < spec.rounds; round++) {

@@ -3,15 +3,19 @@
 // withIdempotency with a new key, (c) a replay of a completed key, (d) the
 // Redis middleware around the same transaction with a new key; and (b) and
 // (c) again tuned for node-postgres: (e) with `prepare: true` on a pool in
-// pipeline mode, (f) with `prepare: true`.
+// pipeline mode, (f) with `prepare: true`. And the limit to measure the
+// library against: (g) the same protocol written by hand in raw pg, with the
+// round trips fused (BEGIN sent with the claim and the store with COMMIT, one
+// string each), around the same business statements.
 import { randomUUID } from 'node:crypto';
-import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
+import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
+import type pg from 'pg';
 import type { Redis } from 'ioredis';
 import { withIdempotencyOutcome, type IdempotencyOptions } from '../src/index.js';
 import { AMOUNT, charge, randomSku, type Charge } from './business.js';
 import { withRedisIdempotency, type RedisIdempotencyOptions } from './redis-idempotency.js';
 
-export type ScenarioId = 'a' | 'b' | 'c' | 'd' | 'e' | 'f';
+export type ScenarioId = 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g';
 
 export interface Scenario {
   /** One of ScenarioId, or a variant of one (part 4's small-table twins). */
@@ -31,6 +35,8 @@ export interface ReplayKey {
 
 export interface ScenarioContext {
   db: NodePgDatabase;
+  /** The pool `db` runs on, for the raw-pg reference (g). */
+  pool: pg.Pool;
   redis: Redis;
   redisOptions: RedisIdempotencyOptions;
   /** Completed keys for (c). */
@@ -132,7 +138,45 @@ export const redisMiddleware: Scenario = {
   },
 };
 
-export const SCENARIOS: readonly Scenario[] = [bare, firstExecution, replay, redisMiddleware, tunedFirstExecution, tunedReplay];
+/**
+ * The hand-written reference: what a careful engineer would write with raw pg
+ * for the same guarantee, and the least it can cost. Two simple-protocol
+ * strings carry BEGIN + claim and store + COMMIT (literals escaped by pg);
+ * the business statements in between are the same drizzle calls as (a).
+ */
+export const handWritten: Scenario = {
+  id: 'g',
+  short: 'raw pg, fused',
+  label: 'hand-written raw pg, BEGIN+claim and store+COMMIT fused',
+  operation: ({ pool }) => {
+    return async () => {
+      const [key, scope, sku] = [randomUUID(), randomTenant(), randomSku()];
+      const client = await pool.connect();
+      try {
+        const where = `scope = ${client.escapeLiteral(scope)} and key = ${client.escapeLiteral(key)}`;
+        const claimed = (await client.query(
+          `begin; insert into idempotency_keys (scope, key, fingerprint, status, expires_at)
+           values (${client.escapeLiteral(scope)}, ${client.escapeLiteral(key)}, ${client.escapeLiteral(HAND_FINGERPRINT)}, 'started', now() + interval '1 day')
+           on conflict (scope, key) do nothing returning 1`,
+        )) as unknown as pg.QueryResult[];
+        if (claimed[1]!.rowCount !== 1) throw new Error('a new key was not claimed');
+        const result = await charge(drizzle(client), key, sku);
+        await client.query(
+          `update idempotency_keys set status = 'completed', response = ${client.escapeLiteral(JSON.stringify({ value: result }))}::jsonb,
+             completed_at = now(), expires_at = now() + interval '1 day' where ${where}; commit`,
+        );
+      } catch (error) {
+        await client.query('rollback').catch(() => {});
+        throw error;
+      } finally {
+        client.release();
+      }
+    };
+  },
+};
+const HAND_FINGERPRINT = 'sha256:hand-written';
+
+export const SCENARIOS: readonly Scenario[] = [bare, firstExecution, replay, redisMiddleware, tunedFirstExecution, tunedReplay, handWritten];
 
 /** The same scenario against the key table in another schema, under its own id. */
 export function againstSchema(scenario: Scenario, id: string, label: string, keysSchema: string, replayKeys: readonly ReplayKey[]): Scenario {

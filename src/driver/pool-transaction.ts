@@ -12,6 +12,8 @@ interface PgClient {
   on(event: 'error', listener: (error: Error) => void): unknown;
   removeListener(event: 'error', listener: (error: Error) => void): unknown;
   connection?: { stream?: { cork?(): void; uncork?(): void } };
+  /** node-postgres 8.23+: whether queries are sent without waiting for the previous answer. */
+  pipeline?: boolean;
 }
 interface PgPool {
   options?: { pipeline?: unknown };
@@ -123,6 +125,12 @@ export async function inPoolTransaction<R>(
     broken ??= error instanceof Error ? error : new Error(String(error));
   };
   const client = await checkOut(source.pool, markBroken);
+  // Pipeline mode for as long as we hold the client, unless the pool says
+  // `pipeline: false` (the opt-out): BEGIN then travels with the claim and the
+  // store with COMMIT. It is a protocol feature (no server state), so safe
+  // behind any pooler; the client goes back in the mode it came in.
+  const pipelining = client.pipeline === false && source.pool.options?.pipeline !== false;
+  if (pipelining) client.pipeline = true;
   const session = new NodePgSession(client as never, dialect as never, schema as never, options as never);
   const tx = new NodePgTransaction(dialect as never, session, schema as never) as unknown as IdempotencyDatabase;
 
@@ -168,6 +176,9 @@ export async function inPoolTransaction<R>(
     if (open) await client.query({ text: 'rollback' }).catch(markBroken);
     throw error;
   } finally {
+    // Every query of ours has been answered here (each was awaited, COMMIT or
+    // ROLLBACK last), so the client is idle and may change mode.
+    if (pipelining) client.pipeline = false;
     client.removeListener('error', markBroken);
     client.release(broken);
   }

@@ -1,12 +1,15 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Response } from 'express';
 
-// Everything through which Node or Express sends, or commits to, part of an
-// answer: headers, status, body. A handler that calls one of them would answer
-// before COMMIT (and its transaction could still roll back); the route answers
-// for it once the transaction is over.
+// Node's primitives through which every part of an answer leaves (headers,
+// status line, body): each of Express' methods (send, json, set, cookie,
+// redirect, sendFile, …) goes through them, so guarding them guards those
+// too, at a fraction of the cost per request. Plus Express' `status`, which
+// only sets the status but belongs to the handler's answer just the same. A
+// handler that calls one of them would answer before COMMIT (and its
+// transaction could still roll back); the route answers for it once the
+// transaction is over.
 const SENDING_METHODS = [
-  // node:http
   'write',
   'end',
   'writeHead',
@@ -19,28 +22,7 @@ const SENDING_METHODS = [
   'writeContinue',
   'writeProcessing',
   'writeEarlyHints',
-  // Express
   'status',
-  'sendStatus',
-  'send',
-  'json',
-  'jsonp',
-  'sendFile',
-  'download',
-  'redirect',
-  'render',
-  'set',
-  'header',
-  'append',
-  'cookie',
-  'clearCookie',
-  'location',
-  'links',
-  'attachment',
-  'type',
-  'contentType',
-  'format',
-  'vary',
 ] as const;
 // Not the socket: Node itself calls its write and end while the handler runs
 // (it ends the connection when the client half-closes it), so a handler that
@@ -56,17 +38,42 @@ export interface ResponseGuard {
   readonly violation: string | undefined;
   /** Runs the handler: what it calls, now or later, is checked. */
   run<T>(handler: () => T): T;
-  /** Puts every method back as it was (other middleware's wrappers included). */
+  /** From now on every method behaves as it did before the guard. */
   release(): void;
 }
+
+interface GuardState {
+  guard: ResponseGuard;
+  released: boolean;
+  violation: string | undefined;
+  /** What each method was before the guard: the prototype's, or another middleware's wrapper. */
+  originals: Record<string, (...args: unknown[]) => unknown>;
+}
+
+const STATE = Symbol('drizzle-idempotency.response-guard');
+type Guarded = Record<string | symbol, unknown> & { [STATE]?: GuardState };
+
+// One wrapper per method for all responses (not closures per request): a
+// request then costs one property write per method, and no property is ever
+// deleted, which would turn the response into a slow dictionary object.
+const WRAPPERS = new Map(
+  SENDING_METHODS.map((name) => [
+    name,
+    function guarded(this: Guarded, ...args: unknown[]): unknown {
+      const state = this[STATE]!;
+      if (state.released || handlerContext.getStore() !== state.guard) return state.originals[name]!.apply(this, args);
+      state.violation ??= name;
+      throw writeError(name);
+    },
+  ]),
+);
 
 /**
  * Makes every method that would send part of `res` throw at once when the
  * handler (run through `guard.run`) calls it, until `release()`. Calls from
  * elsewhere pass through: a timeout middleware may still answer, and a throw
- * in its timer would take the process down. Own-property wrappers
- * (compression, loggers) are put back as they were; prototype methods by
- * removing the shadowing property.
+ * in its timer would take the process down. After `release()` every method
+ * calls what it was before (other middleware's wrappers included).
  *
  * @example
  * const guard = guardResponse(res);
@@ -74,37 +81,27 @@ export interface ResponseGuard {
  * if (guard.violation) throw writeError(guard.violation);
  */
 export function guardResponse(res: Response): ResponseGuard {
-  const target = res as unknown as Record<string, unknown>;
-  const saved = new Map<string, PropertyDescriptor | undefined>();
-  let violation: string | undefined;
-  const guard: ResponseGuard = {
+  const target = res as unknown as Guarded;
+  const state: GuardState = { guard: undefined as unknown as ResponseGuard, released: false, violation: undefined, originals: {} };
+  state.guard = {
     get violation() {
-      return violation;
+      return state.violation;
     },
-    run: (handler) => handlerContext.run(guard, handler),
+    run: (handler) => handlerContext.run(state.guard, handler),
     release() {
-      for (const [name, descriptor] of saved) {
-        if (descriptor) Object.defineProperty(res, name, descriptor);
-        else delete target[name];
-      }
-      saved.clear();
+      state.released = true;
     },
   };
-  for (const name of SENDING_METHODS) {
-    const original = target[name];
-    if (typeof original !== 'function') continue;
-    saved.set(name, Object.getOwnPropertyDescriptor(res, name));
-    Object.defineProperty(res, name, {
-      configurable: true,
-      writable: true,
-      value: function guarded(this: unknown, ...args: unknown[]): unknown {
-        if (handlerContext.getStore() !== guard) return (original as (...a: unknown[]) => unknown).apply(this, args);
-        violation ??= name;
-        throw writeError(name);
-      },
-    });
+  // A response guarded twice (a route behind another) keeps the first originals.
+  const outer = target[STATE];
+  target[STATE] = state;
+  for (const [name, wrapper] of WRAPPERS) {
+    const current = target[name];
+    if (typeof current !== 'function') continue;
+    state.originals[name] = (current === wrapper ? outer!.originals[name] : current) as (...args: unknown[]) => unknown;
+    target[name] = wrapper;
   }
-  return guard;
+  return state.guard;
 }
 
 /** The error a handler gets (or the route throws) when the handler wrote to `res`. */

@@ -70,9 +70,23 @@ describe('the README', () => {
     ['a ts block without a prelude line', '# x\n\n```ts\nconst a = 1;\n```\n', /needs a line right above it/],
     ['a block fenced as typescript', '<sub>[p](test/readme/p.ts)</sub>\n```typescript\nconst a = 1;\n```\n', /fence it as ```ts/],
     ['an indented ts block', '- item\n  ```ts\n  const a = 1;\n  ```\n', /fence it as ```ts/],
+    ['a ts block fenced with four backticks', '<sub>[p](test/readme/p.ts)</sub>\n````ts\nconst a: number = "";\n````\n', /fence it as ```ts/],
+    ['a ts block fenced with tildes', '<sub>[p](test/readme/p.ts)</sub>\n~~~~ts\nconst a: number = "";\n~~~~\n', /fence it as ```ts/],
+    ['a ts block in a blockquote', '> note:\n> ```ts\n> const a: number = "";\n> ```\n', /fence it as ```ts/],
+    ['a ts block in a numbered list item', '1. ```ts\n   const a: number = "";\n   ```\n', /fence it as ```ts/],
+    ['a ts block in a bullet list item', '- ```tsx\n  const a: number = "";\n  ```\n', /fence it as ```ts/],
+    ['a ts block in a quoted list item', '> 2) ```typescript\n>    const a = 1;\n>    ```\n', /fence it as ```ts/],
     ['two blocks linking one prelude', '<sub>[p](test/readme/p.ts)</sub>\n```ts\n```\n<sub>[p](test/readme/p.ts)</sub>\n```ts\n```\n', /already linked/],
   ])('would fail CI on %s', (_what, readme, message) => {
     expect(() => readmeExamples(readme)).toThrow(message);
+  });
+
+  it('ends a block where GitHub ends it: a closing fence may carry trailing spaces or more backticks', () => {
+    const readme = [
+      '<sub>[a](test/readme/a.ts)</sub>', '```ts', 'const a = 1;', '```  ', 'text',
+      '<sub>[b](test/readme/b.ts)</sub>', '```ts', 'const b = 2;', '`````', '',
+    ].join('\n');
+    expect(readmeExamples(readme).map((e) => [e.id, e.code])).toEqual([['a', 'const a = 1;'], ['b', 'const b = 2;']]);
   });
 
   it('has examples that type-check strictly, each with its prelude', () => {

@@ -286,6 +286,7 @@ describe('Faster on node-postgres: prepare and pipeline mode', async () => {
     expect(await count(t.pool, 'charges')).toBe(1);
   });
 
+  // The README shows the switch; should it stop showing it (pipeline mode by default), this test goes with it.
   it('runs on the pool the example built, pipeline mode on', () => {
     expect(example.db.$client.options).toMatchObject({ pipeline: true });
   });

@@ -26,7 +26,15 @@ export interface ReadmeExample {
   line: number;
 }
 
-const SCRIPT_FENCE = /^\s*(```|~~~)\s*(ts|typescript|tsx|mts|cts|js|javascript|jsx|mjs|cjs)\b/i;
+/**
+ * An opening fence GitHub renders as TypeScript (or JavaScript), however it is
+ * written: three or more backticks or tildes, indented, in a blockquote or a
+ * list item (`> ```ts`, `1. ```ts`, `- ~~~~tsx`), language in any case. Only
+ * the plain ```ts at the start of a line is checked; any other spelling is refused.
+ */
+const SCRIPT_FENCE = /^(?:[ \t]|>|\d{1,9}[.)](?=[ \t])|[-*+](?=[ \t]))*(`{3,}|~{3,})[ \t]*\{?[ \t]*\.?(ts|typescript|tsx|mts|cts|js|javascript|jsx|mjs|cjs)\b/i;
+/** What closes a ```ts block (CommonMark): three or more backticks, nothing after them but spaces. */
+const CLOSING_FENCE = /^ {0,3}`{3,}[ \t]*$/;
 const MARKER = new RegExp(`^<sub>.*\\]\\((${PRELUDES}/([\\w-]+)\\.ts)\\).*</sub>\\s*$`);
 
 /** Every ```ts block of `readme`, with its prelude; throws when a block has none. */
@@ -39,7 +47,7 @@ export function readmeExamples(readme: string): ReadmeExample[] {
       throw new Error(`README.md:${i + 1}: fence it as \`\`\`ts at the start of the line, so that CI checks it: ${lines[i]!.trim()}`);
     }
     if (lines[i] !== '```ts') continue;
-    const end = lines.indexOf('```', i + 1);
+    const end = lines.findIndex((line, n) => n > i && CLOSING_FENCE.test(line));
     if (end < 0) throw new Error(`README.md:${i + 1}: a \`\`\`ts block that never ends`);
     const marker = MARKER.exec(lines[i - 1] ?? '');
     if (!marker) {

@@ -64,6 +64,73 @@ describe('results that cannot be stored', () => {
     expect(error).toMatchObject({ code: 'IDEMPOTENCY_RESULT_INVALID' });
   });
 
+  // What JSON.stringify would silently write as {} (or null), so that a replay
+  // would not be what fn returned: refused, and typed never by Jsonified.
+  class Receipt {
+    constructor(readonly amount: number) {}
+    get total() {
+      return this.amount * 2;
+    }
+  }
+  it.each([
+    ['a Map', () => ({ byId: new Map([[1, 'a']]) })],
+    ['a Set', () => ({ tags: new Set(['a']) })],
+    ['a WeakMap', () => [new WeakMap()]],
+    ['a WeakSet', () => ({ seen: new WeakSet() })],
+    ['an Error', () => ({ failure: new Error('card declined') })],
+    ['an Error subclass, as the whole result', () => new RangeError('too many')],
+    ['a RegExp', () => ({ pattern: /a+/g })],
+    ['a Uint8Array', () => ({ bytes: new Uint8Array([1, 2]) })],
+    ['a Float64Array', () => ({ samples: new Float64Array([0.5]) })],
+    ['an ArrayBuffer', () => ({ raw: new ArrayBuffer(4) })],
+    ['a SharedArrayBuffer', () => ({ raw: new SharedArrayBuffer(4) })],
+    ['a DataView', () => ({ view: new DataView(new ArrayBuffer(4)) })],
+    ['a Promise', () => ({ pending: Promise.resolve(1) })],
+    ['a Map nested in an array', () => ({ rows: [{ id: 1, extra: new Map() }] })],
+    ['a Map returned by toJSON', () => ({ toJSON: () => new Map() })],
+    ['an invalid Date (JSON writes null)', () => ({ paidAt: new Date('not a date') })],
+    ['a class instance whose value is a getter (JSON leaves it out)', () => new Receipt(5)],
+  ])('rejects %s as IDEMPOTENCY_RESULT_INVALID and rolls fn back', async (_name, make) => {
+    const error = await rejectsWithoutChange('result-lossy', async () => make());
+    expect(error).toBeInstanceOf(IdempotencyResultInvalidError);
+    expect(error).toMatchObject({ code: 'IDEMPOTENCY_RESULT_INVALID', retryable: false });
+  });
+
+  it('stores what JSON keeps: own toJSON (Date, Buffer, an Error that defines one), class instances with data fields, null', async () => {
+    class Money {
+      constructor(
+        readonly amount: number,
+        readonly currency: string,
+      ) {}
+      format() {
+        return `${this.amount} ${this.currency}`;
+      }
+    }
+    class DeclinedError extends Error {
+      toJSON() {
+        return { code: 'declined' };
+      }
+    }
+    const result = {
+      paidAt: new Date('2025-06-02T18:25:29.158Z'),
+      bytes: Buffer.from([1, 2]),
+      failure: new DeclinedError('card declined'),
+      price: new Money(1999, 'EUR'),
+      looksLikeAnError: { name: 'TypeError', message: 'plain data' },
+      none: null,
+    };
+    const stored = {
+      paidAt: '2025-06-02T18:25:29.158Z',
+      bytes: { type: 'Buffer', data: [1, 2] },
+      failure: { code: 'declined' },
+      price: { amount: 1999, currency: 'EUR' },
+      looksLikeAnError: { name: 'TypeError', message: 'plain data' },
+      none: null,
+    };
+    expect(await withIdempotency(t.db, 'result-kept', async () => result)).toEqual(stored);
+    expect(await withIdempotency(t.db, 'result-kept', async () => 'not run')).toEqual(stored);
+  });
+
   it('stores results up to 1 MiB by default and refuses more', async () => {
     const big = 'x'.repeat(1024 * 1024 - 100);
     expect((await withIdempotency(t.db, 'big-ok', async () => big)).length).toBe(big.length);

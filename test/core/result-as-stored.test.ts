@@ -65,6 +65,54 @@ describe('the type of a result', () => {
     expectTypeOf<Jsonified<{ id: number; format(): string }>>().toEqualTypeOf<{ id: number }>();
   });
 
+  it('is never for what JSON would write as {} or lose, so that the compiler flags it', () => {
+    expectTypeOf<Jsonified<Map<string, number>>>().toEqualTypeOf<never>();
+    expectTypeOf<Jsonified<ReadonlyMap<string, number>>>().toEqualTypeOf<never>();
+    expectTypeOf<Jsonified<Set<string>>>().toEqualTypeOf<never>();
+    expectTypeOf<Jsonified<WeakMap<object, number>>>().toEqualTypeOf<never>();
+    expectTypeOf<Jsonified<WeakSet<object>>>().toEqualTypeOf<never>();
+    expectTypeOf<Jsonified<Error>>().toEqualTypeOf<never>();
+    expectTypeOf<Jsonified<TypeError>>().toEqualTypeOf<never>();
+    expectTypeOf<Jsonified<RegExp>>().toEqualTypeOf<never>();
+    expectTypeOf<Jsonified<Uint8Array>>().toEqualTypeOf<never>();
+    expectTypeOf<Jsonified<Float64Array>>().toEqualTypeOf<never>();
+    expectTypeOf<Jsonified<BigInt64Array>>().toEqualTypeOf<never>();
+    expectTypeOf<Jsonified<ArrayBuffer>>().toEqualTypeOf<never>();
+    expectTypeOf<Jsonified<SharedArrayBuffer>>().toEqualTypeOf<never>();
+    expectTypeOf<Jsonified<DataView>>().toEqualTypeOf<never>();
+    expectTypeOf<Jsonified<Promise<number>>>().toEqualTypeOf<never>();
+    expectTypeOf<Jsonified<{ id: number; tags: Set<string> }>>().toEqualTypeOf<{ id: number; tags: never }>();
+    const use = (stored: Jsonified<{ tags: Set<string>; byId: Map<number, string>; failure: Error; bytes: Uint8Array }>) => [
+      // @ts-expect-error a Set is stored as {}: it has no size on a replay
+      stored.tags.size,
+      // @ts-expect-error a Map is stored as {}
+      stored.byId.get(1),
+      // @ts-expect-error an Error is stored as {}: its message is lost
+      stored.failure.message,
+      // @ts-expect-error a typed array is stored as an object of its indices, without length
+      stored.bytes.length,
+    ];
+    expect(use).toBeTypeOf('function');
+  });
+
+  it('keeps any as any, and what JSON keeps as it is', () => {
+    expectTypeOf<Jsonified<{ payload: any; id: number }>>().toEqualTypeOf<{ payload: any; id: number }>(); // eslint-disable-line @typescript-eslint/no-explicit-any
+    expectTypeOf<Jsonified<{ list: any[] }>>().toEqualTypeOf<{ list: any[] }>(); // eslint-disable-line @typescript-eslint/no-explicit-any
+    // Plain data that merely looks like an Error (no stack) is plain data.
+    expectTypeOf<Jsonified<{ name: string; message: string }>>().toEqualTypeOf<{ name: string; message: string }>();
+    // What has its own toJSON is what toJSON returns: a Buffer is stored as { type, data }.
+    expectTypeOf<Jsonified<Buffer>>().toEqualTypeOf<{ type: 'Buffer'; data: number[] }>();
+    expectTypeOf<Jsonified<{ failure: Error & { toJSON(): { code: string } } }>>().toEqualTypeOf<{ failure: { code: string } }>();
+    // A class instance keeps its data fields.
+    class Money {
+      constructor(readonly amount: number, readonly currency: string) {}
+      format() {
+        return `${this.amount} ${this.currency}`;
+      }
+    }
+    expectTypeOf<Jsonified<Money>>().toEqualTypeOf<{ amount: number; currency: string }>();
+  });
+
   it('is what withIdempotency, withIdempotencyOutcome and lookupReplay return', async () => {
     const run = async (db: IdempotencyDatabase) => {
       const value = await withIdempotency(db, 'typed', async () => receipt());

@@ -362,7 +362,8 @@ describe('a handler that fails', () => {
   it.each([
     ['a NUL in an object key', { 'a\u0000b': 1 }],
     ['a lone surrogate in a string', { name: 'caf\ud800' }],
-  ])('answers 500 IDEMPOTENCY_RESULT_INVALID, not retryable, to a body jsonb refuses (%s), and commits nothing', async (what, body) => {
+    ['a Map, which JSON writes as {}', { byId: new Map([[1, 'a']]) }],
+  ])('answers 500 IDEMPOTENCY_RESULT_INVALID, not retryable, to a body that cannot be stored as it is (%s), and commits nothing', async (what, body) => {
     const ref = `jsonb-${what.length}`;
     const url = `${await serve((app) => app.post('/charges', chargeRoute(t.db, () => ({ status: 201, body }))))}/charges`;
     const res = await fetch(url, json({ ref }, { 'idempotency-key': ref }));

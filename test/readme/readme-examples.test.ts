@@ -4,9 +4,9 @@
 // fails here. How a block becomes a module: scripts/readme-examples.ts.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { rmSync } from 'node:fs';
+import { copyFileSync, rmSync } from 'node:fs';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { relative } from 'node:path';
 import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
 import { is } from 'drizzle-orm';
@@ -23,7 +23,8 @@ import {
 } from '../../src/index.js';
 import { readmeExamples, readReadme, ROOT, writeExamples, type ReadmeExample } from '../../scripts/readme-examples.js';
 import { testDatabase } from '../support/db.js';
-import { count } from '../support/fixtures.js';
+import { waitForLockWaiters } from '../support/activity.js';
+import { count, sleep } from '../support/fixtures.js';
 
 const examples = readmeExamples(readReadme());
 const files = writeExamples(examples, String(process.pid));
@@ -31,12 +32,12 @@ afterAll(() => {
   for (const file of files.values()) rmSync(file, { force: true });
 });
 
-/** Imports an example with `env` set while it loads (its top level reads process.env). */
-async function load<T>(id: string, env: Record<string, string>): Promise<T> {
+/** Imports a module with `env` set while it loads (its top level reads process.env). */
+async function importWith<T>(path: string, env: Record<string, string>): Promise<T> {
   const saved = Object.fromEntries(Object.keys(env).map((name) => [name, process.env[name]]));
   Object.assign(process.env, env);
   try {
-    return (await import(files.get(id)!)) as T;
+    return (await import(path)) as T;
   } finally {
     for (const [name, value] of Object.entries(saved)) {
       if (value === undefined) delete process.env[name];
@@ -44,6 +45,22 @@ async function load<T>(id: string, env: Record<string, string>): Promise<T> {
     }
   }
 }
+
+/** Imports an example (once: a second load gives the same module). */
+const load = <T>(id: string, env: Record<string, string>) => importWith<T>(files.get(id)!, env);
+
+/** Runs an example again: a copy of it, next to its prelude (which stays loaded), imported afresh. */
+let runs = 0;
+function runAgain<T>(id: string): Promise<T> {
+  const copy = files.get(id)!.replace(/\.ts$/, `-run${++runs}.ts`);
+  copyFileSync(files.get(id)!, copy);
+  copies.push(copy);
+  return importWith<T>(copy, {});
+}
+const copies: string[] = [];
+afterAll(() => {
+  for (const file of copies) rmSync(file, { force: true });
+});
 
 type Database = NodePgDatabase & { $client: pg.Pool };
 
@@ -70,9 +87,23 @@ describe('the README', () => {
     ['a ts block without a prelude line', '# x\n\n```ts\nconst a = 1;\n```\n', /needs a line right above it/],
     ['a block fenced as typescript', '<sub>[p](test/readme/p.ts)</sub>\n```typescript\nconst a = 1;\n```\n', /fence it as ```ts/],
     ['an indented ts block', '- item\n  ```ts\n  const a = 1;\n  ```\n', /fence it as ```ts/],
+    ['a ts block fenced with four backticks', '<sub>[p](test/readme/p.ts)</sub>\n````ts\nconst a: number = "";\n````\n', /fence it as ```ts/],
+    ['a ts block fenced with tildes', '<sub>[p](test/readme/p.ts)</sub>\n~~~~ts\nconst a: number = "";\n~~~~\n', /fence it as ```ts/],
+    ['a ts block in a blockquote', '> note:\n> ```ts\n> const a: number = "";\n> ```\n', /fence it as ```ts/],
+    ['a ts block in a numbered list item', '1. ```ts\n   const a: number = "";\n   ```\n', /fence it as ```ts/],
+    ['a ts block in a bullet list item', '- ```tsx\n  const a: number = "";\n  ```\n', /fence it as ```ts/],
+    ['a ts block in a quoted list item', '> 2) ```typescript\n>    const a = 1;\n>    ```\n', /fence it as ```ts/],
     ['two blocks linking one prelude', '<sub>[p](test/readme/p.ts)</sub>\n```ts\n```\n<sub>[p](test/readme/p.ts)</sub>\n```ts\n```\n', /already linked/],
   ])('would fail CI on %s', (_what, readme, message) => {
     expect(() => readmeExamples(readme)).toThrow(message);
+  });
+
+  it('ends a block where GitHub ends it: a closing fence may carry trailing spaces or more backticks', () => {
+    const readme = [
+      '<sub>[a](test/readme/a.ts)</sub>', '```ts', 'const a = 1;', '```  ', 'text',
+      '<sub>[b](test/readme/b.ts)</sub>', '```ts', 'const b = 2;', '`````', '',
+    ].join('\n');
+    expect(readmeExamples(readme).map((e) => [e.id, e.code])).toEqual([['a', 'const a = 1;'], ['b', 'const b = 2;']]);
   });
 
   it('has examples that type-check strictly, each with its prelude', () => {
@@ -145,14 +176,46 @@ describe('the order examples (given a transaction, knowing a replay, SERIALIZABL
       create table audit_log (id serial primary key, event text not null);
       create table carts (user_id text primary key, order_id integer);
       insert into carts values ('alice', null);`);
-    shop = await load('transaction', { DATABASE_URL: t.url });
+    // The examples' prelude: its `db` is the one every example below uses.
+    shop = await importWith('./shop.js', { DATABASE_URL: t.url });
   });
   afterAll(() => shop?.db.$client.end());
 
-  it('given a transaction: the audit row, the order, its key and the cart commit together', async () => {
-    expect(await count(t.pool, 'orders')).toBe(1);
-    expect(await count(t.pool, 'audit_log', `event = 'checkout-attempt'`)).toBe(1);
-    expect(await count(t.pool, 'idempotency_keys', `scope = 'alice' and key = 'checkout-0001' and status = 'completed'`)).toBe(1);
+  /** What other sessions see of the "Given a transaction" example's writes. */
+  const checkout = async () => ({
+    keys: await count(t.pool, 'idempotency_keys', `scope = 'alice' and key = 'checkout-0001'`),
+    orders: await count(t.pool, 'orders'),
+    audits: await count(t.pool, 'audit_log', `event = 'checkout-attempt'`),
+  });
+
+  it('given a transaction: when your transaction fails after the call, your ROLLBACK forgets key, order and audit row', async () => {
+    // The example's last statement, the cart update, fails: the whole transaction rolls back.
+    await t.pool.query(`alter table carts add constraint no_order_yet check (order_id is null)`);
+    try {
+      await expect(runAgain('transaction')).rejects.toMatchObject({ cause: expect.objectContaining({ code: '23514' }) });
+    } finally {
+      await t.pool.query(`alter table carts drop constraint no_order_yet`);
+    }
+    expect(await checkout()).toEqual({ keys: 0, orders: 0, audits: 0 });
+  });
+
+  it('given a transaction: key, order and audit row become visible with your COMMIT, not before', async () => {
+    // Hold the cart row, so that the example waits at its last statement, after the call returned.
+    const holder = await t.pool.connect();
+    try {
+      await holder.query(`begin`);
+      await holder.query(`select 1 from carts where user_id = 'alice' for update`);
+      const run = runAgain('transaction');
+      await waitForLockWaiters(t.pool, 1);
+      expect(await checkout()).toEqual({ keys: 0, orders: 0, audits: 0 });
+      await holder.query(`commit`);
+      await run;
+    } finally {
+      await holder.query(`rollback`).catch(() => {});
+      holder.release();
+    }
+    expect(await checkout()).toEqual({ keys: 1, orders: 1, audits: 1 });
+    expect(await count(t.pool, 'idempotency_keys', `key = 'checkout-0001' and status = 'completed'`)).toBe(1);
     expect(await count(t.pool, 'carts', `user_id = 'alice' and order_id = (select id from orders)`)).toBe(1);
   });
 
@@ -174,13 +237,34 @@ describe('the order examples (given a transaction, knowing a replay, SERIALIZABL
     expect(await count(t.pool, 'orders')).toBe(2);
   });
 
-  it('SERIALIZABLE: concurrent duplicates retry the whole transaction and get the one order', async () => {
+  it('SERIALIZABLE: concurrent duplicates fail once the first commits, run the whole transaction again and get the one order', async () => {
     const { placeOrderSerializable } = await load<{ placeOrderSerializable(userId: string, key: string, cart: object): Promise<unknown> }>(
       'serializable',
       {},
     );
-    const results = await Promise.all(Array.from({ length: 4 }, () => placeOrderSerializable('carol', 'order-2', cart)));
-    expect(new Set(results.map((r) => JSON.stringify(r))).size).toBe(1);
+    // Every attempt is a transaction of its own, on a connection taken from the pool.
+    let attempts = 0;
+    const counted = () => void attempts++;
+    shop.db.$client.on('acquire', counted);
+    // Hold the first call inside createOrder until all four wait: one on the orders
+    // table, three on the first's uncommitted key, each in its own snapshot.
+    const holder = await t.pool.connect();
+    let calls: Promise<unknown>[] = [];
+    try {
+      await holder.query(`begin`);
+      await holder.query(`lock table orders in share mode`);
+      calls = Array.from({ length: 4 }, () => placeOrderSerializable('carol', 'order-2', cart));
+      await waitForLockWaiters(t.pool, 4);
+      await holder.query(`commit`);
+      const results = await Promise.all(calls);
+      expect(new Set(results.map((r) => JSON.stringify(r))).size).toBe(1);
+    } finally {
+      await holder.query(`rollback`).catch(() => {});
+      holder.release();
+      await Promise.allSettled(calls);
+      shop.db.$client.off('acquire', counted);
+    }
+    expect(attempts).toBeGreaterThanOrEqual(4 + 3); // the three duplicates each ran again, and then replayed
     expect(await count(t.pool, 'orders')).toBe(3);
   });
 });
@@ -200,6 +284,21 @@ describe('Faster on node-postgres: prepare and pipeline mode', async () => {
     const { rows } = await t.pool.query(`select scope, status, response from idempotency_keys where key = 'order-42-payment'`);
     expect(rows).toEqual([{ scope: 'alice', status: 'completed', response: { value: example.charge } }]);
     expect(await count(t.pool, 'charges')).toBe(1);
+  });
+
+  // The README shows the switch; should it stop showing it (pipeline mode by default), this test goes with it.
+  it('runs on the pool the example built, pipeline mode on', () => {
+    expect(example.db.$client.options).toMatchObject({ pipeline: true });
+  });
+
+  it("leaves the library's statements prepared on the connection that ran the call", async () => {
+    const pool = example.db.$client;
+    expect(pool.totalCount).toBe(1); // the one connection of the call: the query below runs on it
+    const { rows } = await pool.query<{ statement: string }>(
+      `select statement from pg_prepared_statements where name like 'drizzle\\_idempotency\\_%' order by prepare_time`,
+    );
+    expect(rows.length).toBeGreaterThanOrEqual(2); // the claim and the store, at least
+    expect(rows.every((r) => r.statement.includes('idempotency_keys'))).toBe(true);
   });
 });
 
@@ -336,24 +435,60 @@ describe('HTTP: the Express server and the fetchWithRetry client', async () => {
 
 describe('Operations: startSweeper', async () => {
   const t = await testDatabase({ migrated: true });
+  /** Whether a TCP connection to the port is accepted (a new one, not fetch's kept-alive one). */
+  const accepts = (port: number) =>
+    new Promise<boolean>((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      socket.once('connect', () => (socket.destroy(), resolve(true)));
+      socket.once('error', () => resolve(false));
+    });
 
-  it('shuts down on SIGTERM: the process exits 0, with a keep-alive connection open to its server', async () => {
+  it('shuts down on SIGTERM, with a sweep running and a keep-alive connection open: it ends the sweep between batches, and the process exits 0 at once', async () => {
+    // Two and a half batches of expired keys (a batch is 1000 rows).
+    await t.pool.query(`
+      insert into idempotency_keys (key, status, response, completed_at, expires_at)
+      select 'expired-' || n, 'completed', '{"value": 1}', now() - interval '2 days', now() - interval '1 day'
+      from generate_series(1, 2500) as n`);
+    // Hold the table, so that the sweep the example starts at once stays in its first batch until we let go.
+    const holder = await t.pool.connect();
+    await holder.query(`begin`);
+    await holder.query(`lock table idempotency_keys in share mode`);
     const child = spawn(process.execPath, ['--import', 'tsx', `${ROOT}test/readme/run-example.ts`, files.get('sweeper')!], {
       cwd: ROOT,
       env: { ...process.env, DATABASE_URL: t.url, PORT: '0' },
-      stdio: ['ignore', 'pipe', 'inherit'],
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
     const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
     let out = '';
+    let err = '';
     child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    while (!/ready (\d+)\n/.test(out)) await Promise.race([once(child.stdout!, 'data'), exited]);
-    const port = /ready (\d+)\n/.exec(out)![1];
-    // A keep-alive connection, idle once answered, as a browser or load balancer leaves it.
-    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
-    child.kill('SIGTERM');
-    const bound = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    const [code, signal] = await exited;
-    clearTimeout(bound);
-    expect({ code, signal }).toEqual({ code: 0, signal: null });
+    child.stderr!.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    const bound = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    try {
+      while (!/ready (\d+)\n/.test(out)) await Promise.race([once(child.stdout!, 'data'), exited]);
+      const port = Number(/ready (\d+)\n/.exec(out)![1]);
+      await waitForLockWaiters(t.pool, 1); // the sweep's first batch
+      // A keep-alive connection, idle once answered, as a browser or load balancer leaves it.
+      expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+      child.kill('SIGTERM');
+      // The server stops listening first; give the handler ample time to get to the sweeper, then let the batch finish.
+      while (await accepts(port)) await sleep(20);
+      await sleep(500);
+      await holder.query(`commit`);
+      const released = performance.now();
+      const [code, signal] = await exited;
+      // pg closes idle connections after 10 s: an exit within 4 s means the handler ended the pool.
+      expect(performance.now() - released).toBeLessThan(4_000);
+      expect({ code, signal }).toEqual({ code: 0, signal: null });
+    } finally {
+      clearTimeout(bound);
+      await holder.query(`rollback`).catch(() => {});
+      holder.release();
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+    // The running sweep stopped after its batch, reported it, and nothing failed.
+    expect(out).toMatch(/idempotency keys swept \{ deleted: 1000,/);
+    expect(err).toBe('');
+    expect(await count(t.pool, 'idempotency_keys')).toBe(1500);
   });
 });

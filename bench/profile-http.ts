@@ -7,22 +7,32 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PAYMENT_ROUTES, type Variant } from './http-app.js';
 import { createBenchDatabase, dropBenchDatabase } from './http-database.js';
-import { freshKeys, load } from './http-load.js';
+import { BENCH_USER, cycledKeys, freshKeys, load, PAYMENT_BODY } from './http-load.js';
 import { DEFAULT_SERVER } from './http.js';
 import { startBenchServer } from './http-server-process.js';
 
 const variant = (process.argv[2] ?? 'ours') as Variant;
 const seconds = Number(process.argv[3] ?? 8);
+const replays = process.argv.includes('--replay');
 const dir = mkdtempSync(join(tmpdir(), 'bench-prof-'));
 process.env.BENCH_SERVER_NODE_ARGS = `--cpu-prof --cpu-prof-dir=${dir}`;
 const server0 = process.env.DATABASE_URL ?? DEFAULT_SERVER;
 const databaseUrl = await createBenchDatabase(server0);
 try {
   const server = await startBenchServer({ databaseUrl, redisUrl: 'redis://127.0.0.1:6379', redisPrefix: 'prof:', poolSize: 16 });
-  const keys = freshKeys('prof');
-  await load({ url: server.url + PAYMENT_ROUTES[variant], connections: 32, seconds: 2, nextKey: keys });
-  const result = await load({ url: server.url + PAYMENT_ROUTES[variant], connections: 32, seconds, nextKey: keys });
-  console.log(`${variant}: ${result.rps.toFixed(0)} req/s under the profiler`);
+  const url = server.url + PAYMENT_ROUTES[variant];
+  let keys = freshKeys('prof');
+  if (replays) {
+    const done = Array.from({ length: 200 }, (_, i) => `prof-done-${i}`);
+    for (const key of done) {
+      const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', 'x-user-id': BENCH_USER, 'idempotency-key': key }, body: PAYMENT_BODY });
+      await response.arrayBuffer();
+    }
+    keys = cycledKeys(done);
+  }
+  await load({ url, connections: 32, seconds: 2, nextKey: keys });
+  const result = await load({ url, connections: 32, seconds, nextKey: keys });
+  console.log(`${variant}${replays ? ' replays' : ''}: ${result.rps.toFixed(0)} req/s under the profiler`);
   await server.stop();
 } finally {
   await dropBenchDatabase(server0);

@@ -179,18 +179,26 @@ export const callsWaitingForTheirKey = () => waitingForKeys;
  * waited for another call (then the key most likely completed: look it up
  * before claiming) and how much of `waitTimeout` is left.
  *
- * Under 'reject', a key another call of this process holds fails at once;
- * under 'wait', the wait here counts against `waitTimeout`, and `body` gets
- * what is left of it.
+ * When another call holds the key's turn, `whenBusy` (a lookup) may answer
+ * first. Under 'reject', a key another call of this process holds fails at
+ * once; under 'wait', the wait here counts against `waitTimeout`, and `body`
+ * gets what is left of it.
  */
 export async function inKeyTurn<R>(
   database: object,
   o: ResolvedOptions,
   body: (waited: boolean, remainingMs: number) => Promise<R>,
+  whenBusy?: () => Promise<R | undefined>,
 ): Promise<R> {
+  const id = keyId(o);
+  if (whenBusy && keyTurns.get(database)?.get(id)?.busy()) {
+    // The call ahead has most likely completed the key, or is about to: a
+    // completed key needs no turn, so replays of it never queue.
+    const early = await whenBusy();
+    if (early !== undefined) return early;
+  }
   let byKey = keyTurns.get(database);
   if (!byKey) keyTurns.set(database, (byKey = new Map()));
-  const id = keyId(o);
   let turns = byKey.get(id);
   if (!turns) byKey.set(id, (turns = createTurns()));
   if (turns.busy() && o.onInFlight === 'reject') {

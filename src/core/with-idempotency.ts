@@ -73,17 +73,24 @@ export async function withIdempotencyOutcome<TDb extends IdempotencyDatabase, T>
   // Every path returns the result as jsonb gave it back (storeResult, replayOf): its JSON form.
   if (isTransaction(db)) return inCallersTransaction(db, o, fn as Fn<T>) as Promise<IdempotentOutcome<Jsonified<T>>>;
   const pool = checkoutPoolOf(db);
-  const run = () =>
-    inKeyTurn(connectionOf(db), o, async (waitedForDuplicate, remainingMs): Promise<IdempotentOutcome<Jsonified<T>>> => {
-      // A duplicate of this process ran first: most likely it completed.
-      if (o.lookupFirst || waitedForDuplicate) {
-        const hit = await lookupStored<Jsonified<T>>(db, o);
-        if (hit) return hit;
-      }
-      return inOwnTransaction(db, pool, waitedForDuplicate ? { ...o, lockTimeoutMs: remainingMs } : o, fn as Fn<T>) as Promise<
-        IdempotentOutcome<Jsonified<T>>
-      >;
-    });
+  const lookup = () => lookupStored<Jsonified<T>>(db, o);
+  const run = async (): Promise<IdempotentOutcome<Jsonified<T>>> => {
+    // Before any turn: replays of a completed key never queue behind each other.
+    const hit = o.lookupFirst ? await lookup() : undefined;
+    if (hit) return hit;
+    return inKeyTurn(
+      connectionOf(db),
+      o,
+      async (waitedForDuplicate, remainingMs): Promise<IdempotentOutcome<Jsonified<T>>> => {
+        // A duplicate of this process ran first: most likely it completed.
+        const replay = waitedForDuplicate ? await lookup() : undefined;
+        if (replay) return replay;
+        const bound = waitedForDuplicate ? { ...o, lockTimeoutMs: remainingMs } : o;
+        return inOwnTransaction(db, pool, bound, fn as Fn<T>) as Promise<IdempotentOutcome<Jsonified<T>>>;
+      },
+      lookup,
+    );
+  };
   const single = singleConnectionOf(db);
   // A lone client (or one checked out of a pool) has nobody listening for its errors: we do while we use it.
   return single ? onSingleConnection(single, o, () => whileListening(single, run)) : run();

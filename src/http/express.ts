@@ -1,5 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { lookupReplay, withIdempotencyOutcome } from '../core/with-idempotency.js';
+import { withIdempotencyOutcome } from '../core/with-idempotency.js';
 import { isConnectionLost } from '../driver/connection-loss.js';
 import { isTransaction, type IdempotencyDatabase, type TransactionOf } from '../driver/database.js';
 import { inTransaction, listenForIdleErrors } from '../driver/pool-transaction.js';
@@ -96,30 +96,29 @@ class Route {
     let fresh: NormalizedResponse | undefined;
     let answer: { response: NormalizedResponse; replayed: boolean };
     try {
-      const options = { ...this.o.core, scope: await this.o.scope(req), fingerprint: this.o.fingerprint(req) };
-      const hit = await lookupReplay<NormalizedResponse>(this.db, key, options);
-      if (hit) {
-        answer = { response: hit.value, replayed: true };
-      } else {
-        const guard = guardResponse(res);
-        let outcome;
-        try {
-          outcome = await withIdempotencyOutcome(
-            this.db,
-            key,
-            async (tx) => {
-              const response = await this.runHandler(req, res, guard, tx);
-              fresh = response;
-              return storedForm(response, this.o.storedHeaders);
-            },
-            options,
-          );
-        } finally {
-          guard.release();
-        }
-        // A fresh answer goes out with the body as jsonb gave it back: byte for byte what a replay will send.
-        answer = outcome.replayed ? { response: outcome.value, replayed: true } : { response: { ...fresh!, body: outcome.value.body }, replayed: false };
+      // lookupFirst: replays skip the handler's transaction (one SELECT; on a
+      // node-postgres pool, the read travels with BEGIN and the claim).
+      const options = { ...this.o.core, scope: await this.o.scope(req), fingerprint: this.o.fingerprint(req), lookupFirst: true };
+      const guard = guardResponse(res);
+      let outcome;
+      try {
+        outcome = await withIdempotencyOutcome(
+          this.db,
+          key,
+          async (tx) => {
+            const response = await this.runHandler(req, res, guard, tx);
+            fresh = response;
+            return storedForm(response, this.o.storedHeaders);
+          },
+          options,
+        );
+      } finally {
+        guard.release();
       }
+      // A fresh answer goes out with the body as jsonb gave it back: byte for byte what a replay will send.
+      answer = outcome.replayed
+        ? { response: outcome.value as NormalizedResponse, replayed: true }
+        : { response: { ...fresh!, body: outcome.value.body }, replayed: false };
     } catch (error) {
       return this.fail(res, error, fresh !== undefined);
     }

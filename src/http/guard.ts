@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { ServerResponse } from 'node:http';
 import type { Response } from 'express';
 
 // Node's primitives through which every part of an answer leaves (headers,
@@ -30,7 +31,7 @@ const SENDING_METHODS = [
 
 // Which guard's handler, if any, the running code belongs to: its own calls,
 // and the timers and promises it starts, carry it along.
-const handlerContext = new AsyncLocalStorage<ResponseGuard>();
+const handlerContext = new AsyncLocalStorage<GuardState>();
 
 /** A response whose sending methods throw when the handler calls them, until `release()`. */
 export interface ResponseGuard {
@@ -43,37 +44,57 @@ export interface ResponseGuard {
 }
 
 interface GuardState {
+  res: object;
   guard: ResponseGuard;
   released: boolean;
   violation: string | undefined;
-  /** What each method was before the guard: the prototype's, or another middleware's wrapper. */
-  originals: Record<string, (...args: unknown[]) => unknown>;
 }
 
-const STATE = Symbol('drizzle-idempotency.response-guard');
-type Guarded = Record<string | symbol, unknown> & { [STATE]?: GuardState };
+type Method = (...args: unknown[]) => unknown;
 
-// One wrapper per method for all responses (not closures per request): a
-// request then costs one property write per method, and no property is ever
-// deleted, which would turn the response into a slow dictionary object.
-const WRAPPERS = new Map(
-  SENDING_METHODS.map((name) => [
-    name,
-    function guarded(this: Guarded, ...args: unknown[]): unknown {
-      const state = this[STATE]!;
-      if (state.released || handlerContext.getStore() !== state.guard) return state.originals[name]!.apply(this, args);
-      state.violation ??= name;
-      throw writeError(name);
-    },
-  ]),
-);
+const guardedMethods = new WeakSet<Method>();
+const isGuarded = (method: unknown) => guardedMethods.has(method as Method);
+
+/**
+ * A method that throws when the handler of a live guard on `this` calls it,
+ * and else calls `original`. It asks the running context each time, so one
+ * wrapper serves every guard, now and later.
+ */
+function guarded(name: string, original: Method): Method {
+  const method = function guardedMethod(this: object, ...args: unknown[]): unknown {
+    const state = handlerContext.getStore();
+    if (state === undefined || state.res !== this || state.released) return original.apply(this, args);
+    state.violation ??= name;
+    throw writeError(name);
+  };
+  guardedMethods.add(method);
+  return method;
+}
+
+// Express gives every response of an app the same prototype (`app.response`):
+// the guarded methods are put there once, so that a request costs no more
+// than running its handler in the guard's context. (Adding a dozen own
+// properties to each response costs ~30 µs: Express has changed its
+// prototype, which leaves it a slow dictionary object.) Outside a guarded
+// handler they only pass the call on.
+const guardedPrototypes = new WeakSet<object>();
+
+function guardPrototype(proto: Record<string, unknown>): void {
+  if (guardedPrototypes.has(proto)) return;
+  guardedPrototypes.add(proto);
+  for (const name of SENDING_METHODS) {
+    const original = proto[name];
+    if (typeof original === 'function' && !isGuarded(original)) proto[name] = guarded(name, original as Method);
+  }
+}
 
 /**
  * Makes every method that would send part of `res` throw at once when the
  * handler (run through `guard.run`) calls it, until `release()`. Calls from
  * elsewhere pass through: a timeout middleware may still answer, and a throw
- * in its timer would take the process down. After `release()` every method
- * calls what it was before (other middleware's wrappers included).
+ * in its timer would take the process down. Wrappers other middleware put
+ * on `res` itself (compression) are guarded on `res`, and behave as before
+ * once the guard is released.
  *
  * @example
  * const guard = guardResponse(res);
@@ -81,25 +102,26 @@ const WRAPPERS = new Map(
  * if (guard.violation) throw writeError(guard.violation);
  */
 export function guardResponse(res: Response): ResponseGuard {
-  const target = res as unknown as Guarded;
-  const state: GuardState = { guard: undefined as unknown as ResponseGuard, released: false, violation: undefined, originals: {} };
+  const state: GuardState = { res, guard: undefined as unknown as ResponseGuard, released: false, violation: undefined };
   state.guard = {
     get violation() {
       return state.violation;
     },
-    run: (handler) => handlerContext.run(state.guard, handler),
+    run: (handler) => handlerContext.run(state, handler),
     release() {
       state.released = true;
     },
   };
-  // A response guarded twice (a route behind another) keeps the first originals.
-  const outer = target[STATE];
-  target[STATE] = state;
-  for (const [name, wrapper] of WRAPPERS) {
-    const current = target[name];
-    if (typeof current !== 'function') continue;
-    state.originals[name] = (current === wrapper ? outer!.originals[name] : current) as (...args: unknown[]) => unknown;
-    target[name] = wrapper;
+  const target = res as unknown as Record<string, unknown>;
+  const proto = Object.getPrototypeOf(res) as Record<string, unknown> | null;
+  // Only an app's own prototype: never Node's ServerResponse.prototype, which every server shares.
+  const shared = proto === null || proto === (ServerResponse.prototype as object);
+  if (!shared) guardPrototype(proto);
+  for (const name of SENDING_METHODS) {
+    if (shared || Object.prototype.hasOwnProperty.call(res, name)) {
+      const current = target[name];
+      if (typeof current === 'function' && !isGuarded(current)) target[name] = guarded(name, current as Method);
+    }
   }
   return state.guard;
 }

@@ -14,7 +14,7 @@ import { redisIdempotency } from './redis-middleware.js';
 export const PAYMENT_ROUTES = {
   bare: '/bare/payments',
   ours: '/ours/payments',
-  tuned: '/tuned/payments',
+  plain: '/plain/payments',
   redis: '/redis/payments',
   handwritten: '/handwritten/payments',
 } as const;
@@ -36,10 +36,10 @@ const pay = (db: ShopDb, req: Request, channel: Variant): Promise<Payment> =>
   createPayment(db, userOf(req), req.body as PaymentInput, req.get('idempotency-key') ?? null, channel);
 
 /**
- * `pipelinedDb`: the same database on a pool created with `pipeline: true`, for the tuned route;
+ * `plainDb`: the same database on a pool created with `pipeline: false`, for the plain route;
  * `pool`: the pool under `db`, for the hand-written route.
  */
-export function benchHttpApp(db: ShopDb, pipelinedDb: ShopDb, pool: pg.Pool, redis: Redis, redisPrefix: string): Express {
+export function benchHttpApp(db: ShopDb, plainDb: ShopDb, pool: pg.Pool, redis: Redis, redisPrefix: string): Express {
   const app = express();
   app.use(express.json({ limit: '64kb' }));
 
@@ -48,18 +48,19 @@ export function benchHttpApp(db: ShopDb, pipelinedDb: ShopDb, pool: pg.Pool, red
     res.status(201).location(`/payments/${payment.id}`).json(payment);
   });
 
-  const ours = (channel: 'ours' | 'tuned', on: ShopDb, prepare: boolean) =>
+  const ours = (channel: 'ours' | 'plain', on: ShopDb, prepare: boolean | undefined) =>
     idempotent(
       on,
       async (req, tx) => {
         const payment = await pay(tx, req, channel);
         return { status: 201, body: payment, headers: { location: `/payments/${payment.id}` } };
       },
-      { scope: userOf, prepare },
+      { scope: userOf, ...(prepare === undefined ? {} : { prepare }) },
     );
-  app.post(PAYMENT_ROUTES.ours, validPayment, ours('ours', db, false));
-  // Ours again, tuned for node-postgres: named statements, BEGIN with the claim and the store with COMMIT.
-  app.post(PAYMENT_ROUTES.tuned, validPayment, ours('tuned', pipelinedDb, true));
+  // Defaults: named statements and pipeline mode on the pool the library uses itself.
+  app.post(PAYMENT_ROUTES.ours, validPayment, ours('ours', db, undefined));
+  // Ours with both switched off (prepare: false, a pool created with pipeline: false): what 0.1 did by default.
+  app.post(PAYMENT_ROUTES.plain, validPayment, ours('plain', plainDb, false));
 
   // The reference: what a careful engineer writes by hand with raw pg for the
   // same guarantee. BEGIN, claim, the payment, store, COMMIT: 5 round trips; a

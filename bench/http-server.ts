@@ -14,12 +14,12 @@ if (!config || !process.send) throw new Error(`start this through startBenchServ
 
 const pool = new pg.Pool({ connectionString: config.databaseUrl, max: config.poolSize });
 pool.on('error', (error) => console.error(`bench server: idle connection lost: ${error.message}`));
-const pipelinedPool = new pg.Pool({ connectionString: config.databaseUrl, max: config.poolSize, pipeline: true });
-pipelinedPool.on('error', (error) => console.error(`bench server: idle connection lost: ${error.message}`));
+const plainPool = new pg.Pool({ connectionString: config.databaseUrl, max: config.poolSize, pipeline: false });
+plainPool.on('error', (error) => console.error(`bench server: idle connection lost: ${error.message}`));
 const redis = new Redis(config.redisUrl, { lazyConnect: true });
 await redis.connect();
 
-const server = benchHttpApp(drizzle(pool), drizzle(pipelinedPool), pool, redis, config.redisPrefix).listen(0, '127.0.0.1', () => {
+const server = benchHttpApp(drizzle(pool), drizzle(plainPool), pool, redis, config.redisPrefix).listen(0, '127.0.0.1', () => {
   process.send!({ port: (server.address() as AddressInfo).port } satisfies ListeningMessage);
 });
 
@@ -32,7 +32,7 @@ async function stop(): Promise<void> {
   const closed = new Promise((resolve) => server.close(resolve));
   server.closeIdleConnections();
   await closed;
-  await Promise.allSettled([pool.end(), pipelinedPool.end(), redis.quit()]);
+  await Promise.allSettled([pool.end(), plainPool.end(), redis.quit()]);
   process.disconnect?.();
 }
 process.on('SIGTERM', () => void stop());

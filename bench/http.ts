@@ -63,11 +63,11 @@ const VARIANTS = Object.keys(PAYMENT_ROUTES) as Variant[];
 const SCENARIOS: readonly Scenario[] = [
   { name: 'bare', variant: 'bare', replay: false },
   { name: 'ours', variant: 'ours', replay: false },
-  { name: 'tuned', variant: 'tuned', replay: false },
+  { name: 'plain', variant: 'plain', replay: false },
   { name: 'redis', variant: 'redis', replay: false },
   { name: 'handwritten', variant: 'handwritten', replay: false },
   { name: 'ours replay', variant: 'ours', replay: true },
-  { name: 'tuned replay', variant: 'tuned', replay: true },
+  { name: 'plain replay', variant: 'plain', replay: true },
   { name: 'redis replay', variant: 'redis', replay: true },
   { name: 'handwritten replay', variant: 'handwritten', replay: true },
 ];
@@ -105,7 +105,7 @@ export async function runHttpBench(options: HttpBenchOptions): Promise<HttpBench
         await load({ url: urlOf(variant), connections, seconds: WARMUP_SECONDS, nextKey: keys });
         await sleep(SETTLE_MS);
       }
-      // Keys of their own per route: ours and tuned share the key table, and the
+      // Keys of their own per route: ours and plain share the key table, and the
       // fingerprint covers the path, so a shared key would answer 422.
       const completed = new Map<Variant, string[]>();
       for (const variant of VARIANTS.filter((v) => v !== 'bare')) {
@@ -195,7 +195,7 @@ export const httpModule: BenchModule = {
 function httpReport(results: readonly HttpBenchResult[], connections: number, seconds: number): ModuleReport {
   const byName = new Map(results.map((r) => [r.name, r]));
   const ratioOf = (name: string) => `${byName.get(name)!.ratio.toFixed(2)}x`;
-  const replayWrites = ['ours replay', 'tuned replay', 'redis replay', 'handwritten replay'].reduce((n, name) => n + byName.get(name)!.rounds.reduce((m, r) => m + r.writes, 0), 0);
+  const replayWrites = ['ours replay', 'plain replay', 'redis replay', 'handwritten replay'].reduce((n, name) => n + byName.get(name)!.rounds.reduce((m, r) => m + r.writes, 0), 0);
   const markdown = [
     `autocannon, ${connections} connections, ${results[0]!.rounds.length} rounds × ${seconds} s per scenario (order rotated per round), ` +
       `one Express process with a pool of ${POOL_SIZE} connections, the same JSON body validated the same way on every route. ` +
@@ -205,11 +205,11 @@ function httpReport(results: readonly HttpBenchResult[], connections: number, se
     httpBenchTable(results),
     '',
     `- **bare**: the shop's payment INSERT, one statement, no key. **ours**: \`idempotent()\` from \`drizzle-idempotency/express\`: ` +
-      'the lookup, then BEGIN, claim, the INSERT, store, COMMIT (6 statements, each a round trip); a replay is the lookup alone. ' +
-      '**tuned**: the same with `prepare: true`, on a pool created with `pipeline: true` (BEGIN travels with the claim, the store with COMMIT: 4 round trips). ' +
+      'the lookup, then BEGIN with the claim, the INSERT, the store with COMMIT (6 statements in 4 round trips, the library\'s as named statements); a replay is the lookup alone. ' +
+      '**plain**: the same with both defaults switched off, `prepare: false` on a pool created with `pipeline: false`: unnamed statements, one round trip each (what 0.1 did by default). ' +
       '**redis**: GET, SET NX EX, the INSERT, SET EX 24 h. ' +
       '**handwritten**: the reference, raw pg written by hand: BEGIN, INSERT key ON CONFLICT DO NOTHING, the INSERT, UPDATE key, COMMIT (5 round trips); a replay is BEGIN, the claim, a SELECT, COMMIT.',
-    `- Here ours ran first executions at ${ratioOf('ours')} of bare and replays at ${ratioOf('ours replay')}; tuned, ${ratioOf('tuned')} and ${ratioOf('tuned replay')}; ` +
+    `- Here ours ran first executions at ${ratioOf('ours')} of bare and replays at ${ratioOf('ours replay')}; plain, ${ratioOf('plain')} and ${ratioOf('plain replay')}; ` +
       `the Redis middleware at ${ratioOf('redis')} and ${ratioOf('redis replay')}. ` +
       'Bare is a single-statement autocommit route, so it sets a high bar: the library-level ratios (part 1) wrap a five-statement transaction.',
     `- Payments written by replays: ${replayWrites} (must be 0: a replay answers from the stored response).`,
@@ -220,13 +220,13 @@ function httpReport(results: readonly HttpBenchResult[], connections: number, se
     series: [
       { id: 'bare', label: 'bare', color: '#6b7280' },
       { id: 'ours', label: 'ours', color: '#2563eb' },
-      { id: 'tuned', label: 'ours, tuned', color: '#7c3aed' },
+      { id: 'plain', label: 'ours, defaults off', color: '#7c3aed' },
       { id: 'redis', label: 'Redis middleware', color: '#dc2626' },
       { id: 'handwritten', label: 'hand-written pg', color: '#111827' },
     ],
     groups: [
-      { label: 'first execution', names: ['bare', 'ours', 'tuned', 'redis', 'handwritten'] },
-      { label: 'replay', names: ['ours replay', 'tuned replay', 'redis replay', 'handwritten replay'] },
+      { label: 'first execution', names: ['bare', 'ours', 'plain', 'redis', 'handwritten'] },
+      { label: 'replay', names: ['ours replay', 'plain replay', 'redis replay', 'handwritten replay'] },
     ].map(({ label, names }) => ({
       label,
       bars: names.map((name) => {

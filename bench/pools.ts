@@ -14,11 +14,14 @@ export interface BenchPool {
   close(): Promise<void>;
 }
 
-/** `pipeline`: node-postgres pipeline mode, in which withIdempotency sends BEGIN with the claim and the store with COMMIT. */
-export async function openPool(url: string, size: number, intercept?: QueryInterceptor, { pipeline = false } = {}): Promise<BenchPool> {
+/**
+ * `pipeline`: the pool's node-postgres pipeline option. Unset, the library puts
+ * the connections it checks out in pipeline mode itself; `false` opts out.
+ */
+export async function openPool(url: string, size: number, intercept?: QueryInterceptor, { pipeline }: { pipeline?: boolean } = {}): Promise<BenchPool> {
   // Idle connections stay open: a closed and reopened one would be a new
   // backend the CPU probe does not know.
-  const pool = new pg.Pool({ connectionString: url, max: size, idleTimeoutMillis: 0, pipeline });
+  const pool = new pg.Pool({ connectionString: url, max: size, idleTimeoutMillis: 0, ...(pipeline === undefined ? {} : { pipeline }) });
   pool.on('error', (error) => console.error(`bench: idle connection lost: ${error.message}`));
   if (intercept) interceptQueries(pool, intercept);
   const clients = await Promise.all(Array.from({ length: size }, () => pool.connect()));

@@ -30,7 +30,7 @@ interface Deps {
 interface Variant {
   id: string;
   label: string;
-  /** Run on a pool created with `pipeline: true`. */
+  /** The pool's `pipeline` option (unset: the library's default, pipeline mode on the connections it checks out). */
   pipeline?: boolean;
   /** Uncounted set-up, on its own connections: the completed keys a replay needs. */
   prepare?(deps: Deps, count: number): Promise<ReplayKey[]>;
@@ -92,16 +92,16 @@ const VARIANTS: readonly Variant[] = [
   },
   {
     id: 'e',
-    label: '(e) first execution, prepare: true, pool in pipeline mode',
-    pipeline: true,
-    operation: async ({ db }) => void (await chargeIdempotently(db, randomUUID(), randomTenant(), randomSku(), { prepare: true })),
+    label: '(e) first execution, defaults off: prepare: false, pool with pipeline: false',
+    pipeline: false,
+    operation: async ({ db }) => void (await chargeIdempotently(db, randomUUID(), randomTenant(), randomSku(), { prepare: false })),
   },
   {
     id: 'f',
-    label: '(f) replay, lookupFirst and prepare: true',
+    label: '(f) replay, lookupFirst and prepare: false',
     prepare: ({ db }, count) => createReplayKeys(db, count),
     operation: async ({ db }, hit) => {
-      const options = idempotencyOptions(hit!.scope, hit!.sku, { lookupFirst: true, prepare: true });
+      const options = idempotencyOptions(hit!.scope, hit!.sku, { lookupFirst: true, prepare: false });
       const outcome = await withIdempotencyOutcome<NodePgDatabase, Charge>(db, hit!.key, neverRuns, options);
       if (!outcome.replayed) throw new Error('not replayed');
     },

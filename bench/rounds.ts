@@ -11,8 +11,8 @@ export type RoundResults = Map<string, LoadResult[]>;
 
 export interface RoundSpec {
   pool: BenchPool;
-  /** A second pool, in pipeline mode, for the scenarios that need one; its backends are profiled too. */
-  pipelinedPool?: BenchPool;
+  /** A second pool, created with `pipeline: false`, for the scenarios that need one; its backends are profiled too. */
+  plainPool?: BenchPool;
   scenarios: readonly Scenario[];
   context: Omit<ScenarioContext, 'db' | 'pool'>;
   rounds: number;
@@ -25,9 +25,9 @@ export interface RoundSpec {
 export async function measureRounds(spec: RoundSpec): Promise<RoundResults> {
   const workers = spec.pool.backendPids.length;
   const processes = await serverProcesses(spec.pool, spec.context.redis);
-  processes.postgresBackends = [...processes.postgresBackends, ...(spec.pipelinedPool?.backendPids ?? [])];
+  processes.postgresBackends = [...processes.postgresBackends, ...(spec.plainPool?.backendPids ?? [])];
   const cpu = CpuProbe.create(processes);
-  const context: ScenarioContext = { ...spec.context, db: spec.pool.db, pool: spec.pool.pool, pipelinedDb: spec.pipelinedPool?.db };
+  const context: ScenarioContext = { ...spec.context, db: spec.pool.db, pool: spec.pool.pool, plainDb: spec.plainPool?.db };
   const operations = spec.scenarios.map((s) => ({ scenario: s, operation: s.operation(context) }));
   const results: RoundResults = new Map(spec.scenarios.map((s) => [s.id, []]));
   for (let round = 0; round < spec.rounds; round++) {

@@ -1,5 +1,6 @@
 import { sql, type SQL } from 'drizzle-orm';
-import { queryRows, type SqlRunner } from '../driver/database.js';
+import type { SqlRunner } from '../driver/database.js';
+import { runStatement } from '../driver/statement.js';
 import { keysTable } from '../schema/keys-table.js';
 import { statementFailure } from './failure.js';
 import type { ResolvedOptions } from './options.js';
@@ -30,6 +31,12 @@ const now = sql`statement_timestamp()`;
 export const reclaimable = (k: SQL) =>
   sql`((${k}.status = 'completed' and ${k}.expires_at <= ${now}) or (${k}.status = 'started' and ${k}.locked_until <= ${now}))`;
 
+/** The values every statement about one key uses. */
+export const keyValues = (o: ResolvedOptions) => ({ scope: o.scope, key: o.key, fingerprint: o.fingerprint, ttlMs: o.ttlMs });
+
+/** What changes a statement's text besides its kind: the schema of the table, and the policy. */
+export const shapeOf = (statement: string, o: ResolvedOptions) => `${statement}:${o.onInFlight}:${o.schema ?? ''}`;
+
 /**
  * The wait bound a claim sets as it starts, before it can wait, parking the
  * caller's own (unless an earlier statement of this claim parked it already).
@@ -39,15 +46,17 @@ export const reclaimable = (k: SQL) =>
  * reclaim retaking it, which ends in milliseconds: that wait is allowed
  * `deadKeyWaitMs`, and the claim then takes the key or replays it.
  */
-const boundedWait = (o: ResolvedOptions) => {
+const boundedWait = (o: ResolvedOptions, v: (name: string) => unknown) => {
   const bound =
     o.onInFlight === 'wait'
-      ? sql`${`${o.lockTimeoutMs}ms`}`
-      : sql`case when exists (select 1 from ${keysTable(o.schema)} as d where d.scope = ${o.scope} and d.key = ${o.key} and ${reclaimable(sql`d`)})
-               then ${`${o.deadKeyWaitMs}ms`} else '1ms' end`;
+      ? sql`${v('bound')}`
+      : sql`case when exists (select 1 from ${keysTable(o.schema)} as d where d.scope = ${v('scope')} and d.key = ${v('key')} and ${reclaimable(sql`d`)})
+               then ${v('deadBound')} else '1ms' end`;
   return sql`(select set_config(${SAVED_LOCK_TIMEOUT}, coalesce(${parked}, current_setting('lock_timeout')), true),
                      set_config('lock_timeout', ${bound}, true)) as bound`;
 };
+
+const waitValues = (o: ResolvedOptions) => ({ ...keyValues(o), bound: `${o.lockTimeoutMs}ms`, deadBound: `${o.deadKeyWaitMs}ms` });
 
 /**
  * Claims a new `(scope, key)`: inserts a `started` row. ON CONFLICT DO NOTHING
@@ -64,13 +73,17 @@ const boundedWait = (o: ResolvedOptions) => {
  */
 export async function claimKey(db: SqlRunner, o: ResolvedOptions): Promise<boolean> {
   const rows = await bounded(o, () =>
-    queryRows(
+    runStatement(
       db,
-      sql`insert into ${keysTable(o.schema)} (scope, key, fingerprint, status, expires_at)
-          select ${o.scope}, ${o.key}, ${o.fingerprint}, 'started', ${now} + ${o.ttlMs} * interval '1 millisecond'
-          from ${boundedWait(o)}
+      {
+        shape: shapeOf('claim', o),
+        values: waitValues(o),
+        build: (v) => sql`insert into ${keysTable(o.schema)} (scope, key, fingerprint, status, expires_at)
+          select ${v('scope')}, ${v('key')}, ${v('fingerprint')}, 'started', ${now} + ${v('ttlMs')} * interval '1 millisecond'
+          from ${boundedWait(o, v)}
           on conflict (scope, key) do nothing
           returning ${restoreLockTimeout}`,
+      },
       o.prepare,
     ),
   );
@@ -86,13 +99,17 @@ export async function claimKey(db: SqlRunner, o: ResolvedOptions): Promise<boole
 export async function reclaimKey(db: SqlRunner, o: ResolvedOptions): Promise<boolean> {
   const k = keysTable(o.schema);
   const rows = await bounded(o, () =>
-    queryRows(
+    runStatement(
       db,
-      sql`update ${k} set fingerprint = ${o.fingerprint}, status = 'started', response = null, created_at = ${now},
-            completed_at = null, expires_at = ${now} + ${o.ttlMs} * interval '1 millisecond', locked_until = null
-          from ${boundedWait(o)}
-          where ${k}.scope = ${o.scope} and ${k}.key = ${o.key} and ${reclaimable(k)}
+      {
+        shape: shapeOf('reclaim', o),
+        values: waitValues(o),
+        build: (v) => sql`update ${k} set fingerprint = ${v('fingerprint')}, status = 'started', response = null, created_at = ${now},
+            completed_at = null, expires_at = ${now} + ${v('ttlMs')} * interval '1 millisecond', locked_until = null
+          from ${boundedWait(o, v)}
+          where ${k}.scope = ${v('scope')} and ${k}.key = ${v('key')} and ${reclaimable(k)}
           returning ${restoreLockTimeout}`,
+      },
       o.prepare,
     ),
   );

@@ -38,12 +38,14 @@ export interface IdempotencyOptions {
    * (a concurrent duplicate committed under REPEATABLE READ/SERIALIZABLE); the
    * retry replays. (Default: `3`) */
   serializationRetries?: number;
-  /** Send the library's statements (lookup, claim, store) as named prepared
-   * statements, parsed and planned once per connection instead of on every
-   * call: cheaper replays and first executions on node-postgres. Leave it off
-   * behind a pooler that shares server connections between transactions and
-   * does not track prepared statements (PgBouncer before 1.21 in transaction
-   * mode). postgres.js prepares on its own and PGlite ignores it. (Default: `false`) */
+  /** Named prepared statements for the library's own statements (lookup, claim,
+   * read, store), parsed and planned once per connection instead of on every
+   * call. Unset: named where the library uses a node-postgres pool itself (the
+   * transactions it opens, the lookup); if the server refuses one (a pooler
+   * that does not keep them, e.g. PgBouncer before 1.21 in transaction mode),
+   * that pool goes back to unnamed statements and the call runs again. `true`:
+   * named everywhere, in your transactions too; `false`: never. postgres.js
+   * prepares on its own and PGlite ignores it. (Default: unset) */
   prepare?: boolean;
 }
 
@@ -62,7 +64,8 @@ export interface ResolvedOptions {
   lookupFirst: boolean;
   transaction: PgTransactionConfig | undefined;
   serializationRetries: number;
-  prepare: boolean;
+  /** 'auto': named on the library's own node-postgres pool use, with a fallback. */
+  prepare: 'always' | 'auto' | 'never';
 }
 
 export const DEFAULT_TTL = '24h';
@@ -118,6 +121,6 @@ export function resolveOptions(key: unknown, options: IdempotencyOptions = {}): 
     lookupFirst: options.lookupFirst ?? false,
     transaction: options.transaction ?? undefined,
     serializationRetries,
-    prepare: options.prepare ?? false,
+    prepare: options.prepare === undefined ? 'auto' : options.prepare ? 'always' : 'never',
   };
 }

@@ -1,9 +1,11 @@
 import { sql } from 'drizzle-orm';
-import { queryRows, type SqlRunner } from '../driver/database.js';
+import type { SqlRunner } from '../driver/database.js';
+import { runStatement } from '../driver/statement.js';
 import { DIVISION_BY_ZERO, sqlState } from '../driver/pg-error.js';
 import { keysTable } from '../schema/keys-table.js';
 import { IdempotencyClaimLostError } from '../shared/errors.js';
 import { statementFailure } from './failure.js';
+import { keyValues, shapeOf } from './claim.js';
 import type { ResolvedOptions } from './options.js';
 import { deserializeResult } from './result.js';
 
@@ -20,17 +22,24 @@ import { deserializeResult } from './result.js';
  * just the check on the answer, which comes after COMMIT.
  */
 export async function storeResult<T>(db: SqlRunner, o: ResolvedOptions, json: string, failInSql = false): Promise<T> {
-  const update = sql`update ${keysTable(o.schema)}
-        set status = 'completed', response = ${json}::jsonb, completed_at = statement_timestamp(),
-            expires_at = statement_timestamp() + ${o.ttlMs} * interval '1 millisecond'
-        where scope = ${o.scope} and key = ${o.key} and status = 'started' and fingerprint is not distinct from ${o.fingerprint}
+  const update = (v: (name: string) => unknown) => sql`update ${keysTable(o.schema)}
+        set status = 'completed', response = ${v('json')}::jsonb, completed_at = statement_timestamp(),
+            expires_at = statement_timestamp() + ${v('ttlMs')} * interval '1 millisecond'
+        where scope = ${v('scope')} and key = ${v('key')} and status = 'started' and fingerprint is not distinct from ${v('fingerprint')}
         returning response`;
   let rows: { response: unknown }[];
   try {
-    rows = await queryRows(
+    rows = await runStatement(
       db,
-      // No row: 1/0 raises division_by_zero, the one error plain SQL can raise on demand.
-      failInSql ? sql`with stored as (${update}) select (select response from stored) as response, 1 / (select count(*)::int from stored) as one` : update,
+      {
+        shape: shapeOf(failInSql ? 'store-or-fail' : 'store', o),
+        values: { ...keyValues(o), json },
+        // No row: 1/0 raises division_by_zero, the one error plain SQL can raise on demand.
+        build: (v) =>
+          failInSql
+            ? sql`with stored as (${update(v)}) select (select response from stored) as response, 1 / (select count(*)::int from stored) as one`
+            : update(v),
+      },
       o.prepare,
     );
   } catch (error) {

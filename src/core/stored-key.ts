@@ -1,10 +1,11 @@
 import { sql } from 'drizzle-orm';
-import { queryRows, type SqlRunner } from '../driver/database.js';
+import type { SqlRunner } from '../driver/database.js';
+import { PreparedStatementsRefused, runStatement } from '../driver/statement.js';
 import { keysTable } from '../schema/keys-table.js';
 import { IdempotencyInFlightError, IdempotencyKeyReusedError } from '../shared/errors.js';
 import type { ResolvedOptions } from './options.js';
 import { deserializeResult } from './result.js';
-import { reclaimable, restoreLockTimeout } from './claim.js';
+import { keyValues, reclaimable, restoreLockTimeout, shapeOf } from './claim.js';
 import { explainFailure, statementFailure } from './failure.js';
 
 /** A call's result and whether it came from the store rather than from `fn`. */
@@ -28,11 +29,15 @@ export interface KeyRow {
  * returns one row, empty when the key is gone.
  */
 export async function readKey(db: SqlRunner, o: ResolvedOptions): Promise<KeyRow> {
-  const rows = await queryRows<KeyRow>(
+  const rows = await runStatement<KeyRow>(
     db,
-    sql`select k.status, k.fingerprint, k.response, ${reclaimable(sql`k`)} as reclaimable, ${restoreLockTimeout}
+    {
+      shape: shapeOf('read', o),
+      values: keyValues(o),
+      build: (v) => sql`select k.status, k.fingerprint, k.response, ${reclaimable(sql`k`)} as reclaimable, ${restoreLockTimeout}
         from (select 1) as one
-        left join ${keysTable(o.schema)} as k on k.scope = ${o.scope} and k.key = ${o.key}`,
+        left join ${keysTable(o.schema)} as k on k.scope = ${v('scope')} and k.key = ${v('key')}`,
+    },
     o.prepare,
   ).catch((error: unknown) => {
     throw statementFailure(error, o, false);
@@ -44,16 +49,22 @@ export async function readKey(db: SqlRunner, o: ResolvedOptions): Promise<KeyRow
  * One SELECT, outside any transaction: the stored result of a completed, live
  * key, or undefined when the caller has to claim it.
  */
-export async function lookupStored<T>(db: SqlRunner, o: ResolvedOptions): Promise<IdempotentOutcome<T> | undefined> {
+export async function lookupStored<T>(db: SqlRunner, o: ResolvedOptions, again = true): Promise<IdempotentOutcome<T> | undefined> {
   let row: KeyRow | undefined;
   try {
-    [row] = await queryRows<KeyRow>(
+    [row] = await runStatement<KeyRow>(
       db,
-      sql`select status, fingerprint, response, false as reclaimable from ${keysTable(o.schema)}
-          where scope = ${o.scope} and key = ${o.key} and status = 'completed' and expires_at > statement_timestamp()`,
+      {
+        shape: shapeOf('lookup', o),
+        values: keyValues(o),
+        build: (v) => sql`select status, fingerprint, response, false as reclaimable from ${keysTable(o.schema)}
+          where scope = ${v('scope')} and key = ${v('key')} and status = 'completed' and expires_at > statement_timestamp()`,
+      },
       o.prepare,
     );
   } catch (error) {
+    // The pool now uses unnamed statements: look again, once.
+    if (error instanceof PreparedStatementsRefused && again) return lookupStored<T>(db, o, false);
     throw explainFailure(statementFailure(error, o, false), { phase: 'claim' }, 'own');
   }
   return row ? replayOf<T>(row, o) : undefined;

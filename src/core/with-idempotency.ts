@@ -1,8 +1,9 @@
 import { isTransaction, singleConnectionOf, type IdempotencyDatabase, type SqlRunner, type TransactionOf } from '../driver/database.js';
 import { whileListening } from '../driver/client-errors.js';
 import { inSavepoint } from '../driver/savepoint.js';
-import { checkoutPoolOf, inPoolTransaction, listenForIdleErrors, type Pipeline, type PoolSource } from '../driver/pool-transaction.js';
+import { checkoutPoolOf, inPoolTransaction, poolRunner, type Pipeline, type PoolSource } from '../driver/pool-transaction.js';
 import { sqlState } from '../driver/pg-error.js';
+import { PreparedStatementsRefused } from '../driver/statement.js';
 import {
   IdempotencyDeadlockError,
   IdempotencyError,
@@ -73,7 +74,8 @@ export async function withIdempotencyOutcome<TDb extends IdempotencyDatabase, T>
   // Every path returns the result as jsonb gave it back (storeResult, replayOf): its JSON form.
   if (isTransaction(db)) return inCallersTransaction(db, o, fn as Fn<T>) as Promise<IdempotentOutcome<Jsonified<T>>>;
   const pool = checkoutPoolOf(db);
-  const lookup = () => lookupStored<Jsonified<T>>(db, o);
+  const reader = pool ? poolRunner(pool, db) : db;
+  const lookup = () => lookupStored<Jsonified<T>>(reader, o);
   const run = async (): Promise<IdempotentOutcome<Jsonified<T>>> => {
     // Before any turn: replays of a completed key never queue behind each other.
     const hit = o.lookupFirst ? await lookup() : undefined;
@@ -111,8 +113,9 @@ export async function lookupReplay<T = unknown>(
   options?: Pick<IdempotencyOptions, 'scope' | 'fingerprint' | 'schema' | 'prepare'>,
 ): Promise<IdempotentOutcome<Jsonified<T>> | undefined> {
   const o = resolveOptions(key, options);
-  listenForIdleErrors(db);
-  return lookupStored<Jsonified<T>>(db, o);
+  // On a node-postgres pool this also starts listening for its idle connections' errors.
+  const pool = isTransaction(db) ? undefined : checkoutPoolOf(db);
+  return lookupStored<Jsonified<T>>(pool ? poolRunner(pool, db) : db, o);
 }
 
 /** Checks the two arguments the type system checks for TypeScript callers only. */
@@ -146,12 +149,19 @@ async function inOwnTransaction<T>(
   o: ResolvedOptions,
   fn: Fn<T>,
 ): Promise<IdempotentOutcome<T>> {
+  let refused = false;
   for (let attempt = 0; ; attempt++) {
     const progress: Progress = { phase: 'claim' };
     try {
       if (pool) return await inPoolTransaction(pool, o.transaction, (p) => claimRunStoreOnPool(p, o, fn, progress));
       return await db.transaction((tx) => claimRunStore(tx, o, fn, progress), o.transaction);
     } catch (error) {
+      // Nothing committed: the transaction failed at a named statement the server refused.
+      if (error instanceof PreparedStatementsRefused && !refused) {
+        refused = true;
+        attempt--;
+        continue;
+      }
       const failure = explainFailure(error, progress, 'own');
       const again = failure instanceof IdempotencySerializationError || failure instanceof IdempotencyDeadlockError;
       if (!again || attempt >= o.serializationRetries) throw failure;

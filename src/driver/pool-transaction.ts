@@ -1,6 +1,7 @@
 import { entityKind, type SQL } from 'drizzle-orm';
 import type { PgTransactionConfig } from 'drizzle-orm/pg-core';
-import type { IdempotencyDatabase, SqlRunner } from './database.js';
+import type { IdempotencyDatabase } from './database.js';
+import type { TextRunner } from './statement.js';
 import { statementName } from './named-statement.js';
 import { beginStatement } from './transaction-config.js';
 
@@ -17,6 +18,7 @@ interface PgClient {
 }
 interface PgPool {
   options?: { pipeline?: unknown };
+  query(config: { text: string; values?: unknown[]; name?: string }): Promise<unknown>;
   connect(callback: (error: Error | undefined, client: PgClient | undefined) => void): void;
   on(event: 'error', listener: (error: Error) => void): unknown;
 }
@@ -41,7 +43,7 @@ export interface Pipeline {
   /** The transaction `fn` gets: drizzle's own, on the checked-out connection. */
   tx: IdempotencyDatabase;
   /** Runs the library's statements; each is queued on the connection the moment it is called. */
-  runner: SqlRunner;
+  runner: TextRunner;
   /** Queues BEGIN: the statement queued next travels in the same round trip. */
   begin(): Promise<unknown>;
   /** Queues COMMIT behind what was queued before it. */
@@ -134,14 +136,15 @@ export async function inPoolTransaction<R>(
   const session = new NodePgSession(client as never, dialect as never, schema as never, options as never);
   const tx = new NodePgTransaction(dialect as never, session, schema as never) as unknown as IdempotencyDatabase;
 
+  const queryText = (text: string, values: unknown[], name: string | undefined) => client.query(name ? { name, text, values } : { text, values });
   const send = (query: SQL, named: boolean) => {
     const { sql: text, params } = dialect.sqlToQuery(query);
-    return client.query(named ? { name: statementName(text), text, values: params } : { text, values: params });
+    return queryText(text, params, named ? statementName(text) : undefined);
   };
   let open = false;
   const pipeline: Pipeline = {
     tx,
-    runner: { execute: (query) => send(query, false), executeNamed: (query) => send(query, true) },
+    runner: { execute: (query) => send(query, false), executeNamed: (query) => send(query, true), queryText, ...preparedStatementsOf(source.pool) },
     begin() {
       open = true;
       return client.query({ text: begin });
@@ -204,6 +207,31 @@ export function inTransaction<R>(
     await p.begin();
     return fn(p.tx);
   });
+}
+
+/**
+ * The library's statements outside a transaction (the lookup) straight on the
+ * pool: their text is built once per shape, not per call.
+ *
+ * @example
+ * await lookupStored(poolRunner(pool, db), o);
+ */
+export function poolRunner(source: PoolSource, db: IdempotencyDatabase): TextRunner {
+  return {
+    execute: (query) => db.execute(query),
+    queryText: (text, values, name) => source.pool.query(name ? { name, text, values } : { text, values }),
+    ...preparedStatementsOf(source.pool),
+  };
+}
+
+// Pools whose server refused a named statement: unnamed statements only.
+const withoutPreparedStatements = new WeakSet<object>();
+
+function preparedStatementsOf(pool: object): Pick<TextRunner, 'canPrepare' | 'refusePrepared'> {
+  return {
+    canPrepare: () => !withoutPreparedStatements.has(pool),
+    refusePrepared: () => void withoutPreparedStatements.add(pool),
+  };
 }
 
 /**

@@ -216,10 +216,42 @@ describe('prepare: true', () => {
     expect(await count(t.pool, 'charges', `ref like 'prepared-%'`)).toBe(2);
   });
 
-  it('prepares nothing by default', async () => {
+  const preparedCount = async (db: ReturnType<typeof drizzle>) =>
+    ((await db.execute(sql`select count(*)::int as n from pg_prepared_statements where name like 'drizzle_idempotency_%'`)).rows[0] as { n: number }).n;
+
+  it('prepares nothing with prepare: false', async () => {
     const single = drizzle(t.newPool(1));
-    await withIdempotencyOutcome(single, 'unprepared', (tx) => insertCharge(tx, 'unprepared', 1));
-    expect((await single.execute(sql`select count(*)::int as n from pg_prepared_statements`)).rows[0]).toEqual({ n: 0 });
+    await withIdempotencyOutcome(single, 'unprepared', (tx) => insertCharge(tx, 'unprepared', 1), { prepare: false });
+    expect(await preparedCount(single)).toBe(0);
+  });
+
+  it("prepares the library's statements by default on a pool it uses itself, and none in the caller's transaction", async () => {
+    const single = drizzle(t.newPool(1));
+    await withIdempotencyOutcome(single, 'prepared-default', (tx) => insertCharge(tx, 'prepared-default', 1), { lookupFirst: true });
+    expect(await preparedCount(single)).toBe(3); // lookup, claim, store
+    const other = drizzle(t.newPool(1));
+    await other.transaction((tx) => withIdempotencyOutcome(tx, 'prepared-caller', (tx) => insertCharge(tx, 'prepared-caller', 1)));
+    expect(await preparedCount(other)).toBe(0);
+  });
+
+  it('goes back to unnamed statements, and runs the call again, when the server refuses a named one (as PgBouncer without prepared statements does)', async () => {
+    const pool = t.newPool(1);
+    const single = drizzle(pool);
+    await withIdempotencyOutcome(single, 'refused-1', (tx) => insertCharge(tx, 'refused-1', 1), { lookupFirst: true });
+    // The server forgets the statements behind node-postgres' back, as a pooler
+    // that hands the next transaction another server connection would.
+    await pool.query('deallocate all');
+    let calls = 0;
+    const outcome = await withIdempotencyOutcome(single, 'refused-2', async (tx) => {
+      calls++;
+      return insertCharge(tx, 'refused-2', 1);
+    });
+    expect(outcome.replayed).toBe(false);
+    expect(calls).toBe(1); // the refused statement was the claim: fn had not run yet
+    expect(await count(t.pool, 'charges', `ref = 'refused-2'`)).toBe(1);
+    // The lookup, refused too, looks again unnamed; and nothing is named from now on.
+    expect(await withIdempotencyOutcome(single, 'refused-1', async () => 'again', { lookupFirst: true })).toMatchObject({ replayed: true });
+    expect(await preparedCount(single)).toBe(0);
   });
 
   it('keeps the statements of two schemas apart on one connection', async () => {

@@ -174,11 +174,17 @@ describe('a completed key', () => {
     const init = json({ ref: 'cheap' }, { 'idempotency-key': 'cheap' });
     expect((await fetch(counted, init)).status).toBe(201);
     const transaction = vi.spyOn(observed, 'transaction');
-    const execute = vi.spyOn(observed, 'execute');
+    const checkout = vi.spyOn(t.pool, 'connect');
+    const query = vi.spyOn(t.pool, 'query');
     const replay = await fetch(counted, init);
     expect(replay.headers.get('idempotent-replayed')).toBe('true');
     expect(transaction).not.toHaveBeenCalled();
-    expect(execute).toHaveBeenCalledTimes(1);
+    // One statement on the pool (pool.query checks a client out for it, and only for it).
+    expect(query).toHaveBeenCalledTimes(1);
+    expect(checkout).toHaveBeenCalledTimes(1);
+    expect((query.mock.calls[0]![0] as unknown as { text: string }).text).toMatch(/^select status, fingerprint, response/);
+    checkout.mockRestore();
+    query.mockRestore();
   });
 
   it('never stores or replays set-cookie, unlisted headers or anything of the request', async () => {

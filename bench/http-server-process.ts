@@ -20,6 +20,8 @@ export interface ListeningMessage {
 
 export interface BenchServer {
   url: string;
+  /** The server process, for its CPU time. */
+  pid: number | undefined;
   stop(): Promise<void>;
 }
 
@@ -52,6 +54,7 @@ export async function startBenchServer(config: HttpServerConfig): Promise<BenchS
   });
   return {
     url: `http://127.0.0.1:${port}`,
+    pid: child.pid,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       await exited;

@@ -12,9 +12,10 @@ import { CONFIG_ENV, type HttpServerConfig, type ListeningMessage } from './http
 const config = JSON.parse(process.env[CONFIG_ENV] ?? 'null') as HttpServerConfig | null;
 if (!config || !process.send) throw new Error(`start this through startBenchServer(): it needs ${CONFIG_ENV} and an IPC channel`);
 
-const pool = new pg.Pool({ connectionString: config.databaseUrl, max: config.poolSize });
+// Idle connections stay open: a backend that ends would take its CPU time out of the per-request readings.
+const pool = new pg.Pool({ connectionString: config.databaseUrl, max: config.poolSize, idleTimeoutMillis: 0 });
 pool.on('error', (error) => console.error(`bench server: idle connection lost: ${error.message}`));
-const plainPool = new pg.Pool({ connectionString: config.databaseUrl, max: config.poolSize, pipeline: false });
+const plainPool = new pg.Pool({ connectionString: config.databaseUrl, max: config.poolSize, pipeline: false, idleTimeoutMillis: 0 });
 plainPool.on('error', (error) => console.error(`bench server: idle connection lost: ${error.message}`));
 const redis = new Redis(config.redisUrl, { lazyConnect: true });
 await redis.connect();

@@ -5,6 +5,7 @@
 // runs. `npm run bench -- --only=http` runs it alone into the report;
 // `npx tsx bench/http.ts [--quick]` prints just the markdown table.
 import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
@@ -38,6 +39,9 @@ export interface HttpBenchOptions {
 export interface HttpRound extends LoadResult {
   /** Payments written during the measurement: one per 2xx first, none for replays. */
   writes: number;
+  /** CPU per 2xx answer, in µs: the server process, and all PostgreSQL processes; NaN without /proc. */
+  nodeCpuUs: number;
+  pgCpuUs: number;
 }
 
 export interface HttpBenchResult {
@@ -120,10 +124,19 @@ export async function runHttpBench(options: HttpBenchOptions): Promise<HttpBench
         for (const scenario of order) {
           const before = await countPayments(pool, scenario.variant);
           const nextKey = scenario.replay ? cycledKeys(completed.get(scenario.variant)!) : keys;
+          const cpuBefore = cpuTicks(server.pid);
           const result = await load({ url: urlOf(scenario.variant), connections, seconds, nextKey });
+          const cpuAfter = cpuTicks(server.pid);
           await sleep(SETTLE_MS);
           const writes = (await countPayments(pool, scenario.variant)) - before;
-          measured.get(scenario.name)!.push({ ...result, writes });
+          const answers = result.rps * seconds;
+          const perAnswer = (ms: number) => (ms * 1000) / answers;
+          measured.get(scenario.name)!.push({
+            ...result,
+            writes,
+            nodeCpuUs: perAnswer(cpuAfter.nodeMs - cpuBefore.nodeMs),
+            pgCpuUs: perAnswer(cpuAfter.pgMs - cpuBefore.pgMs),
+          });
           log(`round ${round + 1}/${rounds} ${scenario.name}: ${result.rps.toFixed(0)} req/s, p99 ${result.p99} ms`);
         }
       }
@@ -134,6 +147,29 @@ export async function runHttpBench(options: HttpBenchOptions): Promise<HttpBench
   } finally {
     await Promise.allSettled([pool.end(), deleteKeys(redis, redisPrefix).finally(() => redis.quit())]);
     await dropBenchDatabase(options.databaseUrl);
+  }
+}
+
+/** CPU time so far of the server process and of every PostgreSQL process, from /proc (NaN where it cannot be read). */
+function cpuTicks(serverPid: number | undefined): { nodeMs: number; pgMs: number } {
+  const ms = (stat: string) => {
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10; // utime + stime, USER_HZ = 100
+  };
+  try {
+    let pgMs = 0;
+    for (const pid of readdirSync('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        if (stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) === 'postgres') pgMs += ms(stat);
+      } catch {
+        // The process ended while we looked.
+      }
+    }
+    return { nodeMs: serverPid === undefined ? Number.NaN : ms(readFileSync(`/proc/${serverPid}/stat`, 'utf8')), pgMs };
+  } catch {
+    return { nodeMs: Number.NaN, pgMs: Number.NaN };
   }
 }
 

@@ -269,36 +269,43 @@ describe('the order examples (given a transaction, knowing a replay, SERIALIZABL
   });
 });
 
-describe('Faster on node-postgres: prepare and pipeline mode', async () => {
+describe('On node-postgres: named statements and pipeline mode, by default', async () => {
   const t = await testDatabase({ migrated: true });
-  let example: { charge: unknown; db: Database };
+  let example: { charge: unknown; again: unknown; db: Database; plainDb: Database };
 
   beforeAll(async () => {
     await t.pool.query(`create table charges (id serial primary key, customer_id text not null, amount integer not null)`);
     example = await load('pipeline', { DATABASE_URL: t.url });
   });
-  afterAll(() => example?.db.$client.end());
+  afterAll(() => Promise.all([example?.db.$client.end(), example?.plainDb.$client.end()]));
 
-  it('charges once, on a pool in pipeline mode with prepared statements, and stores the charge', async () => {
+  it('charges once and stores the charge; the same key on the plain pool replays it', async () => {
     expect(example.charge).toEqual({ id: expect.any(Number), customerId: 'alice', amount: 1999 });
+    expect(example.again).toEqual(example.charge);
     const { rows } = await t.pool.query(`select scope, status, response from idempotency_keys where key = 'order-42-payment'`);
     expect(rows).toEqual([{ scope: 'alice', status: 'completed', response: { value: example.charge } }]);
     expect(await count(t.pool, 'charges')).toBe(1);
   });
 
-  // The README shows the switch; should it stop showing it (pipeline mode by default), this test goes with it.
-  it('runs on the pool the example built, pipeline mode on', () => {
-    expect(example.db.$client.options).toMatchObject({ pipeline: true });
-  });
+  const prepared = (pool: pg.Pool) =>
+    pool.query<{ statement: string }>(`select statement from pg_prepared_statements where name like 'drizzle\\_idempotency\\_%'`);
 
-  it("leaves the library's statements prepared on the connection that ran the call", async () => {
+  it("leaves the library's statements prepared on the connection of the defaults, and gives the connection back out of pipeline mode", async () => {
     const pool = example.db.$client;
-    expect(pool.totalCount).toBe(1); // the one connection of the call: the query below runs on it
-    const { rows } = await pool.query<{ statement: string }>(
-      `select statement from pg_prepared_statements where name like 'drizzle\\_idempotency\\_%' order by prepare_time`,
-    );
+    expect(pool.options.pipeline).toBeUndefined(); // no switch set: the defaults
+    expect(pool.totalCount).toBe(1); // the one connection of the call: what follows runs on it
+    const { rows } = await prepared(pool);
     expect(rows.length).toBeGreaterThanOrEqual(2); // the claim and the store, at least
     expect(rows.every((r) => r.statement.includes('idempotency_keys'))).toBe(true);
+    const client = await pool.connect();
+    expect((client as unknown as { pipeline: boolean }).pipeline).toBe(false);
+    client.release();
+  });
+
+  it('prepares nothing with both switched off', async () => {
+    const pool = example.plainDb.$client;
+    expect(pool.options).toMatchObject({ pipeline: false });
+    expect((await prepared(pool)).rows).toEqual([]);
   });
 });
 

@@ -4,7 +4,8 @@
 import type pg from 'pg';
 
 /** Called instead of the client's query; `send` performs the original call. */
-export type QueryInterceptor = (text: string, send: () => Promise<unknown>) => Promise<unknown>;
+/** `pipelining`: whether the client sends this statement without waiting for the answers before it. */
+export type QueryInterceptor = (text: string, send: () => Promise<unknown>, pipelining: boolean) => Promise<unknown>;
 
 export function interceptQueries(pool: pg.Pool, intercept: QueryInterceptor): void {
   // 'connect' fires for each new client before anyone can use it.
@@ -14,7 +15,8 @@ export function interceptQueries(pool: pg.Pool, intercept: QueryInterceptor): vo
       // pg-pool's own query() passes a callback; turn every call into the
       // promise form so the interceptor sees when each statement ends.
       const callback = typeof args.at(-1) === 'function' ? (args.pop() as (error: unknown, result?: unknown) => void) : undefined;
-      const result = intercept(statementText(args[0]), () => original(...args) as Promise<unknown>);
+      const pipelining = (client as unknown as { pipeline?: boolean }).pipeline === true;
+      const result = intercept(statementText(args[0]), () => original(...args) as Promise<unknown>, pipelining);
       if (!callback) return result;
       result.then(
         (value) => callback(null, value),

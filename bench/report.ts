@@ -50,7 +50,7 @@ export async function writeReport(options: BenchOptions, machine: Machine, parts
     '## Targets',
     '',
     table(
-      ['target (issue 6)', 'measured: median (min–max over rounds)', ''],
+      ['target', 'measured: median (min–max over rounds)', ''],
       targets.map((t) => [t.target, t.measured, verdict(t.met)]),
     ),
     '',

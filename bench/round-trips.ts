@@ -182,11 +182,12 @@ export const roundTripsModule: BenchModule = {
         const durations = new Map<string, number[]>();
         const redisBefore = { n: 0 };
         const transactions = await serverTransactions(admin, async () => {
-          const counted = await openPool(env.url, 1, (text, send) => {
+          const counted = await openPool(env.url, 1, (text, send, pipelining) => {
             if (!counting) return send();
             const kind = statementKind(text);
             current.push(kind);
-            if (inFlight++ === 0) roundTrips++;
+            // A statement shares a round trip only when the client pipelines and another still waits.
+            if (inFlight++ === 0 || !pipelining) roundTrips++;
             const started = performance.now();
             return send().finally(() => {
               inFlight--;

@@ -59,7 +59,11 @@ export const crashWindowModule: BenchModule = {
       for (const c of CASES) {
         const requests: ReplayKey[] = [];
         for (let p = 0; p < options.crashProcesses; p++) {
-          const batch = Array.from({ length: options.crashKeysPerProcess }, () => ({ key: randomUUID(), scope: randomTenant(), sku: randomSku() }));
+          // Distinct SKUs: a request parked before COMMIT holds its stock row, and
+          // another request of the same process on that row would wait for ever.
+          const skus = new Set<string>();
+          while (skus.size < options.crashKeysPerProcess) skus.add(randomSku());
+          const batch = [...skus].map((sku) => ({ key: randomUUID(), scope: randomTenant(), sku }));
           await runAndKill({ url: env.url, redisUrl: env.redisUrl, approach: c.approach, point: c.point, redisOptions, requests: batch });
           requests.push(...batch);
         }

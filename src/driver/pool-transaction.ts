@@ -179,13 +179,53 @@ export async function inPoolTransaction<R>(
     if (open) await client.query({ text: 'rollback' }).catch(markBroken);
     throw error;
   } finally {
-    // Every query of ours has been answered here (each was awaited, COMMIT or
-    // ROLLBACK last), so the client is idle and may change mode.
-    if (pipelining) client.pipeline = false;
-    client.removeListener('error', markBroken);
-    client.release(broken);
+    // The transaction is over: whatever fn's tx is still asked to run fails
+    // (it would run outside the transaction, on a connection that may be
+    // someone else's by then).
+    (session as unknown as { client: unknown }).client = TRANSACTION_OVER;
+    const giveBack = () => {
+      if (pipelining && !broken) client.pipeline = false;
+      client.removeListener('error', markBroken);
+      client.release(broken);
+    };
+    // Our queries have all been answered (each awaited, COMMIT or ROLLBACK
+    // last); fn's may not be (an await it forgot). The connection goes back
+    // only once they are, in the mode it came in: else the next user would
+    // get their answers. The caller does not wait for that.
+    if (broken || !hasQueriesOutstanding(client)) giveBack();
+    else giveBackWhenDrained(client, giveBack, markBroken);
   }
 }
+
+// How long fn's forgotten queries may keep the connection before it is closed instead.
+const DRAIN_LIMIT_MS = 30_000;
+
+function giveBackWhenDrained(client: PgClient, giveBack: () => void, markBroken: (error: unknown) => void): void {
+  const events = client as unknown as { once(event: 'drain', listener: () => void): unknown; removeListener(event: 'drain', listener: () => void): unknown };
+  const timer = setTimeout(() => {
+    events.removeListener('drain', drained);
+    markBroken(new Error(`queries of fn were still running ${DRAIN_LIMIT_MS} ms after its transaction ended`));
+    giveBack();
+  }, DRAIN_LIMIT_MS);
+  timer.unref();
+  const drained = () => {
+    clearTimeout(timer);
+    giveBack();
+  };
+  events.once('drain', drained);
+}
+
+/** Whether node-postgres still has queries of this client sent or queued. */
+function hasQueriesOutstanding(client: PgClient): boolean {
+  const state = client as unknown as { _activeQuery?: unknown; _sentQueryQueue?: unknown[]; _queryQueue?: unknown[] };
+  return Boolean(state._activeQuery) || (state._sentQueryQueue?.length ?? 0) > 0 || (state._queryQueue?.length ?? 0) > 0;
+}
+
+/** What fn's transaction runs on once the transaction is over. */
+const TRANSACTION_OVER = {
+  query: () =>
+    Promise.reject(new Error('this transaction is over: a query of fn ran after withIdempotency returned (an await forgotten inside fn?)')),
+};
 
 /**
  * `db.transaction(fn, config)`, except on a node-postgres pool, where the

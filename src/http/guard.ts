@@ -24,6 +24,12 @@ const SENDING_METHODS = [
   'writeProcessing',
   'writeEarlyHints',
   'status',
+  // Express methods that reach the primitives only later, from a file system
+  // callback: guarded themselves, so that they throw at the call (a throw in
+  // that callback would take the process down).
+  'sendFile',
+  'download',
+  'render',
 ] as const;
 // Not the socket: Node itself calls its write and end while the handler runs
 // (it ends the connection when the client half-closes it), so a handler that

@@ -293,3 +293,40 @@ describe("a store that node-postgres' query_timeout gives up on", () => {
     expect(await count(t.pool, 'charges', 'ref = $1', [key])).toBe(1);
   });
 });
+
+describe('queries fn leaves running when its transaction ends', () => {
+  it('never reach the next user of the connection: the connection is not given back', async () => {
+    const pool = t.newPool(1);
+    const db = drizzle(pool);
+    for (let i = 0; i < 10; i++) {
+      await withIdempotencyOutcome(db, `forgotten-${i}`, async (tx) => {
+        await insertCharge(tx, `forgotten-${i}`, 1);
+        // A forgotten await: a read, then writes sent when it answers, while COMMIT is on its way.
+        void tx
+          .execute(sql`select g from generate_series(1, 3) g`)
+          .then((found) => Promise.all(found.rows.map((r) => tx.execute(sql`select 'late-' || ${String(r.g)} as v`))))
+          .catch(() => {});
+        return 'ok';
+      });
+      const client = await pool.connect();
+      client.on('error', () => {});
+      const { rows } = await client.query(`select 'mine-${i}' as v`);
+      expect(rows).toEqual([{ v: `mine-${i}` }]);
+      await sleep(100);
+      client.release();
+    }
+  });
+
+  it('refuses what fn asks of its transaction after the transaction ended, instead of running it on a connection that is not ours', async () => {
+    const pool = t.newPool(1);
+    const db = drizzle(pool);
+    let kept: Parameters<Parameters<typeof db.transaction>[0]>[0] | undefined;
+    await withIdempotencyOutcome(db, 'kept-tx', async (tx) => {
+      kept = tx;
+      return 'ok';
+    });
+    // drizzle wraps the driver's error: ours is its cause.
+    await expect(kept!.execute(sql`select 1`)).rejects.toMatchObject({ cause: { message: expect.stringMatching(/this transaction is over/) } });
+    expect((await pool.query(`select 'still fine' as v`)).rows).toEqual([{ v: 'still fine' }]);
+  });
+});

@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 // Tests 3 and 4 of the HTTP issue: every row of the status table in DESIGN.md,
 // header filtering, and handlers that fail after writing. Real HTTP, real
 // Postgres; each test ends with an audit of what the database holds.
@@ -644,6 +645,10 @@ describe('a handler that writes to res itself', () => {
     ['res.redirect()', (res) => res.redirect('/elsewhere')],
     ['res.cookie()', (res) => res.cookie('session', 'x')],
     ['res.flushHeaders()', (res) => res.flushHeaders()],
+    // These send from a file system callback: they must throw at the call, not in that callback.
+    ['res.sendFile()', (res) => res.sendFile(fileURLToPath(new URL('../../package.json', import.meta.url)))],
+    ['res.download()', (res) => res.download(fileURLToPath(new URL('../../package.json', import.meta.url)))],
+    ['res.render()', (res) => res.render('any-view')],
   ])('makes %s throw at once, sends nothing before COMMIT, and rolls the handler back even when it swallows the error', async (what, write) => {
     const ref = `writes-${what}`;
     const attempts: Attempt[] = [];

@@ -56,7 +56,7 @@ export function serializeResult(value: unknown, maxBytes: number): string {
   try {
     // `v` is what toJSON returned, if the member has one; `this[key]` the member itself.
     json = JSON.stringify({ value }, function (this: Record<string, unknown>, key, v: unknown) {
-      // jsonb refuses \u0000 (22P05) and the \udXXX escape JSON.stringify writes for a lone surrogate (22P02).
+      // jsonb refuses \u0000 (22P05) and the \ud800-style escape JSON.stringify writes for a lone surrogate (22P02).
       if (!isExactText(key)) throw new IdempotencyResultInvalidError('result holds an object key with a NUL or a lone surrogate');
       switch (typeof v) {
         case 'object': {

@@ -85,7 +85,7 @@ export async function evictKey(db: IdempotencyDatabase, key: string, options: Ev
       for (let pass = 0; pass < 2; pass++) {
         const row = await readKeyRow(tx, at, { lock: 'update', response: false });
         if (row) {
-          if (row.status === 'started' && !force) throw refused(at, 'its row is started: no result was stored (leased work, or a claim committed unfinished)');
+          if (row.status === 'started' && !force) throw refused(at, 'its row is started, without a result: leased work, or a claim committed unfinished');
           await deleteRow(tx, at);
           const { response: _response, locked: _locked, now, ...kept } = row;
           return { commit: true, value: { scope: at.scope, key: at.key, ...kept, evictedAt: now } };
@@ -109,7 +109,7 @@ async function deleteRow(tx: IdempotencyDatabase, at: KeyAddress): Promise<void>
 const name = (at: KeyAddress) => `idempotency key ${JSON.stringify(at.key)}${at.scope === '' ? '' : ` in scope ${JSON.stringify(at.scope)}`}`;
 
 function refused(at: KeyAddress, why: string): IdempotencyInFlightError {
-  return new IdempotencyInFlightError(`${name(at)} is in flight (${why}); nothing was removed. Pass force to remove it anyway`);
+  return new IdempotencyInFlightError(`${name(at)} is in flight (${why}); nothing was removed. Pass force (the CLI's --force) to remove it anyway`);
 }
 
 function held(at: KeyAddress, force: boolean, boundMs: number): IdempotencyInFlightError {

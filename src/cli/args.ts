@@ -32,7 +32,7 @@ const EXIT_HELP = `Exit codes: 0 ok, 1 failure, 2 usage error, 3 database unreac
 
 const KEY_HELP = `  --scope <scope>       the scope the key was used in: tenant, user, API client (default: '')
 
-A key that starts with - goes last, after --: drizzle-idempotency <command> [options] -- -key-`;
+A key that starts with a dash goes last, after --: drizzle-idempotency <command> [options] -- <key>`;
 
 export const HELP = {
   main: `Usage: drizzle-idempotency <command> [options]

@@ -16,6 +16,7 @@ import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { fetchWithRetry, type RetriedResponse } from '../../src/client.js';
 import {
+  IdempotencyInFlightError,
   IdempotencyKeyReusedError,
   IdempotencyMigrationConflictError,
   migrate,
@@ -24,7 +25,7 @@ import {
 import { readmeExamples, readReadme, ROOT, writeExamples, type ReadmeExample } from '../../scripts/readme-examples.js';
 import { testDatabase } from '../support/db.js';
 import { waitForLockWaiters } from '../support/activity.js';
-import { count, sleep } from '../support/fixtures.js';
+import { count, deferred, sleep } from '../support/fixtures.js';
 
 const examples = readmeExamples(readReadme());
 const files = writeExamples(examples, String(process.pid));
@@ -80,6 +81,7 @@ describe('the README', () => {
       'express-server',
       'client',
       'sweeper',
+      'support-desk',
     ]);
   });
 
@@ -497,5 +499,35 @@ describe('Operations: startSweeper', async () => {
     expect(out).toMatch(/idempotency keys swept \{ deleted: 1000,/);
     expect(err).toBe('');
     expect(await count(t.pool, 'idempotency_keys')).toBe(1500);
+  });
+});
+
+describe('Operations: inspectKey and evictKey from code', async () => {
+  const t = await testDatabase({ migrated: true });
+  let desk: { db: Database; explainKey(customer: string, key: string): Promise<string>; releaseKey(customer: string, key: string): Promise<string> };
+
+  beforeAll(async () => {
+    desk = await load('support-desk', { DATABASE_URL: t.url });
+  });
+  afterAll(() => desk?.db.$client.end());
+
+  it('explains a completed, an unknown and an in-flight key, releases the completed one and refuses the in-flight one', async () => {
+    await withIdempotency(t.db, 'pay-1', async () => ({ paid: true }), { scope: 'alice' });
+    expect(await desk.explainKey('alice', 'pay-1')).toMatch(/^completed at \S+: a retry gets the same answer$/);
+    expect(await desk.explainKey('bob', 'pay-1')).toBe('unknown key: a retry runs as a new request');
+
+    // A call inside fn, its claim not committed yet.
+    const entered = deferred();
+    const gate = deferred();
+    const call = withIdempotency(t.db, 'pay-2', async () => (entered.resolve(), await gate.promise, 1), { scope: 'alice' });
+    await entered.promise;
+    expect(await desk.explainKey('alice', 'pay-2')).toBe('in flight (claimed): a retry waits or gets 409');
+    await expect(desk.releaseKey('alice', 'pay-2')).rejects.toBeInstanceOf(IdempotencyInFlightError);
+    gate.resolve();
+    await call;
+
+    expect(await desk.releaseKey('alice', 'pay-1')).toBe('removed a completed key');
+    expect(await desk.releaseKey('alice', 'pay-1')).toBe('nothing to remove');
+    expect(await count(t.pool, 'idempotency_keys')).toBe(1);
   });
 });

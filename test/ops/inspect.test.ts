@@ -1,5 +1,9 @@
+import { PGlite } from '@electric-sql/pglite';
+import { drizzle } from 'drizzle-orm/pglite';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
+  evictKey,
+  migrate,
   IdempotencyKeyInvalidError,
   IdempotencyOptionsInvalidError,
   inspectKey,
@@ -138,5 +142,27 @@ describe('inspectKey', () => {
 
   it('refuses a transaction: the look needs a transaction of its own', async () => {
     await expect(t.db.transaction((tx) => inspectKey(tx, 'order-1'))).rejects.toBeInstanceOf(IdempotencyOptionsInvalidError);
+  });
+});
+
+describe('inspectKey and evictKey on PGlite (one connection: the look and its probe share it)', () => {
+  it('looks at a completed key, finds a missing one, and evicts it so that the next call runs again', async () => {
+    const client = new PGlite();
+    try {
+      const db = drizzle(client);
+      await migrate(db);
+      let runs = 0;
+      const call = () => withIdempotency(db, 'k', async () => ({ run: ++runs }));
+      await call();
+
+      expect(await inspectKey(db, 'k', { showResponse: true })).toMatchObject({ status: 'completed', inFlight: false, response: { run: 1 } });
+      expect(await inspectKey(db, 'missing')).toBeNull();
+      expect(await evictKey(db, 'k')).toMatchObject({ key: 'k', status: 'completed' });
+      expect(await call()).toEqual({ run: 2 });
+      const { rows } = await client.query<{ n: number }>('select count(*)::int as n from idempotency_keys');
+      expect(rows[0]!.n).toBe(1);
+    } finally {
+      await client.close();
+    }
   });
 });

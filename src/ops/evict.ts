@@ -52,6 +52,8 @@ export interface EvictedKey {
 export const DEFAULT_EVICT_WAIT_MS = 5_000;
 // Without force a held key is refused, not waited for: 1 ms is the shortest lock_timeout.
 const NO_WAIT_MS = 1;
+// lock_timeout is an int of milliseconds: the server would refuse a longer bound.
+const MAX_WAIT_MS = 2 ** 31 - 1;
 
 /**
  * Deletes one key so that the next call with it runs `fn` again. Refuses
@@ -73,6 +75,7 @@ export async function evictKey(db: IdempotencyDatabase, key: string, options: Ev
   assertOptionalBoolean(options.force, 'force');
   const force = options.force === true;
   const waitMs = options.waitTimeout === undefined ? DEFAULT_EVICT_WAIT_MS : parseDuration(options.waitTimeout, 'waitTimeout');
+  if (waitMs > MAX_WAIT_MS) throw new IdempotencyOptionsInvalidError(`waitTimeout must be at most ${MAX_WAIT_MS} ms (PostgreSQL's lock_timeout limit)`);
   if (isTransaction(db)) {
     throw new IdempotencyOptionsInvalidError('evictKey needs a database, not a transaction: the deletion commits on its own');
   }

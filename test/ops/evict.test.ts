@@ -161,6 +161,7 @@ describe('evictKey', () => {
     ['a schema that is not an identifier', 'order-1', { schema: 'public.x' }, IdempotencyOptionsInvalidError],
     ['force that is not a boolean', 'order-1', { force: 'yes' }, IdempotencyOptionsInvalidError],
     ['a waitTimeout that is not a duration', 'order-1', { force: true, waitTimeout: 'soon' }, IdempotencyOptionsInvalidError],
+    ['a waitTimeout over lock_timeout\'s limit', 'order-1', { force: true, waitTimeout: '30d' }, IdempotencyOptionsInvalidError],
   ])('refuses %s with a typed error and deletes nothing', async (_what, key, options, errorClass) => {
     await charge('order-1');
     const before = await keyRows(t.pool);

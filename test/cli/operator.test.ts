@@ -66,7 +66,7 @@ describe('drizzle-idempotency inspect', () => {
     expect(run.stdout).toMatch(/^idempotency_keys: key "order-1" in scope "tenant-1" at \S+ \(database clock\)\n/);
     expect(run.stdout).toMatch(/^ {2}status +completed$/m);
     expect(run.stdout).toMatch(/^ {2}in flight +no$/m);
-    expect(run.stdout).toMatch(/^ {2}expires +\S+ \(in 23 h 59 min\)$/m);
+    expect(run.stdout).toMatch(/^ {2}expires +\S+ \(in 23 h \d+ min\)$/m);
     expect(run.stdout).toMatch(/^ {2}fingerprint +\S+$/m);
     expect(run.stdout).toMatch(/^ {2}response +\d+ bytes \(--show-response prints it\)$/m);
     expect(run.stdout).toMatch(/^ {2}next call +replays the stored response/m);
@@ -106,6 +106,18 @@ describe('drizzle-idempotency inspect', () => {
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(/^ {2}expires +\S+ \(\d+ min ago\), expired$/m);
     expect(run.stdout).toMatch(/^ {2}next call +runs again/m);
+  });
+
+  it('prints a started row as in flight, with what the next call meets and what removes it', async () => {
+    await insertKeyRow(t.pool, { key: 'stuck', scope: 'tenant-1', status: 'started' });
+
+    const run = await cli(['inspect', 'stuck', '--scope', 'tenant-1']);
+
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/^ {2}status +started$/m);
+    expect(run.stdout).toMatch(/^ {2}in flight +yes$/m);
+    expect(run.stdout).toMatch(/^ {2}created +\S+ \(1 h 0 min ago\)$/m);
+    expect(run.stdout).toMatch(/^ {2}next call +gets 409 IDEMPOTENCY_IN_FLIGHT: .*`evict --force` removes the row$/m);
   });
 
   it('exits 5 with one line for a key that does not exist (in that scope)', async () => {

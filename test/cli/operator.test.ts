@@ -116,7 +116,7 @@ describe('drizzle-idempotency inspect', () => {
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(/^ {2}status +started$/m);
     expect(run.stdout).toMatch(/^ {2}in flight +yes$/m);
-    expect(run.stdout).toMatch(/^ {2}created +\S+ \(1 h 0 min ago\)$/m);
+    expect(run.stdout).toMatch(/^ {2}created +\S+ \(1 h \d+ min ago\)$/m);
     expect(run.stdout).toMatch(/^ {2}next call +gets 409 IDEMPOTENCY_IN_FLIGHT: .*`evict --force` removes the row$/m);
   });
 

@@ -36,3 +36,19 @@ export { startSweeper } from './ops/sweeper.js';
 export type { Sweeper, SweeperOptions } from './ops/sweeper.js';
 export { idempotencyStats } from './ops/stats.js';
 export type { IdempotencyStats, OldestLiveKey } from './ops/stats.js';
+export { IDEMPOTENCY_CHANNELS } from './telemetry/events.js';
+export type {
+  CallTransaction,
+  IdempotencyCallEvent,
+  IdempotencyCallOutcome,
+  IdempotencyClaimedEvent,
+  IdempotencyInFlightEvent,
+  IdempotencyKeyRef,
+  IdempotencyKeyReusedEvent,
+  IdempotencyReclaimedEvent,
+  IdempotencyReplayedEvent,
+  IdempotencyRolledBackEvent,
+  IdempotencyStoredEvent,
+  IdempotencySweptEvent,
+} from './telemetry/events.js';
+export { telemetryHash } from './telemetry/hash.js';

@@ -1,4 +1,11 @@
-import { createHash } from 'node:crypto';
+import * as crypto from 'node:crypto';
+
+// crypto.hash (Node 20.12+) is about three times faster than a Hash object;
+// the package supports every Node 20.
+const sha256Hex: (value: string) => string =
+  typeof crypto.hash === 'function'
+    ? (value) => crypto.hash('sha256', value)
+    : (value) => crypto.createHash('sha256').update(value).digest('hex');
 
 /**
  * How a scope or key appears in telemetry: the first 16 hex digits of its
@@ -10,5 +17,5 @@ import { createHash } from 'node:crypto';
  * logs.filter((e) => e.keyHash === telemetryHash('order-42'));
  */
 export function telemetryHash(value: string): string {
-  return createHash('sha256').update(value).digest('hex').slice(0, 16);
+  return sha256Hex(value).slice(0, 16);
 }

@@ -24,6 +24,8 @@ export interface IdempotencyKeyRef {
   /** First 16 hex digits of the SHA-256 of the key. */
   keyHash: string;
   transaction: CallTransaction;
+  /** Tells the events of concurrent calls apart: one number per call, unique in this process. */
+  callId: number;
 }
 
 /** `drizzle-idempotency:claimed`: the key was new; this call holds it and runs `fn` next. */

@@ -37,13 +37,15 @@ export interface CallTrace {
   bytes: number;
 }
 
+let calls = 0;
+
 /** A trace for a call about to start, or undefined when no channel has a subscriber. */
 export function startTrace(scope: string, key: string, policy: 'wait' | 'reject', transaction: CallTransaction): CallTrace | undefined {
   let listened = false;
   for (const c of callChannels) listened ||= c.hasSubscribers;
   if (!listened) return undefined;
   return {
-    ref: { scopeHash: telemetryHash(scope), keyHash: telemetryHash(key), transaction },
+    ref: { scopeHash: telemetryHash(scope), keyHash: telemetryHash(key), transaction, callId: ++calls },
     policy,
     startedAt: performance.now(),
     waitMs: undefined,

@@ -23,5 +23,14 @@ export function recordEvents() {
   onTestFinished(stop);
   const of = (scope: string, key: string) =>
     all.filter(({ message }) => message.scopeHash === telemetryHash(scope) && message.keyHash === telemetryHash(key));
-  return { all, of, names: (scope: string, key: string) => of(scope, key).map((e) => e.event), stop };
+  /** The events of each call for the key, a list per call, in the order the calls first published. */
+  const byCall = (scope: string, key: string) => {
+    const calls = new Map<unknown, string[]>();
+    for (const { event, message } of of(scope, key)) {
+      if (!calls.has(message.callId)) calls.set(message.callId, []);
+      calls.get(message.callId)!.push(event);
+    }
+    return [...calls.values()];
+  };
+  return { all, of, byCall, names: (scope: string, key: string) => of(scope, key).map((e) => e.event), stop };
 }

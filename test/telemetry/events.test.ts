@@ -6,6 +6,7 @@ import {
   IdempotencyInFlightError,
   IdempotencyKeyReusedError,
   IdempotencyResultInvalidError,
+  IdempotencySerializationError,
   sweepExpiredKeys,
   telemetryHash,
   withIdempotency,
@@ -35,8 +36,9 @@ describe('the events of one call', () => {
     const value = await withIdempotency(t.db, 'first-secret-key', (tx) => insertCharge(tx, 'first-secret-key', 500), { scope });
     expect(events.names(scope, 'first-secret-key')).toEqual(['claimed', 'stored', 'call']);
     const [claimed, stored, call] = events.of(scope, 'first-secret-key').map((e) => e.message);
-    const ref = { scopeHash: telemetryHash(scope), keyHash: telemetryHash('first-secret-key'), transaction: 'own' };
+    const ref = { scopeHash: telemetryHash(scope), keyHash: telemetryHash('first-secret-key'), transaction: 'own', callId: expect.any(Number) };
     expect(claimed).toEqual({ ...ref, waitMs: expect.any(Number) });
+    expect(new Set([claimed!.callId, stored!.callId, call!.callId]).size).toBe(1);
     expect(stored).toEqual({ ...ref, bytes: Buffer.byteLength(JSON.stringify({ value })), durationMs: expect.any(Number) });
     expect(call).toEqual({
       ...ref,
@@ -96,11 +98,15 @@ describe('the events of one call', () => {
     gate.resolve();
     const [value, duplicate] = await Promise.all([first, second]);
     expect(duplicate).toEqual({ value, replayed: true });
-    const events_ = events.of(scope, 'queue-key');
-    expect(events_.map((e) => e.event)).toEqual(['claimed', 'in-flight', 'stored', 'call', 'replayed', 'call']);
-    expect(events_[1]!.message).toMatchObject({ action: 'waited', policy: 'wait', where: 'process', waitMs: expect.any(Number) });
-    expect(events_[4]!.message).toMatchObject({ waited: true });
-    expect(events_[5]!.message).toMatchObject({ outcome: 'replayed', waited: true });
+    expect(events.byCall(scope, 'queue-key')).toEqual([
+      ['claimed', 'stored', 'call'],
+      ['in-flight', 'replayed', 'call'],
+    ]);
+    const published = events.of(scope, 'queue-key');
+    const of = (event: string) => published.filter((e) => e.event === event).map((e) => e.message);
+    expect(of('in-flight')).toEqual([expect.objectContaining({ action: 'waited', policy: 'wait', where: 'process', waitMs: expect.any(Number) })]);
+    expect(of('replayed')).toEqual([expect.objectContaining({ waited: true })]);
+    expect(of('call')).toEqual([expect.objectContaining({ outcome: 'executed', waited: false }), expect.objectContaining({ outcome: 'replayed', waited: true })]);
     expect(await charges('queue-key')).toBe(1);
     expect(await keyRowsOf('queue-key')).toBe(1);
   });
@@ -121,12 +127,86 @@ describe('the events of one call', () => {
     gate.resolve();
     const [value, duplicate] = await Promise.all([first, second]);
     expect(duplicate).toEqual({ value, replayed: true });
+    expect(events.byCall(scope, 'lock-key')).toEqual([
+      ['claimed', 'stored', 'call'],
+      ['in-flight', 'replayed', 'call'],
+    ]);
     const published = events.of(scope, 'lock-key');
-    expect(published.map((e) => e.event)).toEqual(['claimed', 'stored', 'call', 'in-flight', 'replayed', 'call']);
-    expect(published[3]!.message).toMatchObject({ action: 'waited', where: 'database', transaction: 'caller' });
-    expect(published[4]!.message).toMatchObject({ waited: true });
+    expect(published.find((e) => e.event === 'in-flight')!.message).toMatchObject({ action: 'waited', where: 'database', transaction: 'caller' });
+    expect(published.find((e) => e.event === 'replayed')!.message).toMatchObject({ waited: true });
     expect(await charges('lock-key')).toBe(1);
     expect(await keyRowsOf('lock-key')).toBe(1);
+  });
+
+  it('a duplicate that waited in this process for a first call that rolled back: waited, then claims and runs', async () => {
+    const events = recordEvents();
+    const gate = deferred();
+    const first = withIdempotency(t.db, 'queue-rollback-key', async (tx) => {
+      await insertCharge(tx, 'queue-rollback-key', 5);
+      await gate.promise;
+      throw new PaymentDeclined('declined');
+    }, { scope });
+    const second = withIdempotencyOutcome(t.db, 'queue-rollback-key', (tx) => insertCharge(tx, 'queue-rollback-key', 5), { scope });
+    await waitForWaitingCalls(1);
+    gate.resolve();
+    await expect(first).rejects.toBeInstanceOf(PaymentDeclined);
+    expect(await second).toMatchObject({ replayed: false });
+    expect(events.byCall(scope, 'queue-rollback-key')).toEqual([
+      ['claimed', 'rolled-back', 'call'],
+      ['in-flight', 'claimed', 'stored', 'call'],
+    ]);
+    expect(events.of(scope, 'queue-rollback-key').find((e) => e.event === 'in-flight')!.message).toMatchObject({ action: 'waited', where: 'process' });
+    expect(await charges('queue-rollback-key')).toBe(1);
+  });
+
+  it('a duplicate that waited on the row lock for a first call that rolled back: claimed, the wait in its waitMs only', async () => {
+    const events = recordEvents();
+    const gate = deferred();
+    const first = t.db.transaction((tx) =>
+      withIdempotency(tx, 'lock-rollback-key', async (tx) => {
+        await insertCharge(tx, 'lock-rollback-key', 5);
+        await gate.promise;
+        throw new PaymentDeclined('declined');
+      }, { scope }),
+    );
+    while (!events.names(scope, 'lock-rollback-key').includes('claimed')) await new Promise((r) => setTimeout(r, 5));
+    const second = t.db.transaction((tx) => withIdempotencyOutcome(tx, 'lock-rollback-key', (tx) => insertCharge(tx, 'lock-rollback-key', 5), { scope }));
+    await waitForLockWaiters(t.pool, 1);
+    gate.resolve();
+    await expect(first).rejects.toBeInstanceOf(PaymentDeclined);
+    expect(await second).toMatchObject({ replayed: false });
+    expect(events.byCall(scope, 'lock-rollback-key')).toEqual([
+      ['claimed', 'rolled-back', 'call'],
+      ['claimed', 'stored', 'call'],
+    ]);
+    expect(await charges('lock-rollback-key')).toBe(1);
+  });
+
+  it('under REPEATABLE READ, a duplicate that waited on the row lock fails to serialize; its retry replays, not told as waited', async () => {
+    const events = recordEvents();
+    const gate = deferred();
+    const rr = { isolationLevel: 'repeatable read' } as const;
+    const first = t.db.transaction(
+      (tx) =>
+        withIdempotency(tx, 'rr-key', async (tx) => {
+          await gate.promise;
+          return insertCharge(tx, 'rr-key', 5);
+        }, { scope }),
+      rr,
+    );
+    while (!events.names(scope, 'rr-key').includes('claimed')) await new Promise((r) => setTimeout(r, 5));
+    const duplicate = () => t.db.transaction((tx) => withIdempotencyOutcome(tx, 'rr-key', (tx) => insertCharge(tx, 'rr-key', 5), { scope }), rr);
+    const second = duplicate();
+    await waitForLockWaiters(t.pool, 1);
+    gate.resolve();
+    await first;
+    await expect(second).rejects.toBeInstanceOf(IdempotencySerializationError);
+    expect(await duplicate()).toMatchObject({ replayed: true });
+    expect(events.byCall(scope, 'rr-key')).toEqual([['claimed', 'stored', 'call'], ['call'], ['replayed', 'call']]);
+    const calls = events.of(scope, 'rr-key').filter((e) => e.event === 'call').map((e) => e.message);
+    expect(calls).toContainEqual(expect.objectContaining({ outcome: 'failed', error: 'IDEMPOTENCY_SERIALIZATION_FAILURE', waited: false }));
+    expect(events.of(scope, 'rr-key').find((e) => e.event === 'replayed')!.message).toMatchObject({ waited: false });
+    expect(await charges('rr-key')).toBe(1);
   });
 
   it("'reject': a duplicate of a key in flight is rejected, in this process and in the database", async () => {

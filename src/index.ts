@@ -43,7 +43,7 @@ export type {
   IdempotencyCallOutcome,
   IdempotencyClaimedEvent,
   IdempotencyInFlightEvent,
-  IdempotencyKeyRef,
+  IdempotencyCallRef,
   IdempotencyKeyReusedEvent,
   IdempotencyReclaimedEvent,
   IdempotencyReplayedEvent,

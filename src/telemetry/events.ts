@@ -17,8 +17,8 @@ export const IDEMPOTENCY_CHANNELS = {
 /** Whose transaction a call ran in: one it opened itself (given a database), or the caller's. */
 export type CallTransaction = 'own' | 'caller';
 
-/** Which key an event is about, hashed: customer identifiers stay out of telemetry. */
-export interface IdempotencyKeyRef {
+/** Which call and key an event is about; the key and scope hashed, so that customer identifiers stay out of telemetry. */
+export interface IdempotencyCallRef {
   /** First 16 hex digits of the SHA-256 of the scope (see `telemetryHash`). */
   scopeHash: string;
   /** First 16 hex digits of the SHA-256 of the key. */
@@ -29,20 +29,20 @@ export interface IdempotencyKeyRef {
 }
 
 /** `drizzle-idempotency:claimed`: the key was new; this call holds it and runs `fn` next. */
-export interface IdempotencyClaimedEvent extends IdempotencyKeyRef {
+export interface IdempotencyClaimedEvent extends IdempotencyCallRef {
   /** From the call's start until it held the key (claim round trip and any wait for a duplicate). */
   waitMs: number;
 }
 
 /** `drizzle-idempotency:reclaimed`: the call took over a dead row and runs `fn` next. */
-export interface IdempotencyReclaimedEvent extends IdempotencyKeyRef {
+export interface IdempotencyReclaimedEvent extends IdempotencyCallRef {
   /** `'completed'`: a key past its expiry; `'started'`: leased work whose lease ran out. */
   previousStatus: 'completed' | 'started';
   waitMs: number;
 }
 
 /** `drizzle-idempotency:replayed`: the call returned the stored result; `fn` did not run. */
-export interface IdempotencyReplayedEvent extends IdempotencyKeyRef {
+export interface IdempotencyReplayedEvent extends IdempotencyCallRef {
   /** True when it found the key in flight and waited for the first call to finish. */
   waited: boolean;
   waitMs: number;
@@ -55,7 +55,7 @@ export interface IdempotencyReplayedEvent extends IdempotencyKeyRef {
  * replayed, or claimed the key if the first rolled back); `'rejected'`: the call
  * fails with `IDEMPOTENCY_IN_FLIGHT` (policy `'reject'`, or the wait ran out).
  */
-export interface IdempotencyInFlightEvent extends IdempotencyKeyRef {
+export interface IdempotencyInFlightEvent extends IdempotencyCallRef {
   action: 'waited' | 'rejected';
   policy: 'wait' | 'reject';
   /** For `'waited'`: where it waited, in this process's queue for the key or on the key's row lock. */
@@ -64,14 +64,14 @@ export interface IdempotencyInFlightEvent extends IdempotencyKeyRef {
 }
 
 /** `drizzle-idempotency:key-reused`: the key was used before with another fingerprint; the call fails. */
-export type IdempotencyKeyReusedEvent = IdempotencyKeyRef;
+export type IdempotencyKeyReusedEvent = IdempotencyCallRef;
 
 /**
  * `drizzle-idempotency:stored`: `fn` ran and its result was stored. In the
  * call's own transaction, published after COMMIT; in the caller's, once the
  * result is written (it becomes durable with the caller's COMMIT).
  */
-export interface IdempotencyStoredEvent extends IdempotencyKeyRef {
+export interface IdempotencyStoredEvent extends IdempotencyCallRef {
   /** Size of the stored result, in bytes of JSON text. */
   bytes: number;
   durationMs: number;
@@ -81,7 +81,7 @@ export interface IdempotencyStoredEvent extends IdempotencyKeyRef {
  * `drizzle-idempotency:rolled-back`: the call held the key, then `fn` threw or
  * its result could not be stored: the claim and `fn`'s writes are undone.
  */
-export interface IdempotencyRolledBackEvent extends IdempotencyKeyRef {
+export interface IdempotencyRolledBackEvent extends IdempotencyCallRef {
   phase: 'fn' | 'store';
   /** The error's `code` when it is the library's, else its `name`; never its message. */
   error: string;
@@ -94,7 +94,7 @@ export type IdempotencyCallOutcome = 'executed' | 'replayed' | 'in-flight' | 'ke
  * `drizzle-idempotency:call`: one per call that got past its argument checks,
  * when it ends: what OpenTelemetry turns into a span and metrics.
  */
-export interface IdempotencyCallEvent extends IdempotencyKeyRef {
+export interface IdempotencyCallEvent extends IdempotencyCallRef {
   outcome: IdempotencyCallOutcome;
   policy: 'wait' | 'reject';
   /** When the call started, in milliseconds since the Unix epoch (fractional). */

@@ -4,7 +4,7 @@ import {
   IDEMPOTENCY_CHANNELS,
   type CallTransaction,
   type IdempotencyCallOutcome,
-  type IdempotencyKeyRef,
+  type IdempotencyCallRef,
   type IdempotencySweptEvent,
 } from './events.js';
 import { telemetryHash } from './hash.js';
@@ -26,7 +26,7 @@ const callChannels = [claimed, reclaimed, replayed, inFlight, keyReused, stored,
  * `undefined`, so a call nobody watches builds no payload and hashes nothing.
  */
 export interface CallTrace {
-  readonly ref: IdempotencyKeyRef;
+  readonly ref: IdempotencyCallRef;
   readonly policy: 'wait' | 'reject';
   readonly startedAt: number;
   /** Set once the call held the key or had the stored answer. */

@@ -40,3 +40,19 @@ export { inspectKey } from './ops/inspect.js';
 export type { InspectKeyOptions, InspectedKey, InspectedKeyStatus } from './ops/inspect.js';
 export { evictKey } from './ops/evict.js';
 export type { EvictKeyOptions, EvictedKey } from './ops/evict.js';
+export { IDEMPOTENCY_CHANNELS } from './telemetry/events.js';
+export type {
+  CallTransaction,
+  IdempotencyCallEvent,
+  IdempotencyCallOutcome,
+  IdempotencyClaimedEvent,
+  IdempotencyInFlightEvent,
+  IdempotencyCallRef,
+  IdempotencyKeyReusedEvent,
+  IdempotencyReclaimedEvent,
+  IdempotencyReplayedEvent,
+  IdempotencyRolledBackEvent,
+  IdempotencyStoredEvent,
+  IdempotencySweptEvent,
+} from './telemetry/events.js';
+export { telemetryHash } from './telemetry/hash.js';

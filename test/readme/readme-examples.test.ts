@@ -20,6 +20,7 @@ import {
   IdempotencyKeyReusedError,
   IdempotencyMigrationConflictError,
   migrate,
+  telemetryHash,
   withIdempotency,
 } from '../../src/index.js';
 import { readmeExamples, readReadme, ROOT, writeExamples, type ReadmeExample } from '../../scripts/readme-examples.js';
@@ -82,6 +83,8 @@ describe('the README', () => {
       'client',
       'sweeper',
       'support-desk',
+      'telemetry-log',
+      'otel',
     ]);
   });
 
@@ -529,5 +532,63 @@ describe('Operations: inspectKey and evictKey from code', async () => {
     expect(await desk.releaseKey('alice', 'pay-1')).toBe('removed a completed key');
     expect(await desk.releaseKey('alice', 'pay-1')).toBe('nothing to remove');
     expect(await count(t.pool, 'idempotency_keys')).toBe(1);
+  });
+});
+
+describe('Telemetry: diagnostics_channel and OpenTelemetry', async () => {
+  const t = await testDatabase({ migrated: true });
+  type Logged = { level: string; fields: Record<string, unknown>; message: string }[];
+  type Otel = {
+    charge(customerId: string, key: string, amount: number): Promise<{ id: number }>;
+    stopInstrumentation(): void;
+  };
+  let prelude: {
+    db: Database;
+    spans: import('@opentelemetry/sdk-trace-base').InMemorySpanExporter;
+    metricReader: import('@opentelemetry/sdk-metrics').MetricReader;
+  };
+  let otel: Otel;
+  let logged: Logged;
+
+  beforeAll(async () => {
+    await t.pool.query(`create table charges (id serial primary key, customer_id text not null, amount integer not null)`);
+    prelude = await importWith('./otel.js', { DATABASE_URL: t.url });
+    otel = await load<Otel>('otel', {});
+    ({ logged } = await importWith<{ logged: Logged }>('./telemetry-log.js', {}));
+    await load('telemetry-log', {});
+  });
+  afterAll(async () => {
+    otel?.stopInstrumentation();
+    await prelude?.db.$client.end();
+  });
+
+  it('logs a rolled-back call by hashes, phase and error name, never the key, scope or message', async () => {
+    await expect(
+      withIdempotency(prelude.db, 'order-42', async () => {
+        throw new TypeError('card of alice declined');
+      }, { scope: 'alice' }),
+    ).rejects.toBeInstanceOf(TypeError);
+    const entry = logged.find((e) => e.message === 'idempotent call rolled back' && e.fields.keyHash === telemetryHash('order-42'));
+    expect(entry).toEqual({
+      level: 'warn',
+      fields: { scopeHash: telemetryHash('alice'), keyHash: telemetryHash('order-42'), phase: 'fn', error: 'TypeError' },
+      message: 'idempotent call rolled back',
+    });
+    expect(JSON.stringify(logged)).not.toMatch(/alice|order-42/);
+  });
+
+  it('makes a span per call with its outcome and counts the calls; charges once', async () => {
+    const first = await otel.charge('bob', 'charge-1', 700);
+    expect(await otel.charge('bob', 'charge-1', 700)).toEqual(first);
+    const calls = prelude.spans.getFinishedSpans().filter((s) => s.attributes['idempotency.key_hash'] === telemetryHash('charge-1'));
+    expect(calls.map((s) => [s.name, s.attributes['idempotency.outcome'], s.attributes['idempotency.scope_hash']])).toEqual([
+      ['idempotency.call', 'executed', telemetryHash('bob')],
+      ['idempotency.call', 'replayed', telemetryHash('bob')],
+    ]);
+    const { resourceMetrics } = await prelude.metricReader.collect();
+    const counter = resourceMetrics.scopeMetrics.flatMap((s) => s.metrics).find((m) => m.descriptor.name === 'idempotency.calls');
+    const byOutcome = Object.fromEntries((counter?.dataPoints ?? []).map((p) => [p.attributes['idempotency.outcome'], p.value]));
+    expect(byOutcome).toMatchObject({ executed: 1, replayed: 1 });
+    expect(await count(t.pool, 'charges', `customer_id = 'bob'`)).toBe(1);
   });
 });

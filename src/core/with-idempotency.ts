@@ -1,6 +1,7 @@
 import { isTransaction, singleConnectionOf, type IdempotencyDatabase, type SqlRunner, type TransactionOf } from '../driver/database.js';
 import { whileListening } from '../driver/client-errors.js';
 import { inSavepoint } from '../driver/savepoint.js';
+import { refuseDriverWithoutTransactions } from '../driver/interactive-transactions.js';
 import { checkoutPoolOf, inPoolTransaction, poolRunner, type Pipeline, type PoolSource } from '../driver/pool-transaction.js';
 import { sqlState } from '../driver/pg-error.js';
 import { PreparedStatementsRefused } from '../driver/statement.js';
@@ -70,6 +71,7 @@ export async function withIdempotencyOutcome<TDb extends IdempotencyDatabase, T>
 ): Promise<IdempotentOutcome<Jsonified<T>>> {
   const o = resolveOptions(key, options);
   assertCallable(db, fn);
+  refuseDriverWithoutTransactions(db, 'withIdempotency');
   refuseReentrantCall(o);
   // Every path returns the result as jsonb gave it back (storeResult, replayOf): its JSON form.
   if (isTransaction(db)) return inCallersTransaction(db, o, fn as Fn<T>) as Promise<IdempotentOutcome<Jsonified<T>>>;

@@ -29,7 +29,7 @@ export interface DriverUnderTest {
   /** Set when the driver cannot run here: why (the tests are skipped, saying so). */
   unavailable?: string;
   /** Options every call of the suite passes (`prepare`). */
-  options?: IdempotencyOptions;
+  options?: Pick<IdempotencyOptions, 'prepare'>;
   /** Opens the driver on the database at `url` (PGlite ignores it). */
   open(url: string, name: string): Promise<OpenDriver>;
 }

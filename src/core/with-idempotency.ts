@@ -1,5 +1,5 @@
 import { isTransaction, singleConnectionOf, type IdempotencyDatabase, type SqlRunner, type TransactionOf } from '../driver/database.js';
-import { whileListening } from '../driver/client-errors.js';
+import { whileListening, whileListeningIn } from '../driver/client-errors.js';
 import { inSavepoint } from '../driver/savepoint.js';
 import { refuseDriverWithoutTransactions } from '../driver/interactive-transactions.js';
 import { checkoutPoolOf, inPoolTransaction, poolRunner, type Pipeline, type PoolSource } from '../driver/pool-transaction.js';
@@ -156,7 +156,7 @@ async function inOwnTransaction<T>(
     const progress: Progress = { phase: 'claim' };
     try {
       if (pool) return await inPoolTransaction(pool, o.transaction, (p) => claimRunStoreOnPool(p, o, fn, progress));
-      return await db.transaction((tx) => claimRunStore(tx, o, fn, progress), o.transaction);
+      return await db.transaction((tx) => whileListeningIn(tx, () => claimRunStore(tx, o, fn, progress)), o.transaction);
     } catch (error) {
       // Nothing committed: the transaction failed at a named statement the server refused.
       if (error instanceof PreparedStatementsRefused && !refused) {

@@ -217,6 +217,53 @@ describe.each(DRIVERS)('on $name', (driver: DriverUnderTest) => {
     expect(await completedKeys('in-flight')).toBe(1);
   });
 
+  describe('a duplicate from a second pool of the same driver (as from another process)', () => {
+    let second: OpenDriver | undefined;
+    const other = async () => {
+      const t = databases.get(driver)!;
+      second ??= await driver.open(t.url, t.name);
+      return second.db;
+    };
+    afterAll(() => second?.close());
+
+    twoConnections('waits on the row lock of the first and replays its result once it commits', async () => {
+      const inside = deferred();
+      const release = deferred();
+      const first = withIdempotency(db, 'cross-pool', async (tx) => {
+        const charge = await chargeOn(tx, 'cross-pool', 1);
+        inside.resolve();
+        await release.promise;
+        return charge;
+      }, o());
+      await inside.promise;
+      const duplicate = withIdempotencyOutcome(await other(), 'cross-pool', (tx) => chargeOn(tx, 'cross-pool', 1), o());
+      await sleep(50); // let it reach its claim, behind the first's uncommitted row
+      release.resolve();
+      const value = await first;
+      expect(await duplicate).toEqual({ value, replayed: true });
+      expect(await charges('cross-pool')).toBe(1);
+      expect(await completedKeys('cross-pool')).toBe(1);
+    });
+
+    twoConnections('gives up with IDEMPOTENCY_IN_FLIGHT once waitTimeout has passed, running nothing', async () => {
+      const inside = deferred();
+      const release = deferred();
+      const first = withIdempotency(db, 'cross-timeout', async (tx) => {
+        const charge = await chargeOn(tx, 'cross-timeout', 1);
+        inside.resolve();
+        await release.promise;
+        return charge;
+      }, o());
+      await inside.promise;
+      const error = await withIdempotency(await other(), 'cross-timeout', async () => 'must not run', o({ waitTimeout: 100 })).catch((e: unknown) => e);
+      release.resolve();
+      await first;
+      expect(error).toBeInstanceOf(IdempotencyInFlightError);
+      expect(await charges('cross-timeout')).toBe(1);
+      expect(await completedKeys('cross-timeout')).toBe(1);
+    });
+  });
+
   twoConnections("lets a duplicate claim the key the moment the first rolls back to its savepoint, the first's transaction still open", async () => {
     const rolledBack = deferred();
     const finish = deferred();

@@ -3,6 +3,7 @@ import { withIdempotencyOutcome } from '../core/with-idempotency.js';
 import { isConnectionLost } from '../driver/connection-loss.js';
 import { isTransaction, type IdempotencyDatabase, type TransactionOf } from '../driver/database.js';
 import { inTransaction, listenForIdleErrors } from '../driver/pool-transaction.js';
+import { refuseDriverWithoutTransactions } from '../driver/interactive-transactions.js';
 import {
   IdempotencyConnectionLostError,
   IdempotencyError,
@@ -59,6 +60,7 @@ export function idempotent<TDb extends IdempotencyDatabase>(
   if (isTransaction(db)) {
     throw new IdempotencyOptionsInvalidError('idempotent() needs a database, not a transaction: it opens the transaction itself');
   }
+  refuseDriverWithoutTransactions(db, 'idempotent()');
   const o = resolveRouteOptions(options);
   listenForIdleErrors(db);
   const route = new Route(db, handler as IdempotentHandler<IdempotencyDatabase>, o);

@@ -8,26 +8,27 @@ import { statementFailure } from './failure.js';
 import { keyValues, shapeOf } from './claim.js';
 import type { ResolvedOptions } from './options.js';
 import { deserializeResult } from './result.js';
+import { EXPIRES_MS, outcomeOf, type IdempotentOutcome } from './stored-key.js';
 
 /**
  * Marks the claimed key completed with its result, in the caller's transaction,
  * and starts its lifetime: it expires a TTL after completion. Only the row this
  * call claimed is completed (still `started`, same fingerprint); anything else
  * fails with `IDEMPOTENCY_CLAIM_LOST`, so that nothing of `fn` commits.
- * Returns the result as jsonb gives it back, so the first answer is exactly
+ * Returns the result as jsonb gives it back (with the key's expiry), so the first answer is exactly
  * what every replay will be (jsonb normalises key order).
  *
  * `failInSql`: when COMMIT is already on its way behind this statement, a
  * missing row must fail the statement itself (so that COMMIT rolls back), not
  * just the check on the answer, which comes after COMMIT.
  */
-export async function storeResult<T>(db: SqlRunner, o: ResolvedOptions, json: string, failInSql = false): Promise<T> {
+export async function storeResult<T>(db: SqlRunner, o: ResolvedOptions, json: string, failInSql = false): Promise<IdempotentOutcome<T>> {
   const update = (v: (name: string) => unknown) => sql`update ${keysTable(o.schema)}
         set status = 'completed', response = ${v('json')}::jsonb, completed_at = statement_timestamp(),
             expires_at = statement_timestamp() + ${v('ttlMs')} * interval '1 millisecond'
         where scope = ${v('scope')} and key = ${v('key')} and status = 'started' and fingerprint is not distinct from ${v('fingerprint')}
-        returning response`;
-  let rows: { response: unknown }[];
+        returning response, ${EXPIRES_MS} as expires_ms`;
+  let rows: { response: unknown; expires_ms: number | null }[];
   try {
     rows = await runStatement(
       db,
@@ -37,7 +38,7 @@ export async function storeResult<T>(db: SqlRunner, o: ResolvedOptions, json: st
         // No row: 1/0 raises division_by_zero, the one error plain SQL can raise on demand.
         build: (v) =>
           failInSql
-            ? sql`with stored as (${update(v)}) select (select response from stored) as response, 1 / (select count(*)::int from stored) as one`
+            ? sql`with stored as (${update(v)}) select (select response from stored) as response, (select expires_ms from stored) as expires_ms, 1 / (select count(*)::int from stored) as one`
             : update(v),
       },
       o.prepare,
@@ -51,5 +52,5 @@ export async function storeResult<T>(db: SqlRunner, o: ResolvedOptions, json: st
       `idempotency key ${JSON.stringify(o.key)}: the row this call claimed was deleted or changed before its result was stored; nothing was kept`,
     );
   }
-  return deserializeResult<T>(rows[0].response);
+  return outcomeOf(deserializeResult<T>(rows[0].response), false, rows[0].expires_ms, o);
 }

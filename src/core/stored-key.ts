@@ -13,7 +13,13 @@ export interface IdempotentOutcome<T> {
   value: T;
   /** True when `fn` did not run: this is the first execution's stored result. */
   replayed: boolean;
+  /** With `withExpiry: true`: when the key expires (database clock), a TTL after the first execution completed. */
+  expiresAt?: Date;
 }
+
+// Epoch milliseconds as a float8, which node-postgres reads as a number
+// whatever type parsers drizzle or the pool set for timestamps.
+export const EXPIRES_MS = sql.raw(`(extract(epoch from expires_at) * 1000)::float8`);
 
 /** A key row as `readKey` sees it; `status` is null when there is no row. */
 export interface KeyRow {
@@ -21,6 +27,7 @@ export interface KeyRow {
   fingerprint: string | null;
   response: unknown;
   reclaimable: boolean | null;
+  expires_ms: number | null;
 }
 
 /**
@@ -34,7 +41,7 @@ export async function readKey(db: SqlRunner, o: ResolvedOptions): Promise<KeyRow
     {
       shape: shapeOf('read', o),
       values: keyValues(o),
-      build: (v) => sql`select k.status, k.fingerprint, k.response, ${reclaimable(sql`k`)} as reclaimable, ${restoreLockTimeout}
+      build: (v) => sql`select k.status, k.fingerprint, k.response, ${reclaimable(sql`k`)} as reclaimable, (extract(epoch from k.expires_at) * 1000)::float8 as expires_ms, ${restoreLockTimeout}
         from (select 1) as one
         left join ${keysTable(o.schema)} as k on k.scope = ${v('scope')} and k.key = ${v('key')}`,
     },
@@ -57,7 +64,7 @@ export async function lookupStored<T>(db: SqlRunner, o: ResolvedOptions, again =
       {
         shape: shapeOf('lookup', o),
         values: keyValues(o),
-        build: (v) => sql`select status, fingerprint, response, false as reclaimable from ${keysTable(o.schema)}
+        build: (v) => sql`select status, fingerprint, response, false as reclaimable, ${EXPIRES_MS} as expires_ms from ${keysTable(o.schema)}
           where scope = ${v('scope')} and key = ${v('key')} and status = 'completed' and expires_at > statement_timestamp()`,
       },
       o.prepare,
@@ -82,5 +89,10 @@ export function replayOf<T>(row: KeyRow, o: ResolvedOptions): IdempotentOutcome<
       `idempotency key ${JSON.stringify(o.key)} is started and not completed: work in progress, or an unfinished claim that committed (removed by the sweep once its TTL has passed)`,
     );
   }
-  return { value: deserializeResult<T>(row.response), replayed: true };
+  return outcomeOf(deserializeResult<T>(row.response), true, row.expires_ms, o);
+}
+
+/** An outcome, with the expiry only when it was asked for: the others keep their plain shape. */
+export function outcomeOf<T>(value: T, replayed: boolean, expiresMs: number | null, o: ResolvedOptions): IdempotentOutcome<T> {
+  return o.withExpiry ? { value, replayed, expiresAt: new Date(expiresMs!) } : { value, replayed };
 }

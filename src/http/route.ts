@@ -41,6 +41,8 @@ export interface HttpAdapter<TReq, TRes> extends RequestView<TReq> {
   keyLines(req: TReq): readonly string[] | undefined;
   /** Makes the body as received available to the fingerprint and the handler; throws a `RequestProblem`. */
   readBody(req: TReq, maxBytes: number): Promise<void>;
+  /** Also read the body of requests that pass through (other methods): no framework parsed it for the handler. */
+  readsEveryBody: boolean;
   guard(res: TRes): ResponseGuard;
   /** True when other code answered while the handler ran. */
   answered(res: TRes): boolean;
@@ -90,11 +92,14 @@ export class Route<TReq, TRes> {
   ) {}
 
   async serve(req: TReq, res: TRes): Promise<void> {
-    if (!this.o.methods.has(this.adapter.method(req).toUpperCase())) return this.runWithoutKey(req, res);
+    const keyed = this.o.methods.has(this.adapter.method(req).toUpperCase());
+    if (!keyed && !this.adapter.readsEveryBody) return this.runWithoutKey(req, res);
     let key: string | undefined;
     try {
-      key = keyFromHeaderLines(this.adapter.keyLines(req));
-      if (key === undefined && this.o.required) throw new IdempotencyKeyInvalidError('this request needs an Idempotency-Key header');
+      if (keyed) {
+        key = keyFromHeaderLines(this.adapter.keyLines(req));
+        if (key === undefined && this.o.required) throw new IdempotencyKeyInvalidError('this request needs an Idempotency-Key header');
+      }
       // Before the fingerprint, and also without a key, so the handler sees the same body either way.
       await this.adapter.readBody(req, this.o.maxBodyBytes);
     } catch (error) {

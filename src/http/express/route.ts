@@ -35,6 +35,7 @@ const express: HttpAdapter<Request, Response> = {
   fingerprint: requestFingerprint,
   keyLines: (req) => req.headersDistinct['idempotency-key'],
   readBody: readBodyAsReceived,
+  readsEveryBody: false,
   guard: guardResponse,
   answered: (res) => res.headersSent,
   send: sendResponse,

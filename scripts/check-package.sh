@@ -23,14 +23,18 @@ tarball=$(npm pack --silent --pack-destination "$work" | tail -n 1)
 cd "$work"
 npm init -y >/dev/null
 npm pkg set type=module >/dev/null
-npm install --no-audit --no-fund --prefer-offline "./$tarball" drizzle-orm pg express drizzle-kit@~0.31 @types/pg @types/express @types/node@20 typescript@~5.9 >/dev/null
+npm install --no-audit --no-fund --prefer-offline "./$tarball" drizzle-orm pg express fastify@5 hono drizzle-kit@~0.31 @types/pg @types/express @types/node@20 typescript@~5.9 >/dev/null
 cat > check.ts <<'TS'
 import { withIdempotency, idempotencyKeys, migrate, migrationsFolder, IdempotencyKeyInvalidError, sweepExpiredKeys, startSweeper, idempotencyStats } from 'drizzle-idempotency';
 import { idempotent, parseIdempotencyKey, type IdempotentRouteOptions } from 'drizzle-idempotency/express';
 import { fetchWithRetry, FetchRetryError, type RetriedResponse } from 'drizzle-idempotency/client';
+import { idempotent as fastifyIdempotent, type IdempotentRouteOptions as FastifyRouteOptions } from 'drizzle-idempotency/fastify';
+import { idempotent as webIdempotent, type IdempotentWebRequest } from 'drizzle-idempotency/web';
 const options: IdempotentRouteOptions = { scope: 'single-tenant', onInFlight: 'reject' };
+const fastifyOptions: FastifyRouteOptions = { scope: (req) => req.hostname, expiryHeader: true };
+const webScope = (req: IdempotentWebRequest): string => req.request.headers.get('x-customer') ?? 'anonymous';
 const call: (url: string) => Promise<RetriedResponse> = (url) => fetchWithRetry(url, { method: 'POST' });
-const entries: unknown[] = [withIdempotency, idempotencyKeys, migrate, IdempotencyKeyInvalidError, sweepExpiredKeys, startSweeper, idempotencyStats, idempotent, parseIdempotencyKey, FetchRetryError, call, options];
+const entries: unknown[] = [withIdempotency, idempotencyKeys, migrate, IdempotencyKeyInvalidError, sweepExpiredKeys, startSweeper, idempotencyStats, idempotent, parseIdempotencyKey, FetchRetryError, call, options, fastifyIdempotent, fastifyOptions, webIdempotent, webScope];
 const folder: string = migrationsFolder;
 console.log(entries.every(Boolean) && folder.length > 0 ? 'ok' : 'missing export');
 TS
@@ -46,9 +50,12 @@ import * as lib from 'drizzle-idempotency';
 import { existsSync } from 'node:fs';
 import * as http from 'drizzle-idempotency/express';
 import * as client from 'drizzle-idempotency/client';
+import * as fastify from 'drizzle-idempotency/fastify';
+import * as web from 'drizzle-idempotency/web';
 for (const name of ['withIdempotency', 'idempotencyKeys', 'migrate', 'sweepExpiredKeys', 'startSweeper', 'idempotencyStats']) if (!lib[name]) throw new Error('missing export ' + name);
 for (const name of ['idempotent', 'parseIdempotencyKey']) if (!http[name]) throw new Error('missing express export ' + name);
 for (const name of ['fetchWithRetry', 'FetchRetryError']) if (!client[name]) throw new Error('missing client export ' + name);
+for (const entry of [fastify, web]) for (const name of ['idempotent', 'requestFingerprint', 'EXPIRES_HEADER']) if (!entry[name]) throw new Error('missing adapter export ' + name);
 if ('idempotent' in lib) throw new Error('the core entry must not pull in express');
 if (!existsSync(lib.migrationsFolder + '/meta/_journal.json')) throw new Error('migrations not packed');
 console.log('package: installs, imports and type-checks');

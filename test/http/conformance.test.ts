@@ -177,6 +177,14 @@ const routes: RouteSpec[] = [
     },
   },
   { path: '/strict', run: flaky, strictScope: true },
+  {
+    path: '/csv',
+    run: async () => ({ status: 200, body: 'sku,qty\nmug,1\n', headers: { 'content-type': 'text/csv', 'content-length': '1' } }),
+  },
+  {
+    path: '/no-content',
+    run: async () => ({ status: 204, body: { ignored: true }, headers: { 'content-type': 'application/json', location: '/somewhere' } }),
+  },
   { path: '/small', run: async (_input, tx) => ({ status: 201, body: await insertCharge(tx, 'small', 1) }), options: { maxBodyBytes: 1024 } },
 ];
 /** Under REPEATABLE READ with no retries: a duplicate parked behind the first's claim fails once the first commits. */
@@ -389,6 +397,26 @@ describe.each(adapters)('the $name adapter', (adapter) => {
     expect(calls.get(ref)).toBe(2);
     expect(await chargesFor(ref)).toBe(2);
     expect(await keysFor(`${ref}-put`)).toEqual([]);
+  });
+
+  it('sends a string under a text content-type as UTF-8 text with its own length, and a 204 with no body, the same on replays', async () => {
+    for (const replayed of [null, 'true']) {
+      const csv = await fetch(`${url}/csv`, post({}, { 'idempotency-key': `${name}-csv` }));
+      expect([csv.status, csv.headers.get('content-type'), csv.headers.get('idempotent-replayed'), await csv.text()]).toEqual([
+        200,
+        'text/csv; charset=utf-8',
+        replayed,
+        'sku,qty\nmug,1\n',
+      ]);
+      const empty = await fetch(`${url}/no-content`, post({}, { 'idempotency-key': `${name}-204` }));
+      expect([empty.status, empty.headers.get('content-type'), empty.headers.get('location'), empty.headers.get('idempotent-replayed')]).toEqual([
+        204,
+        null,
+        '/somewhere',
+        replayed,
+      ]);
+      expect(await empty.text()).toBe('');
+    }
   });
 
   it('answers only after COMMIT: on arrival, the answer\'s effects are visible to everyone', async () => {

@@ -5,10 +5,10 @@ import { DIVISION_BY_ZERO, sqlState } from '../driver/pg-error.js';
 import { keysTable } from '../schema/keys-table.js';
 import { IdempotencyClaimLostError } from '../shared/errors.js';
 import { statementFailure } from './failure.js';
-import { keyValues, shapeOf } from './claim.js';
+import { keyValues } from './claim.js';
 import type { ResolvedOptions } from './options.js';
 import { deserializeResult } from './result.js';
-import { EXPIRES_MS, outcomeOf, type IdempotentOutcome } from './stored-key.js';
+import { expiry, outcomeOf, type IdempotentOutcome } from './stored-key.js';
 
 /**
  * Marks the claimed key completed with its result, in the caller's transaction,
@@ -23,22 +23,23 @@ import { EXPIRES_MS, outcomeOf, type IdempotentOutcome } from './stored-key.js';
  * just the check on the answer, which comes after COMMIT.
  */
 export async function storeResult<T>(db: SqlRunner, o: ResolvedOptions, json: string, failInSql = false): Promise<IdempotentOutcome<T>> {
+  const { column, shape } = expiry(failInSql ? 'store-or-fail' : 'store', o);
   const update = (v: (name: string) => unknown) => sql`update ${keysTable(o.schema)}
         set status = 'completed', response = ${v('json')}::jsonb, completed_at = statement_timestamp(),
             expires_at = statement_timestamp() + ${v('ttlMs')} * interval '1 millisecond'
         where scope = ${v('scope')} and key = ${v('key')} and status = 'started' and fingerprint is not distinct from ${v('fingerprint')}
-        returning response, ${EXPIRES_MS} as expires_ms`;
-  let rows: { response: unknown; expires_ms: number | null }[];
+        returning response${column}`;
+  let rows: { response: unknown; expires_ms?: number | null }[];
   try {
     rows = await runStatement(
       db,
       {
-        shape: shapeOf(failInSql ? 'store-or-fail' : 'store', o),
+        shape,
         values: { ...keyValues(o), json },
         // No row: 1/0 raises division_by_zero, the one error plain SQL can raise on demand.
         build: (v) =>
           failInSql
-            ? sql`with stored as (${update(v)}) select (select response from stored) as response, (select expires_ms from stored) as expires_ms, 1 / (select count(*)::int from stored) as one`
+            ? sql`with stored as (${update(v)}) select (select response from stored) as response${o.withExpiry ? sql`, (select expires_ms from stored) as expires_ms` : sql``}, 1 / (select count(*)::int from stored) as one`
             : update(v),
       },
       o.prepare,

@@ -1,4 +1,4 @@
-import { sql } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import type { SqlRunner } from '../driver/database.js';
 import { PreparedStatementsRefused, runStatement } from '../driver/statement.js';
 import { keysTable } from '../schema/keys-table.js';
@@ -18,8 +18,15 @@ export interface IdempotentOutcome<T> {
 }
 
 // Epoch milliseconds as a float8, which node-postgres reads as a number
-// whatever type parsers drizzle or the pool set for timestamps.
-export const EXPIRES_MS = sql.raw(`(extract(epoch from expires_at) * 1000)::float8`);
+// whatever type parsers drizzle or the pool set for timestamps. Selected only
+// with `withExpiry`: otherwise the statements stay as lean as before.
+const EXPIRES_MS = sql.raw(`, (extract(epoch from expires_at) * 1000)::float8 as expires_ms`);
+const NO_COLUMN = sql.raw('');
+
+/** The expiry column for a statement of `o`, when asked for, and the statement's shape with it. */
+export function expiry(statement: string, o: ResolvedOptions): { column: SQL; shape: string } {
+  return o.withExpiry ? { column: EXPIRES_MS, shape: shapeOf(`${statement}+expiry`, o) } : { column: NO_COLUMN, shape: shapeOf(statement, o) };
+}
 
 /** A key row as `readKey` sees it; `status` is null when there is no row. */
 export interface KeyRow {
@@ -27,7 +34,8 @@ export interface KeyRow {
   fingerprint: string | null;
   response: unknown;
   reclaimable: boolean | null;
-  expires_ms: number | null;
+  /** With `withExpiry` only. */
+  expires_ms?: number | null;
 }
 
 /**
@@ -36,12 +44,13 @@ export interface KeyRow {
  * returns one row, empty when the key is gone.
  */
 export async function readKey(db: SqlRunner, o: ResolvedOptions): Promise<KeyRow> {
+  const { column, shape } = expiry('read', o);
   const rows = await runStatement<KeyRow>(
     db,
     {
-      shape: shapeOf('read', o),
+      shape,
       values: keyValues(o),
-      build: (v) => sql`select k.status, k.fingerprint, k.response, ${reclaimable(sql`k`)} as reclaimable, (extract(epoch from k.expires_at) * 1000)::float8 as expires_ms, ${restoreLockTimeout}
+      build: (v) => sql`select k.status, k.fingerprint, k.response, ${reclaimable(sql`k`)} as reclaimable${column}, ${restoreLockTimeout}
         from (select 1) as one
         left join ${keysTable(o.schema)} as k on k.scope = ${v('scope')} and k.key = ${v('key')}`,
     },
@@ -58,13 +67,14 @@ export async function readKey(db: SqlRunner, o: ResolvedOptions): Promise<KeyRow
  */
 export async function lookupStored<T>(db: SqlRunner, o: ResolvedOptions, again = true): Promise<IdempotentOutcome<T> | undefined> {
   let row: KeyRow | undefined;
+  const { column, shape } = expiry('lookup', o);
   try {
     [row] = await runStatement<KeyRow>(
       db,
       {
-        shape: shapeOf('lookup', o),
+        shape,
         values: keyValues(o),
-        build: (v) => sql`select status, fingerprint, response, false as reclaimable, ${EXPIRES_MS} as expires_ms from ${keysTable(o.schema)}
+        build: (v) => sql`select status, fingerprint, response, false as reclaimable${column} from ${keysTable(o.schema)}
           where scope = ${v('scope')} and key = ${v('key')} and status = 'completed' and expires_at > statement_timestamp()`,
       },
       o.prepare,
@@ -93,6 +103,6 @@ export function replayOf<T>(row: KeyRow, o: ResolvedOptions): IdempotentOutcome<
 }
 
 /** An outcome, with the expiry only when it was asked for: the others keep their plain shape. */
-export function outcomeOf<T>(value: T, replayed: boolean, expiresMs: number | null, o: ResolvedOptions): IdempotentOutcome<T> {
+export function outcomeOf<T>(value: T, replayed: boolean, expiresMs: number | null | undefined, o: ResolvedOptions): IdempotentOutcome<T> {
   return o.withExpiry ? { value, replayed, expiresAt: new Date(expiresMs!) } : { value, replayed };
 }

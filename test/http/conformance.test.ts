@@ -3,7 +3,8 @@
 // COMMIT, concurrent duplicates and the expiry header, for Express, Fastify
 // and the Web-standard handler (served through Hono). Real HTTP servers, real
 // PostgreSQL; each test ends with an audit of what the database holds.
-import type { AddressInfo } from 'node:net';
+import { once } from 'node:events';
+import { connect, type AddressInfo } from 'node:net';
 import { sql } from 'drizzle-orm';
 import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
 import express, { type ErrorRequestHandler } from 'express';
@@ -285,6 +286,22 @@ describe.each(adapters)('the $name adapter', (adapter) => {
     if (name !== 'fastify') expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_BODY_TOO_LARGE' });
     expect(await count(t.pool, 'charges', "ref = 'small'")).toBe(before);
     expect(await keysFor(`${name}-large`)).toEqual([]);
+  });
+
+  it('claims nothing and runs nothing for a body cut off before its end', async () => {
+    const key = `${name}-cut-off`;
+    const before = await count(t.pool, 'charges', "ref = 'small'");
+    const socket = connect(Number(new URL(url).port), '127.0.0.1');
+    await once(socket, 'connect');
+    const head = `POST /small HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\nidempotency-key: ${key}\r\ncontent-length: 100\r\n\r\n`;
+    // The head and part of the body leave; then the client goes away.
+    await new Promise<void>((resolve, reject) => socket.write(`${head}{"part":`, (error) => (error ? reject(error) : resolve())));
+    socket.destroy();
+    await once(socket, 'close');
+    // A complete request after it (this route's handler ignores the body): it runs, once.
+    expect((await fetch(`${url}/small`, post({}, { 'idempotency-key': `${key}-after` }))).status).toBe(201);
+    expect(await count(t.pool, 'charges', "ref = 'small'")).toBe(before + 1);
+    expect(await keysFor(key)).toEqual([]);
   });
 
   it('answers 409 IDEMPOTENCY_IN_FLIGHT with Retry-After to a duplicate while the first is in flight, and the first commits once', async () => {

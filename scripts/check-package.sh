@@ -159,9 +159,12 @@ import { drizzle } from 'drizzle-orm/node-postgres';
 import { IdempotencyKeyReusedError, migrate, withIdempotency } from 'drizzle-idempotency';
 import { idempotencyKeys, type IdempotencyKeyStatus } from 'drizzle-idempotency/schema';
 import { idempotent, type IdempotentRouteOptions } from 'drizzle-idempotency/express';
+import { idempotent as webIdempotent } from 'drizzle-idempotency/web';
+import type { IdempotentRouteOptions as FastifyRouteOptions } from 'drizzle-idempotency/fastify';
 import { fetchWithRetry, type RetriedResponse } from 'drizzle-idempotency/client';
 
 const options: IdempotentRouteOptions = { scope: 'single-tenant' };
+const fastifyOptions: FastifyRouteOptions = { scope: 'single-tenant', expiryHeader: true };
 const call: (url: string) => Promise<RetriedResponse> = (url) => fetchWithRetry(url, { method: 'POST' });
 
 async function main(url: string) {
@@ -179,7 +182,7 @@ async function main(url: string) {
   await assert.rejects(charge(2), IdempotencyKeyReusedError);
   const status: IdempotencyKeyStatus = 'completed';
   assert.equal((await db.select().from(idempotencyKeys))[0]?.status, status);
-  assert.ok(typeof idempotent === 'function' && typeof call === 'function' && options.scope);
+  assert.ok(typeof idempotent === 'function' && typeof webIdempotent === 'function' && typeof call === 'function' && options.scope && fastifyOptions.scope);
   await db.$client.end();
 }
 main(process.argv[2]!).then(

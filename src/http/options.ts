@@ -58,7 +58,6 @@ export interface ResolvedRouteOptions<TReq> {
   storedHeaders: ReadonlySet<string>;
   isFinal: (status: number) => boolean;
   retryAfter: number;
-  expiryHeader: boolean;
   core: Pick<IdempotencyOptions, 'ttl' | 'onInFlight' | 'waitTimeout' | 'maxResultBytes' | 'schema' | 'transaction' | 'serializationRetries' | 'prepare' | 'withExpiry'>;
 }
 
@@ -120,7 +119,7 @@ export function fingerprintParts(method: string, target: string, body: unknown):
 }
 
 /** `/a/b?x=1` as `{ path: '/a/b', query: 'x=1' }`; no `?` is no query (null), not an empty one. */
-export function splitUrl(url: string): { path: string; query: string | null } {
+function splitUrl(url: string): { path: string; query: string | null } {
   const at = url.indexOf('?');
   return at === -1 ? { path: url, query: null } : { path: url.slice(0, at), query: url.slice(at + 1) };
 }
@@ -141,7 +140,7 @@ const SCOPE_FIX =
  * is being built rather than on the first request.
  *
  * @example
- * resolveRouteOptions({ scope: 'billing-service', onInFlight: 'reject' })
+ * resolveRouteOptions({ scope: 'billing-service', onInFlight: 'reject' }, adapter) // adapter: the framework's RequestView
  */
 export function resolveRouteOptions<TReq>(options: RouteOptions<TReq>, view: RequestView<TReq>): ResolvedRouteOptions<TReq> {
   if (typeof options !== 'object' || options === null) throw invalid(`idempotent() needs options with a scope: ${SCOPE_FIX}`);
@@ -167,7 +166,6 @@ export function resolveRouteOptions<TReq>(options: RouteOptions<TReq>, view: Req
     storedHeaders: new Set(storedHeaderNames(storedHeaders ?? DEFAULT_STORED_HEADERS)),
     isFinal: isFinal ?? isFinalByDefault,
     retryAfter: seconds,
-    expiryHeader: expiryHeader ?? false,
     // The outcome carries the expiry only for the header: no Date per request otherwise.
     core: expiryHeader === true ? { ...core, withExpiry: true } : core,
   };

@@ -3,6 +3,7 @@
 // Request -> Response, so these tests call it with Requests; real PostgreSQL.
 import { afterAll, describe, expect, it } from 'vitest';
 import { idempotent, type IdempotentWebRequest } from '../../src/web.js';
+import { IdempotencyOptionsInvalidError } from '../../src/shared/errors.js';
 import { testDatabase } from '../support/db.js';
 import { count, createBusinessTables, insertCharge, keyRows } from '../support/fixtures.js';
 
@@ -98,6 +99,12 @@ describe('the Web adapter\'s body', () => {
     const res = await handler(request('w-put', '{"amount":7}', 'application/json', 'PUT'));
     expect([res.status, await res.json()]).toEqual([201, { got: { amount: 7 } }]);
     expect(await keysFor('w-put')).toEqual([]);
+  });
+});
+
+describe('the Web adapter\'s options', () => {
+  it('refuses an expiryHeader that is not a boolean while the route is built', () => {
+    expect(() => idempotent(t.db, async () => ({ status: 200 }), { scope: 's', expiryHeader: 'yes' as unknown as boolean })).toThrow(IdempotencyOptionsInvalidError);
   });
 });
 

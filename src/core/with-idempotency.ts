@@ -196,9 +196,9 @@ async function claimRunStore<T>(tx: IdempotencyDatabase, o: ResolvedOptions, fn:
   const live = await acquire(tx, o, claimKey(tx, o));
   if (live) return replayed(live, o, progress);
   const json = await runFn(tx, o, fn, progress);
-  const value = await storeResult<T>(tx, o, json);
+  const outcome = await storeResult<T>(tx, o, json);
   progress.phase = 'stored';
-  return { value, replayed: false };
+  return outcome;
 }
 
 /**
@@ -226,7 +226,7 @@ async function claimRunStoreOnPool<T>(p: Pipeline, o: ResolvedOptions, fn: Fn<T>
   }
   progress.phase = 'stored';
   if (committed.status === 'rejected') throw committed.reason;
-  return { value: stored.value, replayed: false };
+  return stored.value;
 }
 
 /** Runs `fn` as the running call for this key, and serialises its result. */

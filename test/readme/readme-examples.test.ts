@@ -27,6 +27,8 @@ import { readmeExamples, readReadme, ROOT, writeExamples, type ReadmeExample } f
 import { testDatabase } from '../support/db.js';
 import { waitForLockWaiters } from '../support/activity.js';
 import { count, deferred, sleep } from '../support/fixtures.js';
+import { listen, type Listening } from '../support/http.js';
+import { webListener } from '../support/web-server.js';
 
 const examples = readmeExamples(readReadme());
 const files = writeExamples(examples, String(process.pid));
@@ -80,6 +82,8 @@ describe('the README', () => {
       'drizzle-kit-schema',
       'drizzle-kit-schema-billing',
       'express-server',
+      'fastify-server',
+      'hono-server',
       'client',
       'sweeper',
       'support-desk',
@@ -442,6 +446,77 @@ describe('HTTP: the Express server and the fetchWithRetry client', async () => {
     } finally {
       log.mockRestore();
     }
+  });
+});
+
+describe('HTTP: the Fastify and Hono examples', () => {
+  const payments = `
+    create table payments (id serial primary key, customer_id text not null, sku text not null, amount integer not null)`;
+  const payment = (url: string, key: string, body: object, customer: string | null = 'alice') =>
+    fetch(`${url}/payments`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'idempotency-key': key,
+        ...(customer === null ? {} : { authorization: `Bearer ${customer}` }),
+      },
+      body: JSON.stringify(body),
+    });
+
+  /** The shared part of both examples: one payment per key, replayed with its location, 422 on another body, 401 unauthenticated. */
+  async function paysOnce(url: string, pool: pg.Pool) {
+    const first = await payment(url, 'f-1', { sku: 'mug', amount: 1200 });
+    const body = (await first.json()) as { id: number };
+    const retry = await payment(url, 'f-1', { sku: 'mug', amount: 1200 });
+    expect(first.status).toBe(201);
+    expect(body).toEqual({ id: expect.any(Number), customerId: 'alice', sku: 'mug', amount: 1200 });
+    expect([retry.status, retry.headers.get('idempotent-replayed'), retry.headers.get('location')]).toEqual([201, 'true', `/payments/${body.id}`]);
+    expect(await retry.json()).toEqual(body);
+    expect((await payment(url, 'f-1', { sku: 'mug', amount: 9 })).status).toBe(422);
+    expect((await payment(url, 'f-2', { sku: 'mug', amount: 1 }, null)).status).toBe(401);
+    expect(await count(pool, 'payments')).toBe(1);
+    return { first, retry };
+  }
+
+  describe('Fastify', async () => {
+    const t = await testDatabase({ migrated: false });
+    let example: { app: { server: Server; close(): Promise<void> }; db: Database };
+    beforeAll(async () => {
+      await t.pool.query(payments);
+      example = await load('fastify-server', { DATABASE_URL: t.url, PORT: '0' });
+    });
+    afterAll(async () => {
+      await example?.app.close();
+      await example?.db.$client.end();
+    });
+
+    it('creates a payment once, replays it with Idempotency-Key-Expires, and refuses another body and an unauthenticated caller', async () => {
+      const url = `http://127.0.0.1:${(example.app.server.address() as AddressInfo).port}`;
+      const { first, retry } = await paysOnce(url, t.pool);
+      const { rows } = await t.pool.query<{ at: Date }>(`select date_trunc('second', expires_at) as at from idempotency_keys where key = 'f-1'`);
+      expect(first.headers.get('idempotency-key-expires')).toBe(rows[0]!.at.toUTCString());
+      expect(retry.headers.get('idempotency-key-expires')).toBe(rows[0]!.at.toUTCString());
+    });
+  });
+
+  describe('Hono', async () => {
+    const t = await testDatabase({ migrated: false });
+    let example: { app: { fetch: (request: Request) => Response | Promise<Response> }; db: Database };
+    let server: Listening;
+    beforeAll(async () => {
+      await t.pool.query(payments);
+      example = await load('hono-server', { DATABASE_URL: t.url });
+      server = await listen(webListener(example.app.fetch));
+    });
+    afterAll(async () => {
+      await server?.close();
+      await example?.db.$client.end();
+    });
+
+    it('creates a payment once, replays it, and refuses another body and an unauthenticated caller', async () => {
+      const { first } = await paysOnce(server.url, t.pool);
+      expect(first.headers.get('idempotency-key-expires')).toBeNull();
+    });
   });
 });
 

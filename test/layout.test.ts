@@ -17,11 +17,15 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   http: ['shared', 'driver', 'schema', 'core'],
   cli: ['shared', 'driver', 'schema', 'core', 'ops'],
   client: ['shared'],
+  messages: ['shared', 'driver', 'schema', 'core'],
+  'pg-boss': ['shared', 'driver', 'core', 'messages'],
   // Entry files of the package's subpath exports (src/<name>.ts).
   'index.ts': ['shared', 'driver', 'schema', 'core', 'ops'],
   'schema.ts': ['schema'],
   'express.ts': ['shared', 'http'],
   'client.ts': ['shared', 'client'],
+  'messages.ts': ['messages'],
+  'pg-boss.ts': ['pg-boss'],
 };
 
 // Packages a part may load at run time: optional peers stay behind the part

@@ -79,6 +79,7 @@ describe('the README', () => {
       'drizzle-kit-schema-billing',
       'express-server',
       'client',
+      'messages',
       'sweeper',
     ]);
   });
@@ -306,6 +307,32 @@ describe('On node-postgres: named statements and pipeline mode, by default', asy
     const pool = example.plainDb.$client;
     expect(pool.options).toMatchObject({ pipeline: false });
     expect((await prepared(pool)).rows).toEqual([]);
+  });
+});
+
+describe('Messages: a consumer that runs once', async () => {
+  const t = await testDatabase({ migrated: true });
+  type Outcome = { value: { id: number; customerId: string; amount: number }; replayed: boolean };
+  let example: { sqsFirst: Outcome; sqsAgain: Outcome; kafkaBoth: Outcome[]; batch: Outcome[]; db: Database };
+
+  beforeAll(async () => {
+    await t.pool.query(`create table charges (id serial primary key, customer_id text not null, amount integer not null)`);
+    example = await load('messages', { DATABASE_URL: t.url });
+  });
+  afterAll(() => example?.db.$client.end());
+
+  it('charges once per message, replays redeliveries, and runs a message twice in one batch once', async () => {
+    expect(example.sqsFirst).toEqual({ value: { id: expect.any(Number), customerId: 'alice', amount: 1999 }, replayed: false });
+    expect(example.sqsAgain).toEqual({ value: example.sqsFirst.value, replayed: true });
+    expect(example.kafkaBoth.map((o) => [o.value.customerId, o.replayed])).toEqual([['bob', false], ['bob', true]]);
+    expect(example.batch.map((o) => [o.value.customerId, o.replayed])).toEqual([['carol', false], ['carol', true]]);
+    const { rows } = await t.pool.query(`select customer_id, count(*)::int as n from charges group by customer_id order by customer_id`);
+    expect(rows).toEqual([{ customer_id: 'alice', n: 1 }, { customer_id: 'bob', n: 1 }, { customer_id: 'carol', n: 1 }]);
+    expect((await t.pool.query(`select scope, key from idempotency_keys order by scope, key`)).rows).toEqual([
+      { scope: 'kafka:payments', key: '0/4711' },
+      { scope: 'sqs:payments', key: '5fea7756-0ea4-451a-a703-a558b933e274' },
+      { scope: 'sqs:payments', key: 'e1f3c9a2-7b4d-4c1e-9f00-2b6a8d5c4e10' },
+    ]);
   });
 });
 

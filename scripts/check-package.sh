@@ -23,7 +23,7 @@ tarball=$(npm pack --silent --pack-destination "$work" | tail -n 1)
 cd "$work"
 npm init -y >/dev/null
 npm pkg set type=module >/dev/null
-npm install --no-audit --no-fund --prefer-offline "./$tarball" drizzle-orm pg express drizzle-kit@~0.31 @types/pg @types/express @types/node@20 typescript@~5.9 >/dev/null
+npm install --no-audit --no-fund --prefer-offline "./$tarball" drizzle-orm pg express pg-boss@^10 drizzle-kit@~0.31 @types/pg @types/express @types/node@20 typescript@~5.9 >/dev/null
 cat > check.ts <<'TS'
 import { withIdempotency, idempotencyKeys, migrate, migrationsFolder, IdempotencyKeyInvalidError, sweepExpiredKeys, startSweeper, idempotencyStats } from 'drizzle-idempotency';
 import { idempotent, parseIdempotencyKey, type IdempotentRouteOptions } from 'drizzle-idempotency/express';
@@ -50,6 +50,10 @@ for (const name of ['withIdempotency', 'idempotencyKeys', 'migrate', 'sweepExpir
 for (const name of ['idempotent', 'parseIdempotencyKey']) if (!http[name]) throw new Error('missing express export ' + name);
 for (const name of ['fetchWithRetry', 'FetchRetryError']) if (!client[name]) throw new Error('missing client export ' + name);
 if ('idempotent' in lib) throw new Error('the core entry must not pull in express');
+const messages = await import('drizzle-idempotency/messages');
+const boss = await import('drizzle-idempotency/pg-boss');
+for (const name of ['consumeOnce', 'idempotentHandler', 'downstreamKey']) if (!messages[name]) throw new Error('missing messages export ' + name);
+for (const name of ['sendInTransaction', 'executeSqlOn', 'idempotentJobHandler']) if (!boss[name]) throw new Error('missing pg-boss export ' + name);
 if (!existsSync(lib.migrationsFolder + '/meta/_journal.json')) throw new Error('migrations not packed');
 console.log('package: installs, imports and type-checks');
 "

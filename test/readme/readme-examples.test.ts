@@ -25,6 +25,8 @@ import { readmeExamples, readReadme, ROOT, writeExamples, type ReadmeExample } f
 import { testDatabase } from '../support/db.js';
 import { waitForLockWaiters } from '../support/activity.js';
 import { count, sleep } from '../support/fixtures.js';
+import { jobState } from '../support/boss.js';
+import { startMailApi, type MailApi } from '../../examples/shop/mail-api.js';
 
 const examples = readmeExamples(readReadme());
 const files = writeExamples(examples, String(process.pid));
@@ -80,6 +82,7 @@ describe('the README', () => {
       'express-server',
       'client',
       'messages',
+      'outbox',
       'sweeper',
     ]);
   });
@@ -333,6 +336,32 @@ describe('Messages: a consumer that runs once', async () => {
       { scope: 'sqs:payments', key: '5fea7756-0ea4-451a-a703-a558b933e274' },
       { scope: 'sqs:payments', key: 'e1f3c9a2-7b4d-4c1e-9f00-2b6a8d5c4e10' },
     ]);
+  });
+});
+
+describe('A transactional outbox on pg-boss', async () => {
+  const t = await testDatabase({ migrated: true });
+  let example: { signUp(key: string, email: string): Promise<{ email: string; jobId: string | null }>; boss: import('pg-boss'); db: Database };
+  let mail: MailApi;
+
+  beforeAll(async () => {
+    await t.pool.query(`create table signups (email text primary key); create table email_log (id serial primary key, job_id text not null, "to" text not null)`);
+    mail = await startMailApi();
+    example = await load('outbox', { DATABASE_URL: t.url, MAIL_API_URL: mail.url });
+  });
+  afterAll(async () => {
+    await example?.boss.stop({ graceful: false, wait: true });
+    await example?.db.$client.end();
+    await mail?.close();
+  });
+
+  it('enqueues one job per signup, however often the signup is retried, and the e-mail goes out once', async () => {
+    const first = await example.signUp('signup-1', 'ann@example.test');
+    expect(await example.signUp('signup-1', 'ann@example.test')).toEqual(first);
+    expect(await count(t.pool, 'pgboss.job', `name = 'welcome-email'`)).toBe(1);
+    expect(await jobState(example.boss, 'welcome-email', first.jobId!)).toBe('completed');
+    expect(await count(t.pool, 'email_log')).toBe(1);
+    expect(mail.deliveries()).toEqual([{ key: expect.stringMatching(/^di-/), to: 'ann@example.test', subject: 'Welcome to the shop' }]);
   });
 });
 

@@ -1,3 +1,4 @@
+import { appendFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -6,6 +7,17 @@ export interface Delivery {
   key: string;
   to: string;
   subject: string;
+  /** What the e-mail is about (an order id), for audits; optional. */
+  ref?: string;
+}
+
+export interface MailApiOptions {
+  port?: number;
+  /** Share of sends answered 500 without delivering, as a flaky provider does. (Default: 0) */
+  failRate?: number;
+  random?: () => number;
+  /** A JSON-lines file each delivery is appended to. */
+  logPath?: string;
 }
 
 /**
@@ -13,27 +25,30 @@ export interface Delivery {
  * with an `Idempotency-Key` header delivers once per key (a repeat answers 200
  * with the first delivery, `duplicate: true`), `GET /messages` lists the
  * deliveries. `failNext(n)` makes the next n sends answer 500 without
- * delivering, as a provider's outage does.
+ * delivering, as a provider's outage does; `failRate` does so at random.
  */
-export async function startMailApi(options: { port?: number } = {}) {
+export async function startMailApi(options: MailApiOptions = {}) {
+  const random = options.random ?? Math.random;
   const deliveries: Delivery[] = [];
   const byKey = new Map<string, Delivery>();
   let failures = 0;
   let attempts = 0;
   let duplicates = 0;
+  let outages = 0;
   const server = createServer((req, res) => {
     const answer = (status: number, body: unknown) => {
       res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
     };
     if (req.method === 'GET' && req.url === '/messages') return answer(200, deliveries);
     if (req.method !== 'POST' || req.url !== '/messages') return answer(404, { error: 'not found' });
-    void readJson(req).then((body) => {
+    void readJson(req).then(async (body) => {
       attempts++;
       const key = req.headers['idempotency-key'];
-      const { to, subject } = (body ?? {}) as Partial<Delivery>;
+      const { to, subject, ref } = (body ?? {}) as Partial<Delivery>;
       if (typeof key !== 'string' || !key || typeof to !== 'string' || typeof subject !== 'string') return answer(400, { error: 'key, to and subject required' });
-      if (failures > 0) {
-        failures--;
+      if (failures > 0 || random() < (options.failRate ?? 0)) {
+        if (failures > 0) failures--;
+        outages++;
         return answer(500, { error: 'injected outage' });
       }
       const seen = byKey.get(key);
@@ -41,9 +56,10 @@ export async function startMailApi(options: { port?: number } = {}) {
         duplicates++;
         return answer(200, { ...seen, duplicate: true });
       }
-      const delivery = { key, to, subject };
+      const delivery: Delivery = typeof ref === 'string' ? { key, to, subject, ref } : { key, to, subject };
       byKey.set(key, delivery);
       deliveries.push(delivery);
+      if (options.logPath) await appendFile(options.logPath, `${JSON.stringify({ ...delivery, at: new Date().toISOString() })}\n`);
       return answer(201, { ...delivery, duplicate: false });
     });
   });
@@ -52,8 +68,8 @@ export async function startMailApi(options: { port?: number } = {}) {
   return {
     url,
     deliveries: () => [...deliveries],
-    /** Sends seen, the 500s and the repeats included. */
-    stats: () => ({ attempts, duplicates, delivered: deliveries.length }),
+    /** Sends seen (the 500s and the repeats included), 500s answered, repeats dropped, e-mails delivered. */
+    stats: () => ({ attempts, outages, duplicates, delivered: deliveries.length }),
     failNext(n: number) {
       failures += n;
     },
@@ -64,7 +80,7 @@ export async function startMailApi(options: { port?: number } = {}) {
 export type MailApi = Awaited<ReturnType<typeof startMailApi>>;
 
 /** Sends one e-mail through the API under `key`; throws on anything but 2xx, so the job is redelivered. */
-export async function sendMail(url: string, key: string, mail: { to: string; subject: string }): Promise<{ duplicate: boolean }> {
+export async function sendMail(url: string, key: string, mail: { to: string; subject: string; ref?: string }): Promise<{ duplicate: boolean }> {
   const response = await fetch(`${url}/messages`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', 'idempotency-key': key },

@@ -25,7 +25,8 @@ export function executeSqlOn(db: IdempotencyDatabase): ExecuteSql {
 
 /**
  * pg-boss's text with `$n` placeholders as a Drizzle query with the same
- * parameters, so that it runs on any Drizzle driver. A placeholder used twice
+ * parameters, so that it goes through Drizzle's driver rather than a pg client of
+ * its own (tested on node-postgres). A placeholder used twice
  * becomes two parameters of the same value. Quoted text, quoted names,
  * dollar-quoted bodies and comments are copied as they are.
  */

@@ -2,9 +2,12 @@ import type { IdempotencyDatabase } from '../driver/database.js';
 import { executeSqlOn, type ExecuteSql } from './execute-sql.js';
 
 /** The part of a pg-boss instance `sendInTransaction` uses (`PgBoss` has it). */
-export interface JobSender<O> {
-  send(name: string, data: object | null, options: O & { db: ExecuteSql }): Promise<string | null>;
+export interface JobSender {
+  send(name: string, data: object, options: { db: ExecuteSql }): Promise<string | null>;
 }
+
+/** The options `boss.send()` takes besides `db` (pg-boss's `SendOptions`, for a `PgBoss`). */
+export type SendOptionsOf<B> = B extends { send(name: string, data: object, options: infer O): Promise<string | null> } ? Omit<O, 'db'> : never;
 
 /**
  * Enqueues a pg-boss job inside `tx`: the job exists if and only if `tx`
@@ -18,12 +21,12 @@ export interface JobSender<O> {
  *   return order;
  * });
  */
-export function sendInTransaction<O extends object = object>(
-  boss: JobSender<O>,
+export function sendInTransaction<B extends JobSender>(
+  boss: B,
   tx: IdempotencyDatabase,
   name: string,
-  data: object | null,
-  options?: O,
+  data: object,
+  options?: SendOptionsOf<B>,
 ): Promise<string | null> {
-  return boss.send(name, data, { ...(options as O), db: executeSqlOn(tx) });
+  return boss.send(name, data, { ...options, db: executeSqlOn(tx) });
 }

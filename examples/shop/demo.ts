@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import type { Server } from 'node:http';
+import { fileURLToPath } from 'node:url';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
 import { startFaultProxy } from '../../tools/fault-proxy.js';
@@ -38,7 +40,7 @@ export interface DemoReport {
   naive: ClientTally;
   dropped: { ours: number; naive: number };
   audit: ShopAudit;
-  mail: MailAudit & { attempts: number; outages: number; repeatsDropped: number; crashes: number };
+  mail: MailAudit & { attempts: number; outages: number; repeatsDropped: number; crashes: number; workersKilled: number };
   broken: string[];
   seconds: number;
 }
@@ -83,7 +85,15 @@ export async function runDemo(databaseUrl: string, o: DemoOptions): Promise<Demo
   // sending now and then, and a mail API that answers 500 now and then.
   const mailApi = await startMailApi({ failRate: o.mailOutageRate });
   const boss = await startShopBoss(databaseUrl);
-  const workers = await startMailWorkers(db, boss, mailApi.url, { crashAfterSend: () => Math.random() < o.mailCrashRate });
+  // The first batch of e-mails goes to a worker process that is killed with
+  // SIGKILL in its middle; the demo's own workers start after that, and get
+  // the dead worker's jobs once they expired.
+  const doomed = startDoomedWorker(databaseUrl, mailApi.url);
+  const startWorkers = once(async () => {
+    await doomed.kill();
+    return startMailWorkers(db, boss, mailApi.url, { crashAfterSend: () => Math.random() < o.mailCrashRate });
+  });
+  void doomed.midBatch.then(startWorkers);
   const server = shopApp(db, boss).listen(0, '127.0.0.1');
   const proxy = await startFaultProxy({ targetPort: await listen(server) });
   try {
@@ -92,6 +102,7 @@ export async function runDemo(databaseUrl: string, o: DemoOptions): Promise<Demo
       dropRate: o.dropRate,
       onProgress: (done, total) => o.onProgress?.('with drizzle-idempotency', done, total),
     });
+    const workers = await startWorkers();
     const droppedOurs = proxy.dropped;
     const naiveRequests = stormRequests({ ...o, orders: 0, emails: 0 }).map((r) => ({ ...r, path: '/naive/payments' }));
     const naive = await runStorm(proxy, naiveRequests, {
@@ -102,7 +113,14 @@ export async function runDemo(databaseUrl: string, o: DemoOptions): Promise<Demo
     await workers.drain();
     const audit = await auditShop(pool, initialStock);
     const stats = mailApi.stats();
-    const mail = { ...(await auditMail(pool, mailApi.deliveries())), attempts: stats.attempts, outages: stats.outages, repeatsDropped: stats.duplicates, crashes: workers.crashes() };
+    const mail = {
+      ...(await auditMail(pool, mailApi.deliveries())),
+      attempts: stats.attempts,
+      outages: stats.outages,
+      repeatsDropped: stats.duplicates,
+      crashes: workers.crashes(),
+      workersKilled: doomed.killedMidBatch() ? 1 : 0,
+    };
     return {
       ours,
       naive,
@@ -113,10 +131,42 @@ export async function runDemo(databaseUrl: string, o: DemoOptions): Promise<Demo
       seconds: (performance.now() - started) / 1000,
     };
   } finally {
+    await doomed.kill();
     await boss.stop({ graceful: false, wait: true });
     await proxy.close();
     await new Promise((resolve) => server.close(resolve));
     await mailApi.close();
     await pool.end();
   }
+}
+
+/** Calls `fn` once; later calls get the first call's promise. */
+function once<T>(fn: () => Promise<T>): () => Promise<T> {
+  let called: Promise<T> | undefined;
+  return () => (called ??= fn());
+}
+
+/** Starts mail-worker-process.ts; `midBatch` resolves when it hangs in the middle of its batch, `kill()` sends SIGKILL. */
+function startDoomedWorker(databaseUrl: string, mailApiUrl: string) {
+  const file = fileURLToPath(new URL('./mail-worker-process.ts', import.meta.url));
+  const child = spawn(process.execPath, ['--import', 'tsx', file, databaseUrl, mailApiUrl], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  let midBatch = false;
+  let output = '';
+  return {
+    midBatch: new Promise<void>((resolve) => {
+      child.stdout.on('data', (chunk: Buffer) => {
+        output += chunk.toString();
+        if (output.includes('mid-batch')) {
+          midBatch = true;
+          resolve();
+        }
+      });
+    }),
+    killedMidBatch: () => midBatch,
+    async kill(): Promise<void> {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
 }

@@ -8,6 +8,8 @@ import { emailLog } from './schema.js';
 export interface MailWorkerOptions {
   /** Whether this run of the job's handler crashes right after the mail API accepted the e-mail (before COMMIT): pg-boss redelivers it. (Default: never) */
   crashAfterSend?: (job: JobLike<MailJob>) => boolean;
+  /** Runs after each send, before COMMIT (the killed-worker demo hangs there). */
+  afterSend?: (job: JobLike<MailJob>) => Promise<void>;
   /** Workers per queue, each fetching `batchSize` jobs at a time (a batch fails and is redelivered whole when one of its jobs fails). (Default: 4, 2) */
   workers?: number;
   batchSize?: number;
@@ -31,6 +33,7 @@ export async function startMailWorkers(db: ShopDb, boss: PgBoss, mailApiUrl: str
     await tx.insert(emailLog).values({ jobId: job.id, kind, ref: job.data.ref, mailKey });
     const subject = kind === 'welcome' ? 'Welcome to the shop' : `Your order ${job.data.ref}`;
     await sendMail(mailApiUrl, mailKey, { to: job.data.to, subject, ref: job.data.ref });
+    await options.afterSend?.(job);
     if (options.crashAfterSend?.(job)) {
       crashes++;
       throw new InjectedCrash('the worker crashed after sending');

@@ -12,9 +12,14 @@ export interface MailJob {
   ref: string;
 }
 
-/** Creates the mail queues once: redelivered quickly, up to 20 times, a job expiring after 30 s in a worker that died. */
+/**
+ * Creates the mail queues once: a failed job is retried at once, up to 20
+ * times; a job whose worker died expires after 5 s and is redelivered. (A
+ * handler slower than that is redelivered while it runs: the second run
+ * waits on the first's key, then replays.)
+ */
 export async function createMailQueues(boss: PgBoss): Promise<void> {
-  for (const name of MAIL_QUEUES) await boss.createQueue(name, { name, retryLimit: 20, retryDelay: 0, expireInSeconds: 30 });
+  for (const name of MAIL_QUEUES) await boss.createQueue(name, { name, retryLimit: 20, retryDelay: 0, expireInSeconds: 5 });
 }
 
 /** Enqueues the welcome e-mail in the caller's transaction: the job exists if and only if the request commits. */

@@ -67,6 +67,7 @@ function print(r: DemoReport) {
     ['welcome e-mail jobs (pg-boss)', a.welcomeJobs, '-'],
     ['order confirmation jobs (pg-boss)', a.confirmationJobs, '-'],
     ['mail API: 500s / handler crashes', `${r.mail.outages} / ${r.mail.crashes}`, '-'],
+    ['mail workers killed mid-batch (SIGKILL)', r.mail.workersKilled, '-'],
     ['mail API: repeats it dropped', r.mail.repeatsDropped, '-'],
     ['e-mails delivered', r.mail.delivered, '-'],
     ['e-mails delivered twice / never', `${r.mail.deliveredTwice} / ${r.mail.neverDelivered}`, '-'],

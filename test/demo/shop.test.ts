@@ -11,7 +11,8 @@ import { listen } from '../support/http.js';
 
 const t = await testDatabase({ max: 50 });
 await migrateAll(drizzle(t.pool));
-const boss = await startShopBoss(t.url);
+// Connections the database drop ends after the file are no news.
+const boss = await startShopBoss(t.url, () => {});
 const shop = await listen(shopApp(drizzle(t.pool), boss));
 afterAll(async () => {
   await shop.close();

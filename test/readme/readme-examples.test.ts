@@ -29,6 +29,8 @@ import { waitForLockWaiters } from '../support/activity.js';
 import { count, deferred, sleep } from '../support/fixtures.js';
 import { listen, type Listening } from '../support/http.js';
 import { webListener } from '../support/web-server.js';
+import { jobState } from '../support/boss.js';
+import { startMailApi, type MailApi } from '../../examples/shop/mail-api.js';
 
 const examples = readmeExamples(readReadme());
 const files = writeExamples(examples, String(process.pid));
@@ -85,6 +87,8 @@ describe('the README', () => {
       'fastify-server',
       'hono-server',
       'client',
+      'messages',
+      'outbox',
       'sweeper',
       'support-desk',
       'telemetry-log',
@@ -315,6 +319,58 @@ describe('On node-postgres: named statements and pipeline mode, by default', asy
     const pool = example.plainDb.$client;
     expect(pool.options).toMatchObject({ pipeline: false });
     expect((await prepared(pool)).rows).toEqual([]);
+  });
+});
+
+describe('Messages: a consumer that runs once', async () => {
+  const t = await testDatabase({ migrated: true });
+  type Outcome = { value: { id: number; customerId: string; amount: number }; replayed: boolean };
+  let example: { sqsFirst: Outcome; sqsAgain: Outcome; kafkaBoth: Outcome[]; batch: Outcome[]; db: Database };
+
+  beforeAll(async () => {
+    await t.pool.query(`create table charges (id serial primary key, customer_id text not null, amount integer not null)`);
+    example = await load('messages', { DATABASE_URL: t.url });
+  });
+  afterAll(() => example?.db.$client.end());
+
+  it('charges once per message, replays redeliveries, and runs a message twice in one batch once', async () => {
+    expect(example.sqsFirst).toEqual({ value: { id: expect.any(Number), customerId: 'alice', amount: 1999 }, replayed: false });
+    expect(example.sqsAgain).toEqual({ value: example.sqsFirst.value, replayed: true });
+    expect(example.kafkaBoth.map((o) => [o.value.customerId, o.replayed])).toEqual([['bob', false], ['bob', true]]);
+    expect(example.batch.map((o) => [o.value.customerId, o.replayed])).toEqual([['carol', false], ['carol', true]]);
+    const { rows } = await t.pool.query(`select customer_id, count(*)::int as n from charges group by customer_id order by customer_id`);
+    expect(rows).toEqual([{ customer_id: 'alice', n: 1 }, { customer_id: 'bob', n: 1 }, { customer_id: 'carol', n: 1 }]);
+    expect((await t.pool.query(`select scope, key from idempotency_keys order by scope, key`)).rows).toEqual([
+      { scope: 'kafka:payments', key: '0/4711' },
+      { scope: 'sqs:payments', key: '5fea7756-0ea4-451a-a703-a558b933e274' },
+      { scope: 'sqs:payments', key: 'e1f3c9a2-7b4d-4c1e-9f00-2b6a8d5c4e10' },
+    ]);
+  });
+});
+
+describe('A transactional outbox on pg-boss', async () => {
+  const t = await testDatabase({ migrated: true });
+  let example: { signUp(key: string, email: string): Promise<{ email: string; jobId: string | null }>; boss: import('pg-boss'); db: Database };
+  let mail: MailApi;
+
+  beforeAll(async () => {
+    await t.pool.query(`create table signups (email text primary key); create table email_log (id serial primary key, job_id text not null, "to" text not null)`);
+    mail = await startMailApi();
+    example = await load('outbox', { DATABASE_URL: t.url, MAIL_API_URL: mail.url });
+  });
+  afterAll(async () => {
+    await example?.boss.stop({ graceful: false, wait: true });
+    await example?.db.$client.end();
+    await mail?.close();
+  });
+
+  it('enqueues one job per signup, however often the signup is retried, and the e-mail goes out once', async () => {
+    const first = await example.signUp('signup-1', 'ann@example.test');
+    expect(await example.signUp('signup-1', 'ann@example.test')).toEqual(first);
+    expect(await count(t.pool, 'pgboss.job', `name = 'welcome-email'`)).toBe(1);
+    expect(await jobState(example.boss, 'welcome-email', first.jobId!)).toBe('completed');
+    expect(await count(t.pool, 'email_log')).toBe(1);
+    expect(mail.deliveries()).toEqual([{ key: expect.stringMatching(/^di-/), to: 'ann@example.test', subject: 'Welcome to the shop' }]);
   });
 });
 

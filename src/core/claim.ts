@@ -12,10 +12,18 @@ export const SAVED_LOCK_TIMEOUT = 'drizzle_idempotency.saved_lock_timeout';
 
 const parked = sql`nullif(current_setting(${SAVED_LOCK_TIMEOUT}, true), '')`;
 
-// When this transaction's last claim (or reclaim) statement started, so that
-// `readKey` can tell a duplicate that completed while that claim waited on it
-// from one that was complete already (telemetry's "waited"). Transaction-local.
-export const CLAIM_STARTED = 'drizzle_idempotency.claim_started';
+// The completed row this transaction's last claim (or reclaim) statement saw
+// as it started (its completed_at, as epoch text; empty: none), so that
+// `readKey` can tell a key that completed while that claim waited on its row
+// lock from one that was complete already (telemetry's "waited"). Not the
+// claim's start time: a first call stores before its COMMIT, so a duplicate
+// can wait for a row whose completed_at precedes its claim; and a timestamp
+// read back from text depends on DateStyle and TimeZone (ChST does not parse).
+// Transaction-local.
+export const CLAIM_SAW = 'drizzle_idempotency.claim_saw';
+
+/** A row's completed_at as text that no session setting changes, to compare for equality. */
+export const completedAtText = (k: SQL) => sql`extract(epoch from ${k}.completed_at)::text`;
 
 /**
  * SQL that puts the caller's lock_timeout back and empties the parking place;
@@ -59,7 +67,8 @@ const boundedWait = (o: ResolvedOptions, v: (name: string) => unknown) => {
                then ${v('deadBound')} else '1ms' end`;
   return sql`(select set_config(${SAVED_LOCK_TIMEOUT}, coalesce(${parked}, current_setting('lock_timeout')), true),
                      set_config('lock_timeout', ${bound}, true),
-                     set_config(${CLAIM_STARTED}, statement_timestamp()::text, true)) as bound`;
+                     set_config(${CLAIM_SAW}, coalesce((select ${completedAtText(sql`s`)} from ${keysTable(o.schema)} as s
+                       where s.scope = ${v('scope')} and s.key = ${v('key')} and s.status = 'completed'), ''), true)) as bound`;
 };
 
 const waitValues = (o: ResolvedOptions) => ({ ...keyValues(o), bound: `${o.lockTimeoutMs}ms`, deadBound: `${o.deadKeyWaitMs}ms` });

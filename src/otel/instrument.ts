@@ -21,15 +21,57 @@ const FAILED = new Set<string>(['rolled-back', 'failed']);
  * Turns the library's diagnostics_channel events into OpenTelemetry: a span
  * per idempotent call (`idempotency.call`), a counter of calls by outcome, a
  * histogram of wait time, and a counter of swept keys. Returns the function
- * that stops it.
+ * that stops it. Called again with the same providers, it records nothing
+ * twice: the calls share one subscription, which ends when each has stopped.
  *
  * @example
  * const stop = instrumentIdempotency({ tracerProvider, meterProvider });
  * process.once('SIGTERM', stop);
  */
 export function instrumentIdempotency(options: InstrumentIdempotencyOptions = {}): () => void {
-  const tracer = (options.tracerProvider ?? trace.getTracerProvider()).getTracer(INSTRUMENTATION_NAME);
-  const meter = (options.meterProvider ?? metrics.getMeterProvider()).getMeter(INSTRUMENTATION_NAME);
+  const tracerProvider = options.tracerProvider ?? trace.getTracerProvider();
+  const meterProvider = options.meterProvider ?? metrics.getMeterProvider();
+  // Instrumented already for these providers (an app and a library it uses,
+  // a hot reload): share that subscription, or every call would count twice.
+  const byMeter = active().get(tracerProvider) ?? new WeakMap<MeterProvider, Active>();
+  active().set(tracerProvider, byMeter);
+  let shared = byMeter.get(meterProvider);
+  if (!shared) {
+    const unsubscribe = subscribeProviders(tracerProvider, meterProvider);
+    const entry: Active = {
+      users: 0,
+      release: () => {
+        if (--entry.users > 0) return;
+        if (byMeter.get(meterProvider) === entry) byMeter.delete(meterProvider);
+        unsubscribe();
+      },
+    };
+    byMeter.set(meterProvider, (shared = entry));
+  }
+  shared.users++;
+  let stopped = false;
+  const release = shared.release;
+  return () => {
+    if (stopped) return;
+    stopped = true;
+    release();
+  };
+}
+
+/** Subscriptions alive, by providers; one per process even if this module is loaded twice. */
+interface Active {
+  users: number;
+  release(): void;
+}
+const ACTIVE = Symbol.for('drizzle-idempotency/otel:active');
+function active(): WeakMap<TracerProvider, WeakMap<MeterProvider, Active>> {
+  const global = globalThis as { [ACTIVE]?: WeakMap<TracerProvider, WeakMap<MeterProvider, Active>> };
+  return (global[ACTIVE] ??= new WeakMap());
+}
+
+function subscribeProviders(tracerProvider: TracerProvider, meterProvider: MeterProvider): () => void {
+  const tracer = tracerProvider.getTracer(INSTRUMENTATION_NAME);
+  const meter = meterProvider.getMeter(INSTRUMENTATION_NAME);
   const calls = meter.createCounter('idempotency.calls', { description: 'Idempotent calls, by outcome', unit: '{call}' });
   const waitTime = meter.createHistogram('idempotency.wait.duration', {
     description: 'From the start of a call until it held the key or had the stored answer (or failed trying)',
@@ -67,10 +109,7 @@ export function instrumentIdempotency(options: InstrumentIdempotencyOptions = {}
 
   subscribe(IDEMPOTENCY_CHANNELS.call, onCall);
   subscribe(IDEMPOTENCY_CHANNELS.swept, onSwept);
-  let stopped = false;
   return () => {
-    if (stopped) return;
-    stopped = true;
     unsubscribe(IDEMPOTENCY_CHANNELS.call, onCall);
     unsubscribe(IDEMPOTENCY_CHANNELS.swept, onSwept);
   };

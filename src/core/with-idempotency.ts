@@ -19,6 +19,7 @@ import { lookupStored, readKey, replayOf, type IdempotentOutcome, type KeyRow } 
 import { storeResult } from './store.js';
 import {
   startTrace,
+  traceAttempt,
   traceCall,
   traceClaimed,
   traceReclaimed,
@@ -172,6 +173,7 @@ async function inOwnTransaction<T>(
   let refused = false;
   for (let attempt = 0; ; attempt++) {
     const progress: Progress = { phase: 'claim' };
+    traceAttempt(o.trace);
     try {
       if (pool) return await inPoolTransaction(pool, o.transaction, (p) => claimRunStoreOnPool(p, o, fn, progress));
       return await db.transaction((tx) => claimRunStore(tx, o, fn, progress), o.transaction);

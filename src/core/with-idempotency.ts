@@ -180,6 +180,7 @@ async function inOwnTransaction<T>(
     } catch (error) {
       // Nothing committed: the transaction failed at a named statement the server refused.
       if (error instanceof PreparedStatementsRefused && !refused) {
+        rolledBack(o.trace, progress, error);
         refused = true;
         attempt--;
         continue;

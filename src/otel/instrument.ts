@@ -30,23 +30,25 @@ const FAILED = new Set<string>(['rolled-back', 'failed']);
  */
 export function instrumentIdempotency(options: InstrumentIdempotencyOptions = {}): () => void {
   const tracerProvider = options.tracerProvider ?? trace.getTracerProvider();
-  const meterProvider = options.meterProvider ?? metrics.getMeterProvider();
   // Instrumented already for these providers (an app and a library it uses,
   // a hot reload): share that subscription, or every call would count twice.
-  const byMeter = active().get(tracerProvider) ?? new WeakMap<MeterProvider, Active>();
-  active().set(tracerProvider, byMeter);
-  let shared = byMeter.get(meterProvider);
+  const registry = active();
+  const meterKey = options.meterProvider ?? registry.globalMeter;
+  let byMeter = registry.byTracer.get(tracerProvider);
+  if (!byMeter) registry.byTracer.set(tracerProvider, (byMeter = new WeakMap()));
+  const entries = byMeter;
+  let shared = entries.get(meterKey);
   if (!shared) {
-    const unsubscribe = subscribeProviders(tracerProvider, meterProvider);
+    const unsubscribe = subscribeProviders(tracerProvider, options.meterProvider);
     const entry: Active = {
       users: 0,
       release: () => {
         if (--entry.users > 0) return;
-        if (byMeter.get(meterProvider) === entry) byMeter.delete(meterProvider);
+        if (entries.get(meterKey) === entry) entries.delete(meterKey);
         unsubscribe();
       },
     };
-    byMeter.set(meterProvider, (shared = entry));
+    entries.set(meterKey, (shared = entry));
   }
   shared.users++;
   let stopped = false;
@@ -58,32 +60,60 @@ export function instrumentIdempotency(options: InstrumentIdempotencyOptions = {}
   };
 }
 
-/** Subscriptions alive, by providers; one per process even if this module is loaded twice. */
+/** A subscription alive, and how many callers of `instrumentIdempotency` share it. */
 interface Active {
   users: number;
   release(): void;
 }
+interface Registry {
+  byTracer: WeakMap<TracerProvider, WeakMap<object, Active>>;
+  /** Stands for "the global meter provider, whichever it is when a call ends". */
+  globalMeter: object;
+}
+// On globalThis: one registry per process even if this module is loaded twice.
 const ACTIVE = Symbol.for('drizzle-idempotency/otel:active');
-function active(): WeakMap<TracerProvider, WeakMap<MeterProvider, Active>> {
-  const global = globalThis as { [ACTIVE]?: WeakMap<TracerProvider, WeakMap<MeterProvider, Active>> };
-  return (global[ACTIVE] ??= new WeakMap());
+function active(): Registry {
+  const global = globalThis as { [ACTIVE]?: Registry };
+  return (global[ACTIVE] ??= { byTracer: new WeakMap(), globalMeter: {} });
 }
 
-function subscribeProviders(tracerProvider: TracerProvider, meterProvider: MeterProvider): () => void {
+/** The instruments, made once per meter provider. */
+function instrumentsOf(provider: MeterProvider) {
+  const meter = provider.getMeter(INSTRUMENTATION_NAME);
+  return {
+    calls: meter.createCounter('idempotency.calls', { description: 'Idempotent calls, by outcome', unit: '{call}' }),
+    waitTime: meter.createHistogram('idempotency.wait.duration', {
+      description: 'From the start of a call until it held the key or had the stored answer (or failed trying)',
+      unit: 's',
+    }),
+    callTime: meter.createHistogram('idempotency.call.duration', { description: 'Idempotent calls, start to end', unit: 's' }),
+    swept: meter.createCounter('idempotency.keys.swept', { description: 'Expired keys deleted by sweeps', unit: '{key}' }),
+  };
+}
+
+/**
+ * Subscribes to the events. Without a meter provider, the global one is looked
+ * up at each event, not once: the API has no proxy for meters (as it has for
+ * tracers), so one taken before the SDK registers its own would stay a no-op.
+ */
+function subscribeProviders(tracerProvider: TracerProvider, meterProvider: MeterProvider | undefined): () => void {
   const tracer = tracerProvider.getTracer(INSTRUMENTATION_NAME);
-  const meter = meterProvider.getMeter(INSTRUMENTATION_NAME);
-  const calls = meter.createCounter('idempotency.calls', { description: 'Idempotent calls, by outcome', unit: '{call}' });
-  const waitTime = meter.createHistogram('idempotency.wait.duration', {
-    description: 'From the start of a call until it held the key or had the stored answer (or failed trying)',
-    unit: 's',
-  });
-  const callTime = meter.createHistogram('idempotency.call.duration', { description: 'Idempotent calls, start to end', unit: 's' });
-  const swept = meter.createCounter('idempotency.keys.swept', { description: 'Expired keys deleted by sweeps', unit: '{key}' });
+  let provider: MeterProvider | undefined;
+  let instruments: ReturnType<typeof instrumentsOf> | undefined;
+  const meter = () => {
+    const current = meterProvider ?? metrics.getMeterProvider();
+    if (current !== provider || !instruments) {
+      provider = current;
+      instruments = instrumentsOf(current);
+    }
+    return instruments;
+  };
 
   const onCall = (message: unknown) => {
     const e = message as IdempotencyCallEvent;
     // Metrics get only low-cardinality attributes; the key and scope hashes go on the span.
     const common: Attributes = { 'idempotency.outcome': e.outcome, 'idempotency.transaction': e.transaction, 'idempotency.policy': e.policy };
+    const { calls, waitTime, callTime } = meter();
     calls.add(1, common);
     waitTime.record(e.waitMs / 1000, common);
     callTime.record(e.durationMs / 1000, common);
@@ -104,7 +134,7 @@ function subscribeProviders(tracerProvider: TracerProvider, meterProvider: Meter
   };
   const onSwept = (message: unknown) => {
     const e = message as IdempotencySweptEvent;
-    swept.add(e.deleted, { 'idempotency.sweep.stopped_by': e.stoppedBy });
+    meter().swept.add(e.deleted, { 'idempotency.sweep.stopped_by': e.stoppedBy });
   };
 
   subscribe(IDEMPOTENCY_CHANNELS.call, onCall);

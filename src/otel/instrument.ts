@@ -1,5 +1,5 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-import { metrics, SpanKind, SpanStatusCode, trace, type Attributes, type MeterProvider, type TracerProvider } from '@opentelemetry/api';
+import { diag, metrics, SpanKind, SpanStatusCode, trace, type Attributes, type MeterProvider, type TracerProvider } from '@opentelemetry/api';
 import { IDEMPOTENCY_CHANNELS, type IdempotencyCallEvent, type IdempotencySweptEvent } from '../telemetry/events.js';
 
 /** Options of `instrumentIdempotency`. */
@@ -109,7 +109,7 @@ function subscribeProviders(tracerProvider: TracerProvider, meterProvider: Meter
     return instruments;
   };
 
-  const onCall = (message: unknown) => {
+  const onCall = guarded((message: unknown) => {
     const e = message as IdempotencyCallEvent;
     // Metrics get only low-cardinality attributes; the key and scope hashes go on the span.
     const common: Attributes = { 'idempotency.outcome': e.outcome, 'idempotency.transaction': e.transaction, 'idempotency.policy': e.policy };
@@ -131,16 +131,31 @@ function subscribeProviders(tracerProvider: TracerProvider, meterProvider: Meter
     });
     if (FAILED.has(e.outcome)) span.setStatus({ code: SpanStatusCode.ERROR });
     span.end(e.startTime + e.durationMs);
-  };
-  const onSwept = (message: unknown) => {
+  });
+  const onSwept = guarded((message: unknown) => {
     const e = message as IdempotencySweptEvent;
     meter().swept.add(e.deleted, { 'idempotency.sweep.stopped_by': e.stoppedBy });
-  };
+  });
 
   subscribe(IDEMPOTENCY_CHANNELS.call, onCall);
   subscribe(IDEMPOTENCY_CHANNELS.swept, onSwept);
   return () => {
     unsubscribe(IDEMPOTENCY_CHANNELS.call, onCall);
     unsubscribe(IDEMPOTENCY_CHANNELS.swept, onSwept);
+  };
+}
+
+/**
+ * A listener that never throws: diagnostics_channel turns a listener's error
+ * into an uncaught exception, and a span processor or exporter with a bug must
+ * not bring the application down. Its errors go to OpenTelemetry's diag logger.
+ */
+function guarded(listener: (message: unknown) => void): (message: unknown) => void {
+  return (message) => {
+    try {
+      listener(message);
+    } catch (error) {
+      diag.error(`${INSTRUMENTATION_NAME}: recording an event failed`, error);
+    }
   };
 }

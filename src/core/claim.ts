@@ -19,11 +19,20 @@ const parked = sql`nullif(current_setting(${SAVED_LOCK_TIMEOUT}, true), '')`;
 // claim's start time: a first call stores before its COMMIT, so a duplicate
 // can wait for a row whose completed_at precedes its claim; and a timestamp
 // read back from text depends on DateStyle and TimeZone (ChST does not parse).
-// Transaction-local.
+// Only under READ COMMITTED: under REPEATABLE READ and SERIALIZABLE, `readKey`
+// sees the claim's snapshot (a claim that waited fails to serialize instead),
+// and a read here would take SERIALIZABLE predicate locks that make claims of
+// other keys on the same index page fail to serialize. Transaction-local.
 export const CLAIM_SAW = 'drizzle_idempotency.claim_saw';
 
 /** A row's completed_at as text that no session setting changes, to compare for equality. */
 export const completedAtText = (k: SQL) => sql`extract(epoch from ${k}.completed_at)::text`;
+
+/** What CLAIM_SAW holds under REPEATABLE READ and SERIALIZABLE: no read was made, nothing can have changed since. */
+export const SNAPSHOT_SAW = sql.raw(`'snapshot'`);
+
+/** Whether this transaction reads each statement's own snapshot (READ COMMITTED; READ UNCOMMITTED is the same in Postgres). */
+const perStatementSnapshot = sql`current_setting('transaction_isolation') in ('read committed', 'read uncommitted')`;
 
 /**
  * SQL that puts the caller's lock_timeout back and empties the parking place;
@@ -67,8 +76,10 @@ const boundedWait = (o: ResolvedOptions, v: (name: string) => unknown) => {
                then ${v('deadBound')} else '1ms' end`;
   return sql`(select set_config(${SAVED_LOCK_TIMEOUT}, coalesce(${parked}, current_setting('lock_timeout')), true),
                      set_config('lock_timeout', ${bound}, true),
-                     set_config(${CLAIM_SAW}, coalesce((select ${completedAtText(sql`s`)} from ${keysTable(o.schema)} as s
-                       where s.scope = ${v('scope')} and s.key = ${v('key')} and s.status = 'completed'), ''), true)) as bound`;
+                     set_config(${CLAIM_SAW}, case when ${perStatementSnapshot}
+                       then coalesce((select ${completedAtText(sql`s`)} from ${keysTable(o.schema)} as s
+                         where s.scope = ${v('scope')} and s.key = ${v('key')} and s.status = 'completed'), '')
+                       else ${SNAPSHOT_SAW} end, true)) as bound`;
 };
 
 const waitValues = (o: ResolvedOptions) => ({ ...keyValues(o), bound: `${o.lockTimeoutMs}ms`, deadBound: `${o.deadKeyWaitMs}ms` });

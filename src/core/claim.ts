@@ -74,13 +74,20 @@ const boundedWait = (o: ResolvedOptions, v: (name: string) => unknown) => {
       ? sql`${v('bound')}`
       : sql`case when exists (select 1 from ${keysTable(o.schema)} as d where d.scope = ${v('scope')} and d.key = ${v('key')} and ${reclaimable(sql`d`)})
                then ${v('deadBound')} else '1ms' end`;
-  return sql`(select set_config(${SAVED_LOCK_TIMEOUT}, coalesce(${parked}, current_setting('lock_timeout')), true),
-                     set_config('lock_timeout', ${bound}, true),
-                     set_config(${CLAIM_SAW}, case when ${perStatementSnapshot}
+  // What it saw matters only to telemetry: a call nobody watches reads nothing for it.
+  const saw = o.trace
+    ? sql`case when ${perStatementSnapshot}
                        then coalesce((select ${completedAtText(sql`s`)} from ${keysTable(o.schema)} as s
                          where s.scope = ${v('scope')} and s.key = ${v('key')} and s.status = 'completed'), '')
-                       else ${SNAPSHOT_SAW} end, true)) as bound`;
+                       else ${SNAPSHOT_SAW} end`
+    : SNAPSHOT_SAW;
+  return sql`(select set_config(${SAVED_LOCK_TIMEOUT}, coalesce(${parked}, current_setting('lock_timeout')), true),
+                     set_config('lock_timeout', ${bound}, true),
+                     set_config(${CLAIM_SAW}, ${saw}, true)) as bound`;
 };
+
+/** A claim's shape: also whether the call is watched (what it saw is noted only then). */
+const claimShape = (statement: string, o: ResolvedOptions) => `${shapeOf(statement, o)}${o.trace ? ':watched' : ''}`;
 
 const waitValues = (o: ResolvedOptions) => ({ ...keyValues(o), bound: `${o.lockTimeoutMs}ms`, deadBound: `${o.deadKeyWaitMs}ms` });
 
@@ -102,7 +109,7 @@ export async function claimKey(db: SqlRunner, o: ResolvedOptions): Promise<boole
     runStatement(
       db,
       {
-        shape: shapeOf('claim', o),
+        shape: claimShape('claim', o),
         values: waitValues(o),
         build: (v) => sql`insert into ${keysTable(o.schema)} (scope, key, fingerprint, status, expires_at)
           select ${v('scope')}, ${v('key')}, ${v('fingerprint')}, 'started', ${now} + ${v('ttlMs')} * interval '1 millisecond'
@@ -128,7 +135,7 @@ export async function reclaimKey(db: SqlRunner, o: ResolvedOptions): Promise<boo
     runStatement(
       db,
       {
-        shape: shapeOf('reclaim', o),
+        shape: claimShape('reclaim', o),
         values: waitValues(o),
         build: (v) => sql`update ${k} set fingerprint = ${v('fingerprint')}, status = 'started', response = null, created_at = ${now},
             completed_at = null, expires_at = ${now} + ${v('ttlMs')} * interval '1 millisecond', locked_until = null

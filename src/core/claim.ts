@@ -12,10 +12,27 @@ export const SAVED_LOCK_TIMEOUT = 'drizzle_idempotency.saved_lock_timeout';
 
 const parked = sql`nullif(current_setting(${SAVED_LOCK_TIMEOUT}, true), '')`;
 
-// When this transaction's last claim (or reclaim) statement started, so that
-// `readKey` can tell a duplicate that completed while that claim waited on it
-// from one that was complete already (telemetry's "waited"). Transaction-local.
-export const CLAIM_STARTED = 'drizzle_idempotency.claim_started';
+// The completed row this transaction's last claim (or reclaim) statement saw
+// as it started (its completed_at, as epoch text; empty: none), so that
+// `readKey` can tell a key that completed while that claim waited on its row
+// lock from one that was complete already (telemetry's "waited"). Not the
+// claim's start time: a first call stores before its COMMIT, so a duplicate
+// can wait for a row whose completed_at precedes its claim; and a timestamp
+// read back from text depends on DateStyle and TimeZone (ChST does not parse).
+// Only under READ COMMITTED: under REPEATABLE READ and SERIALIZABLE, `readKey`
+// sees the claim's snapshot (a claim that waited fails to serialize instead),
+// and a read here would take SERIALIZABLE predicate locks that make claims of
+// other keys on the same index page fail to serialize. Transaction-local.
+export const CLAIM_SAW = 'drizzle_idempotency.claim_saw';
+
+/** A row's completed_at as text that no session setting changes, to compare for equality. */
+export const completedAtText = (k: SQL) => sql`extract(epoch from ${k}.completed_at)::text`;
+
+/** What CLAIM_SAW holds under REPEATABLE READ and SERIALIZABLE: no read was made, nothing can have changed since. */
+export const SNAPSHOT_SAW = sql.raw(`'snapshot'`);
+
+/** Whether this transaction reads each statement's own snapshot (READ COMMITTED; READ UNCOMMITTED is the same in Postgres). */
+const perStatementSnapshot = sql`current_setting('transaction_isolation') in ('read committed', 'read uncommitted')`;
 
 /**
  * SQL that puts the caller's lock_timeout back and empties the parking place;
@@ -57,10 +74,20 @@ const boundedWait = (o: ResolvedOptions, v: (name: string) => unknown) => {
       ? sql`${v('bound')}`
       : sql`case when exists (select 1 from ${keysTable(o.schema)} as d where d.scope = ${v('scope')} and d.key = ${v('key')} and ${reclaimable(sql`d`)})
                then ${v('deadBound')} else '1ms' end`;
+  // What it saw matters only to telemetry: a call nobody watches reads nothing for it.
+  const saw = o.trace
+    ? sql`case when ${perStatementSnapshot}
+                       then coalesce((select ${completedAtText(sql`s`)} from ${keysTable(o.schema)} as s
+                         where s.scope = ${v('scope')} and s.key = ${v('key')} and s.status = 'completed'), '')
+                       else ${SNAPSHOT_SAW} end`
+    : SNAPSHOT_SAW;
   return sql`(select set_config(${SAVED_LOCK_TIMEOUT}, coalesce(${parked}, current_setting('lock_timeout')), true),
                      set_config('lock_timeout', ${bound}, true),
-                     set_config(${CLAIM_STARTED}, statement_timestamp()::text, true)) as bound`;
+                     set_config(${CLAIM_SAW}, ${saw}, true)) as bound`;
 };
+
+/** A claim's shape: also whether the call is watched (what it saw is noted only then). */
+const claimShape = (statement: string, o: ResolvedOptions) => `${shapeOf(statement, o)}${o.trace ? ':watched' : ''}`;
 
 const waitValues = (o: ResolvedOptions) => ({ ...keyValues(o), bound: `${o.lockTimeoutMs}ms`, deadBound: `${o.deadKeyWaitMs}ms` });
 
@@ -82,7 +109,7 @@ export async function claimKey(db: SqlRunner, o: ResolvedOptions): Promise<boole
     runStatement(
       db,
       {
-        shape: shapeOf('claim', o),
+        shape: claimShape('claim', o),
         values: waitValues(o),
         build: (v) => sql`insert into ${keysTable(o.schema)} (scope, key, fingerprint, status, expires_at)
           select ${v('scope')}, ${v('key')}, ${v('fingerprint')}, 'started', ${now} + ${v('ttlMs')} * interval '1 millisecond'
@@ -108,7 +135,7 @@ export async function reclaimKey(db: SqlRunner, o: ResolvedOptions): Promise<boo
     runStatement(
       db,
       {
-        shape: shapeOf('reclaim', o),
+        shape: claimShape('reclaim', o),
         values: waitValues(o),
         build: (v) => sql`update ${k} set fingerprint = ${v('fingerprint')}, status = 'started', response = null, created_at = ${now},
             completed_at = null, expires_at = ${now} + ${v('ttlMs')} * interval '1 millisecond', locked_until = null

@@ -130,5 +130,7 @@ export function resolveOptions(key: unknown, options: IdempotencyOptions = {}): 
     transaction: options.transaction ?? undefined,
     serializationRetries,
     prepare: options.prepare === undefined ? 'auto' : options.prepare ? 'always' : 'never',
+    // Set by the call: present from the start, so that setting it allocates nothing.
+    trace: undefined,
   };
 }

@@ -5,7 +5,7 @@ import { keysTable } from '../schema/keys-table.js';
 import { IdempotencyInFlightError, IdempotencyKeyReusedError } from '../shared/errors.js';
 import type { ResolvedOptions } from './options.js';
 import { deserializeResult } from './result.js';
-import { CLAIM_STARTED, keyValues, reclaimable, restoreLockTimeout, shapeOf } from './claim.js';
+import { CLAIM_SAW, completedAtText, keyValues, SNAPSHOT_SAW, reclaimable, restoreLockTimeout, shapeOf } from './claim.js';
 import { traceAnswered } from '../telemetry/publish.js';
 import { explainFailure, statementFailure } from './failure.js';
 
@@ -35,7 +35,7 @@ export interface KeyRow {
   fingerprint: string | null;
   response: unknown;
   reclaimable: boolean | null;
-  /** The row completed after this transaction's claim started: the claim waited for it. */
+  /** The row completed after this transaction's claim saw it: the claim waited for it. */
   waited?: boolean | null;
   /** With `withExpiry` only. */
   expires_ms?: number | null;
@@ -54,7 +54,8 @@ export async function readKey(db: SqlRunner, o: ResolvedOptions): Promise<KeyRow
       shape,
       values: keyValues(o),
       build: (v) => sql`select k.status, k.fingerprint, k.response, ${reclaimable(sql`k`)} as reclaimable${column},
-          k.completed_at >= nullif(current_setting(${CLAIM_STARTED}, true), '')::timestamptz as waited, ${restoreLockTimeout}
+          k.status = 'completed' and current_setting(${CLAIM_SAW}, true) <> ${SNAPSHOT_SAW}
+            and ${completedAtText(sql`k`)} is distinct from current_setting(${CLAIM_SAW}, true) as waited, ${restoreLockTimeout}
         from (select 1) as one
         left join ${keysTable(o.schema)} as k on k.scope = ${v('scope')} and k.key = ${v('key')}`,
     },

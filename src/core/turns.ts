@@ -84,6 +84,15 @@ const running = new AsyncLocalStorage<readonly RunningCall[]>();
 // Single-connection databases whose own transaction is open around the running code.
 const busyConnections = new AsyncLocalStorage<readonly BusyConnection[]>();
 
+/**
+ * Runs `body` outside every call of this library: what telemetry listeners
+ * run in, so that a listener calling the library makes an ordinary call, not
+ * one taken for a call made inside the call it listens to.
+ */
+export function outsideCalls(body: () => void): void {
+  running.exit(() => busyConnections.exit(body));
+}
+
 /** The calls whose `fn` runs around the current code, outermost first. */
 const callsAround = (): RunningCall[] => running.getStore()?.filter((call) => !call.done) ?? [];
 

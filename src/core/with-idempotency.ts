@@ -20,6 +20,7 @@ import { lookupStored, readKey, replayOf, type IdempotentOutcome, type KeyRow } 
 import { storeResult } from './store.js';
 import {
   startTrace,
+  traceAttempt,
   traceCall,
   traceClaimed,
   traceReclaimed,
@@ -34,6 +35,7 @@ import {
   inKeyTurn,
   inTransactionTurn,
   onSingleConnection,
+  outsideCalls,
   refuseReentrantCall,
 } from './turns.js';
 
@@ -103,7 +105,7 @@ function runCall<T>(db: IdempotencyDatabase, o: ResolvedOptions, fn: Fn<T>): Pro
       connectionOf(db),
       o,
       async (waitedForDuplicate, remainingMs): Promise<IdempotentOutcome<T>> => {
-        if (waitedForDuplicate) traceWaited(o.trace, 'process');
+        if (waitedForDuplicate && o.trace) outsideCalls(() => traceWaited(o.trace, 'process'));
         // A duplicate of this process ran first: most likely it completed.
         const replay = waitedForDuplicate ? await lookup() : undefined;
         if (replay) return replay;
@@ -174,12 +176,14 @@ async function inOwnTransaction<T>(
   let refused = false;
   for (let attempt = 0; ; attempt++) {
     const progress: Progress = { phase: 'claim' };
+    traceAttempt(o.trace);
     try {
       if (pool) return await inPoolTransaction(pool, o.transaction, (p) => claimRunStoreOnPool(p, o, fn, progress));
       return await db.transaction((tx) => whileListeningIn(tx, () => claimRunStore(tx, o, fn, progress)), o.transaction);
     } catch (error) {
       // Nothing committed: the transaction failed at a named statement the server refused.
       if (error instanceof PreparedStatementsRefused && !refused) {
+        rolledBack(o.trace, progress, error);
         refused = true;
         attempt--;
         continue;
@@ -241,7 +245,8 @@ async function runFn<T>(tx: IdempotencyDatabase, o: ResolvedOptions, fn: Fn<T>, 
 
 /** Tells telemetry that a failed attempt had held the key: its claim and fn's writes are gone. */
 function rolledBack(trace: CallTrace | undefined, progress: Progress, error: unknown): void {
-  if (trace && (progress.phase === 'fn' || progress.phase === 'store')) traceRolledBack(trace, progress.phase, error);
+  const phase = progress.phase;
+  if (trace && (phase === 'fn' || phase === 'store')) outsideCalls(() => traceRolledBack(trace, phase, error));
 }
 
 function replayed<T>(row: KeyRow, o: ResolvedOptions, progress: Progress): IdempotentOutcome<T> {
@@ -269,17 +274,17 @@ const ACQUIRE_ROUNDS = 3;
 async function acquire(tx: SqlRunner, o: ResolvedOptions, claimed: Promise<boolean>): Promise<KeyRow | undefined> {
   for (let round = 0; round < ACQUIRE_ROUNDS; round++) {
     if (await (round === 0 ? claimed : claimKey(tx, o))) {
-      traceClaimed(o.trace);
+      if (o.trace) outsideCalls(() => traceClaimed(o.trace));
       return undefined;
     }
     const row = await readKey(tx, o);
     if (row.status === null) continue; // swept between our two statements: claim again
     if (!row.reclaimable) {
-      if (row.waited) traceWaited(o.trace, 'database');
+      if (row.waited && o.trace) outsideCalls(() => traceWaited(o.trace, 'database'));
       return row;
     }
     if (await reclaimKey(tx, o)) {
-      traceReclaimed(o.trace, row.status === 'started' ? 'started' : 'completed');
+      if (o.trace) outsideCalls(() => traceReclaimed(o.trace, row.status === 'started' ? 'started' : 'completed'));
       return undefined;
     }
   }

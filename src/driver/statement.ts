@@ -38,7 +38,9 @@ export type PrepareMode = 'always' | 'auto' | 'never';
  * transaction mode answers when it keeps no prepared statements. The pool has
  * been switched to unnamed statements; the call can run again.
  */
-export class PreparedStatementsRefused extends Error {}
+export class PreparedStatementsRefused extends Error {
+  override name = 'PreparedStatementsRefused';
+}
 
 // 26000: prepared statement does not exist; 42P05: it exists already.
 const REFUSED = new Set(['26000', '42P05']);

@@ -120,16 +120,22 @@ export async function runSweep(db: IdempotencyDatabase, o: ResolvedSweepOptions)
     traceSweep(done);
     return done;
   };
-  for (;;) {
-    if (o.signal?.aborted) return result('aborted');
-    if (o.timeBudgetMs !== undefined && elapsed() >= o.timeBudgetMs) return result('timeBudget');
-    const n = await deleteBatch(db, o.schema, o.batchSize);
-    deleted += n;
-    batches += 1;
-    o.onBatch?.({ deleted, batches, elapsedMs: elapsed() });
-    // A short batch means no unlocked expired row was left when it ran. Rows
-    // skipped because a writer or another sweeper holds them are theirs now.
-    if (n < o.batchSize) return result('drained');
+  try {
+    for (;;) {
+      if (o.signal?.aborted) return result('aborted');
+      if (o.timeBudgetMs !== undefined && elapsed() >= o.timeBudgetMs) return result('timeBudget');
+      const n = await deleteBatch(db, o.schema, o.batchSize);
+      deleted += n;
+      batches += 1;
+      o.onBatch?.({ deleted, batches, elapsedMs: elapsed() });
+      // A short batch means no unlocked expired row was left when it ran. Rows
+      // skipped because a writer or another sweeper holds them are theirs now.
+      if (n < o.batchSize) return result('drained');
+    }
+  } catch (error) {
+    // The batches before the failure committed: telemetry still counts them.
+    traceSweep({ deleted, batches, durationMs: Math.round(elapsed()), stoppedBy: 'failed' });
+    throw error;
   }
 }
 

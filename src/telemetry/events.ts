@@ -109,8 +109,10 @@ export interface IdempotencyCallEvent extends IdempotencyCallRef {
 
 /** `drizzle-idempotency:swept`: a sweep ended (`sweepExpiredKeys`, the sweeper, the CLI). */
 export interface IdempotencySweptEvent {
+  /** Keys deleted: by batches that committed, also when a later one failed. */
   deleted: number;
   batches: number;
   durationMs: number;
-  stoppedBy: 'drained' | 'aborted' | 'timeBudget';
+  /** As the sweep's result says; `'failed'`: a batch failed, and the sweep threw its error. */
+  stoppedBy: 'drained' | 'aborted' | 'timeBudget' | 'failed';
 }

@@ -62,6 +62,11 @@ function acquired(t: CallTrace): number {
   return t.waitMs;
 }
 
+/** Another attempt of the call starts (its own transaction, run again): the call ends as the last attempt does. */
+export function traceAttempt(t: CallTrace | undefined): void {
+  if (t) t.rolledBack = undefined;
+}
+
 /** The key was new and this call now holds it. */
 export function traceClaimed(t: CallTrace | undefined): void {
   if (!t) return;

@@ -1,6 +1,6 @@
 // N demo shops (examples/shop/server.ts, as `npm run serve` starts it) on one
 // database, each a process of its own on a port of its own.
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../tools/embedded-db.js';
@@ -58,6 +58,7 @@ export async function startShopCluster(databaseUrl: string, count: number, optio
           clearTimeout(timer);
         }),
       );
+      await rm(folder, { recursive: true, force: true });
     },
   };
   try {

@@ -17,6 +17,11 @@ const embedded = process.env.DATABASE_URL
   : await startEmbeddedPostgres({ dataDir: join(root, '.data', 'postgres') }).catch(exitIfUnavailable);
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL ?? embedded!.url, max: Number(process.env.POOL_SIZE ?? 20) });
 pool.on('error', (error) => console.error(`idle connection lost: ${error.message}`));
+// The outbox worker's transactions are drizzle's own, not the library's: while
+// one holds a connection between two statements (writing the e-mail), a
+// server restart is an 'error' event on that client, which ends the process
+// when nobody listens. The statement that runs next fails, as it should.
+pool.on('connect', (client) => client.on('error', (error) => console.error(`connection lost: ${error.message}`)));
 const db = drizzle(pool);
 await migrateAll(db);
 

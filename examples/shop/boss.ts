@@ -1,4 +1,5 @@
 import PgBoss from 'pg-boss';
+import pg from 'pg';
 import { createMailQueues } from './notifications.js';
 
 /**
@@ -13,7 +14,16 @@ export async function startShopBoss(
 ): Promise<PgBoss> {
   const boss = new PgBoss({ connectionString: databaseUrl, max: 4, schedule: false, maintenanceIntervalSeconds: 1, supervise: options.supervise ?? true });
   boss.on('error', onError);
-  await boss.start();
-  await createMailQueues(boss);
+  // Shop processes started together would create pg-boss's schema and the
+  // queues' tables at once, and deadlock each other: one at a time.
+  const lock = new pg.Client({ connectionString: databaseUrl });
+  await lock.connect();
+  try {
+    await lock.query(`select pg_advisory_lock(hashtext('drizzle-idempotency shop: pg-boss start'))`);
+    await boss.start();
+    await createMailQueues(boss);
+  } finally {
+    await lock.end();
+  }
   return boss;
 }

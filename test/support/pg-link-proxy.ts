@@ -89,6 +89,7 @@ export async function startPgLinkProxy(target: { host?: string; port: number }):
     let pending = Buffer.alloc(0);
     // Set once this connection passed a COMMIT on while an 'after' cut is armed.
     let swallowNextAnswer = false;
+    let muted = false;
 
     client.on('data', (chunk: Buffer) => {
       pending = Buffer.concat([pending, chunk]);
@@ -131,8 +132,10 @@ export async function startPgLinkProxy(target: { host?: string; port: number }):
           if (armed === 'during') {
             toServer(pending);
             pending = Buffer.alloc(0);
-            // Let the bytes leave, but not the answer come back.
+            // Let the bytes leave, but not the answer come back: on loopback
+            // the server answers before any timer fires.
             armed = undefined;
+            muted = true;
             setTimeout(() => cutAll('during'), latency.max);
             return;
           }
@@ -145,6 +148,7 @@ export async function startPgLinkProxy(target: { host?: string; port: number }):
     });
 
     upstream.on('data', (chunk: Buffer) => {
+      if (muted) return;
       // The server's CommandComplete for COMMIT: it committed, the app must not hear it.
       if (swallowNextAnswer && armed === 'after' && chunk.includes('COMMIT\0')) return cutAll('after');
       toClient(chunk);

@@ -42,7 +42,7 @@ export async function startShopsBehindLink(t: TestDatabase, processes: number): 
     shops,
     async stormWithCuts(sku, stock, cutsPerMoment) {
       await t.pool.query(`insert into shop_inventory (sku, stock) values ($1, $2)`, [sku, stock]);
-      const requests = shopRequests({ payments: 50, orders: 25, welcomes: 10, sku });
+      const requests = shopRequests({ payments: 80, orders: 25, welcomes: 10, sku });
       let done = false;
       const storm = runKeyStorm(shops.url, requests, { copies: 2, concurrency: 8, retries: 16, maxDelay: 400 }).finally(() => (done = true));
       const before = link.cuts;
@@ -50,7 +50,7 @@ export async function startShopsBehindLink(t: TestDatabase, processes: number): 
       for (let i = 0; i < cutsPerMoment * CUT_MOMENTS.length && !done; i++) {
         link.cutAtNextCommit(CUT_MOMENTS[i % CUT_MOMENTS.length]!);
         while (link.armed && !done) await sleep(5);
-        await sleep(150);
+        await sleep(60);
       }
       const results = await storm;
       const after = link.cuts;

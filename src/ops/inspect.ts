@@ -2,7 +2,7 @@ import { isTransaction, type IdempotencyDatabase } from '../driver/database.js';
 import { listenForIdleErrors } from '../driver/pool-transaction.js';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
 import { deserializeResult } from '../core/result.js';
-import { assertOptionalBoolean, inTransaction, keyAddress, probeKey, readKeyRow, setLockTimeout, type KeyRow } from './key-row.js';
+import { assertDatabase, assertOptionalBoolean, inTransaction, keyAddress, probeKey, readKeyRow, setLockTimeout, type KeyRow } from './key-row.js';
 
 /** Options of `inspectKey`. */
 export interface InspectKeyOptions {
@@ -70,6 +70,7 @@ const PROBE_LOCK_TIMEOUT_MS = 1;
 export async function inspectKey(db: IdempotencyDatabase, key: string, options: InspectKeyOptions = {}): Promise<InspectedKey | null> {
   const at = keyAddress(key, options);
   assertOptionalBoolean(options.showResponse, 'showResponse');
+  assertDatabase(db);
   if (isTransaction(db)) {
     throw new IdempotencyOptionsInvalidError('inspectKey needs a database, not a transaction: it looks in a transaction of its own');
   }

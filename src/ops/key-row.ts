@@ -1,8 +1,16 @@
 import { sql, type SQL } from 'drizzle-orm';
+import { isConnectionLost } from '../driver/connection-loss.js';
 import { queryRows, type IdempotencyDatabase } from '../driver/database.js';
 import { LOCK_NOT_AVAILABLE, sqlState } from '../driver/pg-error.js';
+import { inTransaction as inOwnTransaction } from '../driver/pool-transaction.js';
+import { redact } from '../driver/redacted-error.js';
 import { assertValidSchemaName, keysTable } from '../schema/keys-table.js';
-import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
+import {
+  IdempotencyCommitFailedError,
+  IdempotencyConnectionLostError,
+  IdempotencyError,
+  IdempotencyOptionsInvalidError,
+} from '../shared/errors.js';
 import { assertValidKey, assertValidScope } from '../shared/key.js';
 import type { IdempotencyKeyStatus } from '../schema/table.js';
 
@@ -149,20 +157,44 @@ class RolledBack<T> {
 /**
  * Runs `fn` in a transaction of its own and commits only when `fn` says so:
  * the probe's row, and our locks, must never outlive a look.
+ *
+ * The transaction is READ COMMITTED whatever the server's default: each
+ * statement must see what committed before it (a claim that committed while we
+ * probed, the row a holder committed while we waited), where REPEATABLE READ
+ * or SERIALIZABLE would fail with 40001 or not see it. On a node-postgres pool
+ * the connection is checked out by the library, which listens for its errors:
+ * a backend that dies fails the call with `IDEMPOTENCY_CONNECTION_LOST` (or
+ * `IDEMPOTENCY_COMMIT_FAILED` when COMMIT got no answer), never the process.
  */
 export async function inTransaction<T>(
   db: IdempotencyDatabase,
   fn: (tx: IdempotencyDatabase) => Promise<{ commit: boolean; value: T }>,
 ): Promise<T> {
+  let committing = false;
   try {
-    return await db.transaction(async (tx) => {
+    return await inOwnTransaction(db, { isolationLevel: 'read committed' }, async (tx) => {
       const { commit, value } = await fn(tx);
       if (!commit) throw new RolledBack(value);
+      committing = true;
       return value;
     });
   } catch (error) {
     if (error instanceof RolledBack) return (error as RolledBack<T>).value;
-    throw error;
+    if (error instanceof IdempotencyError || !isConnectionLost(error)) throw error;
+    if (committing) {
+      throw new IdempotencyCommitFailedError('COMMIT got no answer: whether the change committed is unknown; look again (inspect) before you repeat it', {
+        cause: redact(error),
+      });
+    }
+    throw new IdempotencyConnectionLostError('the database connection was lost; nothing was changed: run it again', { cause: redact(error) });
+  }
+}
+
+/** Refuses, as `withIdempotency` does, a `db` that is not a Drizzle database. */
+export function assertDatabase(db: unknown): asserts db is IdempotencyDatabase {
+  const methods = db as Partial<IdempotencyDatabase> | null | undefined;
+  if (typeof methods?.execute !== 'function' || typeof methods.transaction !== 'function') {
+    throw new IdempotencyOptionsInvalidError('db must be a Drizzle PostgreSQL database');
   }
 }
 

@@ -1,6 +1,8 @@
 import { sql } from 'drizzle-orm';
 import { isTransaction, queryRows, type IdempotencyDatabase } from '../driver/database.js';
+import { QUERY_CANCELED, sqlState } from '../driver/pg-error.js';
 import { listenForIdleErrors } from '../driver/pool-transaction.js';
+import { redact } from '../driver/redacted-error.js';
 import { keysTable } from '../schema/keys-table.js';
 import type { IdempotencyKeyStatus } from '../schema/table.js';
 import { parseDuration, type Duration } from '../shared/duration.js';
@@ -117,7 +119,7 @@ async function attempt(
 ): Promise<Attempt> {
   let seen: KeyRow | undefined;
   try {
-    return await inTransaction<Attempt>(db, async (tx) => {
+    return await inTransaction<Attempt>(db, at.schema, async (tx) => {
       await setLockTimeout(tx, boundMs);
       // The committed row as it is, without waiting: what a holder may change while we wait.
       if (waitedFor === undefined) seen = await readKeyRow(tx, at, { lock: 'skip', response: false });
@@ -140,6 +142,12 @@ async function attempt(
     });
   } catch (error) {
     if (isLockTimeout(error)) return { held: true, seen };
+    if (waitedFor !== undefined && sqlState(error) === QUERY_CANCELED) {
+      throw new IdempotencyInFlightError(
+        `${name(at)}: the wait for the live transaction holding it was cancelled (statement_timeout shorter than waitTimeout?); nothing was removed`,
+        { cause: redact(error) },
+      );
+    }
     throw error;
   }
 }

@@ -76,7 +76,7 @@ export async function inspectKey(db: IdempotencyDatabase, key: string, options: 
   }
   const showResponse = options.showResponse === true;
   listenForIdleErrors(db);
-  return inTransaction(db, async (tx) => {
+  return inTransaction(db, at.schema, async (tx) => {
     // Twice at most: a claim that commits between our read and our probe is read on the second pass.
     let now = new Date();
     for (let pass = 0; pass < 2; pass++) {

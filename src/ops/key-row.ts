@@ -1,7 +1,7 @@
 import { sql, type SQL } from 'drizzle-orm';
 import { isConnectionLost } from '../driver/connection-loss.js';
 import { queryRows, type IdempotencyDatabase } from '../driver/database.js';
-import { LOCK_NOT_AVAILABLE, sqlState } from '../driver/pg-error.js';
+import { LOCK_NOT_AVAILABLE, UNDEFINED_TABLE, sqlState } from '../driver/pg-error.js';
 import { inTransaction as inOwnTransaction } from '../driver/pool-transaction.js';
 import { redact } from '../driver/redacted-error.js';
 import { assertValidSchemaName, keysTable } from '../schema/keys-table.js';
@@ -165,9 +165,11 @@ class RolledBack<T> {
  * the connection is checked out by the library, which listens for its errors:
  * a backend that dies fails the call with `IDEMPOTENCY_CONNECTION_LOST` (or
  * `IDEMPOTENCY_COMMIT_FAILED` when COMMIT got no answer), never the process.
+ * A missing table is `IDEMPOTENCY_OPTIONS_INVALID`, as `withIdempotency` has it.
  */
 export async function inTransaction<T>(
   db: IdempotencyDatabase,
+  schema: string | undefined,
   fn: (tx: IdempotencyDatabase) => Promise<{ commit: boolean; value: T }>,
 ): Promise<T> {
   let committing = false;
@@ -180,6 +182,12 @@ export async function inTransaction<T>(
     });
   } catch (error) {
     if (error instanceof RolledBack) return (error as RolledBack<T>).value;
+    if (!(error instanceof IdempotencyError) && sqlState(error) === UNDEFINED_TABLE) {
+      throw new IdempotencyOptionsInvalidError(
+        `the idempotency_keys table does not exist${schema === undefined ? ' on the search_path' : ` in schema ${JSON.stringify(schema)}`}: run migrate()`,
+        { cause: redact(error) },
+      );
+    }
     if (error instanceof IdempotencyError || !isConnectionLost(error)) throw error;
     if (committing) {
       throw new IdempotencyCommitFailedError('COMMIT got no answer: whether the change committed is unknown; look again (inspect) before you repeat it', {

@@ -130,3 +130,29 @@ describe('something that is not a database', () => {
     await expect(evictKey(db as never, 'order-1')).rejects.toBeInstanceOf(IdempotencyOptionsInvalidError);
   });
 });
+
+describe('a schema without idempotency_keys', () => {
+  it('is IDEMPOTENCY_OPTIONS_INVALID naming migrate(), as withIdempotency says it', async () => {
+    for (const call of [inspectKey(t.db, 'order-1', { schema: 'nowhere' }), evictKey(t.db, 'order-1', { schema: 'nowhere' })]) {
+      const error = await call.catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(IdempotencyOptionsInvalidError);
+      expect((error as Error).message).toMatch(/idempotency_keys table does not exist in schema "nowhere": run migrate\(\)/);
+    }
+  });
+});
+
+describe('a statement_timeout shorter than the wait of evict --force', () => {
+  it('ends the wait with IDEMPOTENCY_IN_FLIGHT that names statement_timeout, and removes nothing', async () => {
+    const held = await holdKey(t.db, 'order-1', { scope: 'tenant-1' });
+    const impatient = drizzle(t.newPool(2, { options: '-c statement_timeout=200' }));
+    try {
+      const error = await evictKey(impatient, 'order-1', { scope: 'tenant-1', force: true, waitTimeout: '30s' }).catch((e: unknown) => e);
+
+      expect(error).toBeInstanceOf(IdempotencyInFlightError);
+      expect((error as Error).message).toMatch(/statement_timeout.*nothing was removed/);
+    } finally {
+      await held.release();
+    }
+    expect(await keyRows(t.pool)).toMatchObject([{ key: 'order-1', status: 'completed' }]);
+  });
+});

@@ -15,7 +15,7 @@ import {
   keyAddress,
   probeKey,
   readKeyRow,
-  setLockTimeout,
+  takeOperatorTurn,
   type KeyAddress,
   type KeyRow,
 } from './key-row.js';
@@ -120,7 +120,7 @@ async function attempt(
   let seen: KeyRow | undefined;
   try {
     return await inTransaction<Attempt>(db, at.schema, async (tx) => {
-      await setLockTimeout(tx, boundMs);
+      await takeOperatorTurn(tx, at, boundMs);
       // The committed row as it is, without waiting: what a holder may change while we wait.
       if (waitedFor === undefined) seen = await readKeyRow(tx, at, { lock: 'skip', response: false });
       // Twice at most: a claim that commits while we probe is a row on the second pass.

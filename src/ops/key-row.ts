@@ -142,6 +142,35 @@ async function clock(tx: IdempotencyDatabase): Promise<Date> {
   return toDate(row!.now);
 }
 
+// How long a look or an eviction waits for another operator's on the same key (they last milliseconds).
+const OPERATOR_TURN_MS = 1_000;
+
+/**
+ * Takes this transaction's turn among the operator functions working on one
+ * key (a transaction-scoped advisory lock), then sets lock_timeout to `thenMs`.
+ * Without it, two looks at an absent key would each take the other's probe for
+ * a live claim, and a look's share lock would make an eviction refuse a key
+ * nobody holds. Application calls never take this lock: they never wait on
+ * it. If the turn does not come within a second (an eviction waiting for a
+ * live holder of the key), we go on without it; the probe then finds that
+ * holder anyway.
+ */
+export async function takeOperatorTurn(tx: IdempotencyDatabase, at: KeyAddress, thenMs: number): Promise<void> {
+  try {
+    await tx.transaction(async (savepoint) => {
+      await setLockTimeout(savepoint, OPERATOR_TURN_MS);
+      // Scopes hold no control characters, so chr(31) separates scope and key unambiguously.
+      await queryRows(
+        savepoint,
+        sql`select pg_advisory_xact_lock(hashtext('drizzle-idempotency operator turn'), hashtext(${at.scope} || chr(31) || ${at.key}))::text as locked`,
+      );
+    });
+  } catch (error) {
+    if (!isLockTimeout(error)) throw error;
+  }
+  await setLockTimeout(tx, thenMs);
+}
+
 /** Sets how long this transaction's statements may wait for a lock before failing with 55P03. */
 export async function setLockTimeout(db: IdempotencyDatabase, ms: number): Promise<void> {
   await queryRows(db, sql`select set_config('lock_timeout', ${`${ms}ms`}, true)`);

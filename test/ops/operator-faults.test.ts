@@ -156,3 +156,20 @@ describe('a statement_timeout shorter than the wait of evict --force', () => {
     expect(await keyRows(t.pool)).toMatchObject([{ key: 'order-1', status: 'completed' }]);
   });
 });
+
+describe('operators looking at the same absent key at once', () => {
+  it('each finds no key: one look is not a live transaction\'s claim to another, nor to an eviction', async () => {
+    const found: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      const key = `absent-${i}`;
+      const outcomes = await Promise.all([
+        inspectKey(t.db, key),
+        inspectKey(t.db, key),
+        evictKey(t.db, key).catch((e: unknown) => ({ status: `evict failed: ${(e as Error).message}` })),
+      ]);
+      found.push(...outcomes.map((o) => o?.status ?? 'none'));
+    }
+    expect(found.filter((s) => s !== 'none')).toEqual([]);
+    expect(await keyRows(t.pool)).toEqual([]);
+  });
+});

@@ -121,6 +121,16 @@ describe('drizzle-idempotency inspect', () => {
     expect(run.stdout).toMatch(/^ {2}next call +gets 409 IDEMPOTENCY_IN_FLIGHT: .*`evict --force` removes the row$/m);
   });
 
+  it('prints a fingerprint with control characters escaped, on its one line: stored text never drives the terminal', async () => {
+    await insertKeyRow(t.pool, { key: 'odd', status: 'completed', response: 1, fingerprint: 'v1\n\u001b[2Jcleared' });
+
+    const run = await cli(['inspect', 'odd']);
+
+    expect(run.code).toBe(0);
+    expect(run.stdout).not.toContain('\u001b');
+    expect(run.stdout).toMatch(/^ {2}fingerprint +"v1\\n\\u001b\[2Jcleared"$/m);
+  });
+
   it('exits 5 with one line for a key that does not exist (in that scope)', async () => {
     await charge('order-1', 'tenant-1');
 

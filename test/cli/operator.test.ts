@@ -131,6 +131,16 @@ describe('drizzle-idempotency inspect', () => {
     expect(run.stdout).toMatch(/^ {2}fingerprint +"v1\\n\\u001b\[2Jcleared"$/m);
   });
 
+  it('prints a response with C1 control characters escaped: customer data never drives the terminal', async () => {
+    await insertKeyRow(t.pool, { key: 'odd', status: 'completed', response: { note: 'a\u009b31mred\u007f' } });
+
+    const run = await cli(['inspect', 'odd', '--show-response']);
+
+    expect(run.code).toBe(0);
+    expect(run.stdout).not.toMatch(/[\u007f-\u009f]/);
+    expect(run.stdout).toContain('"note": "a\\u009b31mred\\u007f"');
+  });
+
   it('exits 5 with one line for a key that does not exist (in that scope)', async () => {
     await charge('order-1', 'tenant-1');
 

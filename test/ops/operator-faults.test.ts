@@ -133,8 +133,8 @@ describe('something that is not a database', () => {
 
 describe('a schema without idempotency_keys', () => {
   it('is IDEMPOTENCY_OPTIONS_INVALID naming migrate(), as withIdempotency says it', async () => {
-    for (const call of [inspectKey(t.db, 'order-1', { schema: 'nowhere' }), evictKey(t.db, 'order-1', { schema: 'nowhere' })]) {
-      const error = await call.catch((e: unknown) => e);
+    for (const call of [() => inspectKey(t.db, 'order-1', { schema: 'nowhere' }), () => evictKey(t.db, 'order-1', { schema: 'nowhere' })]) {
+      const error = await call().catch((e: unknown) => e);
       expect(error).toBeInstanceOf(IdempotencyOptionsInvalidError);
       expect((error as Error).message).toMatch(/idempotency_keys table does not exist in schema "nowhere": run migrate\(\)/);
     }

@@ -28,7 +28,8 @@ const COMMON_HELP = `Options for every command:
   -h, --help            this help`;
 
 const EXIT_HELP = `Exit codes: 0 ok, 1 failure, 2 usage error, 3 database unreachable, 4 table missing,
-5 no such key (inspect, evict), 6 key in flight: evict refused it (or --force waited in vain)`;
+5 no such key (inspect, evict), 6 key in flight: evict refused it (or --force waited in vain,
+or the key was completed while it waited)`;
 
 const KEY_HELP = `  --scope <scope>       the scope the key was used in: tenant, user, API client (default: '')
 
@@ -107,7 +108,9 @@ claimed or locked, or a started row (exit code 6, nothing removed).
 
 ${KEY_HELP}
   --force               remove a started row too, and wait up to 5s for a live
-                        transaction that holds the key, then remove what it committed
+                        transaction that holds the key, then remove what it left
+                        stuck (started) or expired; a result it completed stays
+                        and replays (exit code 6)
   --json                what was removed, as one JSON object on stdout
 
 ${COMMON_HELP}

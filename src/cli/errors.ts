@@ -1,5 +1,5 @@
 import { errorMessage } from '../driver/error-message.js';
-import { IdempotencyInFlightError, IdempotencyOptionsInvalidError } from '../shared/errors.js';
+import { IdempotencyConnectionLostError, IdempotencyInFlightError, IdempotencyOptionsInvalidError } from '../shared/errors.js';
 import { UNDEFINED_TABLE, findCode, sqlState } from '../driver/pg-error.js';
 
 /** The CLI's exit codes; the README documents them, scripts branch on them. */
@@ -86,9 +86,14 @@ export function tableMissingError(schema: string | undefined, cause?: unknown): 
 /** Turns anything thrown into the exit code and line the CLI ends with. */
 export function toCliError(error: unknown, context: { schema: string | undefined; database: string }): CliError {
   if (error instanceof CliError) return error;
+  // Before options: the library reports a missing table as a bad option, with the server's 42P01 as its cause.
+  if (sqlState(error) === UNDEFINED_TABLE) return tableMissingError(context.schema, error);
   if (error instanceof IdempotencyOptionsInvalidError) return usageError(error.message);
   if (error instanceof IdempotencyInFlightError) return new CliError(EXIT.keyInFlight, error.message, { cause: error });
-  if (sqlState(error) === UNDEFINED_TABLE) return tableMissingError(context.schema, error);
+  // Lost mid-command: whether the server said goodbye (57P01) or the socket just closed, the same answer.
+  if (error instanceof IdempotencyConnectionLostError) {
+    return new CliError(EXIT.unreachable, `lost the connection to the database at ${context.database}: ${oneLine(error)}`, { cause: error });
+  }
   if (isConnectionError(error)) {
     return new CliError(
       EXIT.unreachable,

@@ -10,6 +10,15 @@ const when = (at: Date, now: Date) => {
   return `${at.toISOString()} (${ms >= 0 ? `${formatSpan(ms)} ago` : `in ${formatSpan(-ms)}`})`;
 };
 
+// C0 and C1 controls and DEL: a stored fingerprint is any text the application gave.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+/** Text as stored, printed as is unless it holds control characters: then as a JSON string, so it stays on its line and never drives the terminal. */
+const printable = (text: string) => (CONTROL.test(text) ? escapeC1(JSON.stringify(text)) : text);
+
+/** JSON text with DEL and the C1 controls escaped too (JSON.stringify escapes only C0): some terminals act on them. */
+const escapeC1 = (json: string) => json.replace(/[\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+
 /** What the next call with this key meets, in the words of the HTTP layer and the errors table. */
 function nextCall(k: InspectedKey): string {
   if (k.status === 'claimed') return 'waits for the live transaction holding the key, or gets 409 IDEMPOTENCY_IN_FLIGHT';
@@ -34,13 +43,13 @@ export function formatInspected(k: InspectedKey, table: string): string {
     ['completed', k.completedAt ? when(k.completedAt, k.now) : none],
     ['expires', k.expiresAt ? `${when(k.expiresAt, k.now)}${k.expired ? ', expired' : ''}` : none],
     ['lease', k.lockedUntil ? when(k.lockedUntil, k.now) : 'none'],
-    ['fingerprint', k.fingerprint ?? none],
+    ['fingerprint', k.fingerprint === null ? none : printable(k.fingerprint)],
     ['response', k.responseBytes === null ? none : `${formatBytes(k.responseBytes)}${'response' in k ? '' : ' (--show-response prints it)'}`],
     ['next call', nextCall(k)],
   ];
   const width = Math.max(...rows.map(([label]) => label.length));
   const lines = [`${table}: ${keyName(k.key, k.scope)} at ${k.now.toISOString()} (database clock)`, ...rows.map(([label, value]) => `  ${label.padEnd(width)}  ${value}`)];
-  if ('response' in k && k.responseBytes !== null) lines.push('response:', JSON.stringify(k.response, null, 2) ?? 'undefined');
+  if ('response' in k && k.responseBytes !== null) lines.push('response:', escapeC1(JSON.stringify(k.response, null, 2) ?? 'undefined'));
   return lines.join('\n');
 }
 

@@ -2,7 +2,7 @@ import { isTransaction, type IdempotencyDatabase } from '../driver/database.js';
 import { listenForIdleErrors } from '../driver/pool-transaction.js';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
 import { deserializeResult } from '../core/result.js';
-import { assertOptionalBoolean, inTransaction, keyAddress, probeKey, readKeyRow, setLockTimeout, type KeyRow } from './key-row.js';
+import { assertDatabase, assertOptionalBoolean, inTransaction, keyAddress, probeKey, readKeyRow, takeOperatorTurn, type KeyRow } from './key-row.js';
 
 /** Options of `inspectKey`. */
 export interface InspectKeyOptions {
@@ -70,18 +70,19 @@ const PROBE_LOCK_TIMEOUT_MS = 1;
 export async function inspectKey(db: IdempotencyDatabase, key: string, options: InspectKeyOptions = {}): Promise<InspectedKey | null> {
   const at = keyAddress(key, options);
   assertOptionalBoolean(options.showResponse, 'showResponse');
+  assertDatabase(db);
   if (isTransaction(db)) {
     throw new IdempotencyOptionsInvalidError('inspectKey needs a database, not a transaction: it looks in a transaction of its own');
   }
   const showResponse = options.showResponse === true;
   listenForIdleErrors(db);
-  return inTransaction(db, async (tx) => {
+  return inTransaction(db, at.schema, async (tx) => {
     // Twice at most: a claim that commits between our read and our probe is read on the second pass.
     let now = new Date();
+    await takeOperatorTurn(tx, at, PROBE_LOCK_TIMEOUT_MS);
     for (let pass = 0; pass < 2; pass++) {
       const row = await readKeyRow(tx, at, { lock: 'skip', response: showResponse });
       if (row) return { commit: false, value: fromRow(at, row, showResponse) };
-      await setLockTimeout(tx, PROBE_LOCK_TIMEOUT_MS);
       const probe = await probeKey(tx, at);
       if (probe.found === 'nothing') return { commit: false, value: null };
       if (probe.found === 'held') return { commit: false, value: claimed(at, probe.now) };

@@ -1,8 +1,16 @@
 import { sql, type SQL } from 'drizzle-orm';
+import { isConnectionLost } from '../driver/connection-loss.js';
 import { queryRows, type IdempotencyDatabase } from '../driver/database.js';
-import { LOCK_NOT_AVAILABLE, sqlState } from '../driver/pg-error.js';
+import { LOCK_NOT_AVAILABLE, UNDEFINED_TABLE, sqlState } from '../driver/pg-error.js';
+import { inTransaction as inOwnTransaction } from '../driver/pool-transaction.js';
+import { redact } from '../driver/redacted-error.js';
 import { assertValidSchemaName, keysTable } from '../schema/keys-table.js';
-import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
+import {
+  IdempotencyCommitFailedError,
+  IdempotencyConnectionLostError,
+  IdempotencyError,
+  IdempotencyOptionsInvalidError,
+} from '../shared/errors.js';
 import { assertValidKey, assertValidScope } from '../shared/key.js';
 import type { IdempotencyKeyStatus } from '../schema/table.js';
 
@@ -134,6 +142,35 @@ async function clock(tx: IdempotencyDatabase): Promise<Date> {
   return toDate(row!.now);
 }
 
+// How long a look or an eviction waits for another operator's on the same key (they last milliseconds).
+const OPERATOR_TURN_MS = 1_000;
+
+/**
+ * Takes this transaction's turn among the operator functions working on one
+ * key (a transaction-scoped advisory lock), then sets lock_timeout to `thenMs`.
+ * Without it, two looks at an absent key would each take the other's probe for
+ * a live claim, and a look's share lock would make an eviction refuse a key
+ * nobody holds. Application calls never take this lock: they never wait on
+ * it. If the turn does not come within a second (an eviction waiting for a
+ * live holder of the key), we go on without it; the probe then finds that
+ * holder anyway.
+ */
+export async function takeOperatorTurn(tx: IdempotencyDatabase, at: KeyAddress, thenMs: number): Promise<void> {
+  try {
+    await tx.transaction(async (savepoint) => {
+      await setLockTimeout(savepoint, OPERATOR_TURN_MS);
+      // Scopes hold no control characters, so chr(31) separates scope and key unambiguously.
+      await queryRows(
+        savepoint,
+        sql`select pg_advisory_xact_lock(hashtext('drizzle-idempotency operator turn'), hashtext(${at.scope} || chr(31) || ${at.key}))::text as locked`,
+      );
+    });
+  } catch (error) {
+    if (!isLockTimeout(error)) throw error;
+  }
+  await setLockTimeout(tx, thenMs);
+}
+
 /** Sets how long this transaction's statements may wait for a lock before failing with 55P03. */
 export async function setLockTimeout(db: IdempotencyDatabase, ms: number): Promise<void> {
   await queryRows(db, sql`select set_config('lock_timeout', ${`${ms}ms`}, true)`);
@@ -149,20 +186,52 @@ class RolledBack<T> {
 /**
  * Runs `fn` in a transaction of its own and commits only when `fn` says so:
  * the probe's row, and our locks, must never outlive a look.
+ *
+ * The transaction is READ COMMITTED whatever the server's default: each
+ * statement must see what committed before it (a claim that committed while we
+ * probed, the row a holder committed while we waited), where REPEATABLE READ
+ * or SERIALIZABLE would fail with 40001 or not see it. On a node-postgres pool
+ * the connection is checked out by the library, which listens for its errors:
+ * a backend that dies fails the call with `IDEMPOTENCY_CONNECTION_LOST` (or
+ * `IDEMPOTENCY_COMMIT_FAILED` when COMMIT got no answer), never the process.
+ * A missing table is `IDEMPOTENCY_OPTIONS_INVALID`, as `withIdempotency` has it.
  */
 export async function inTransaction<T>(
   db: IdempotencyDatabase,
+  schema: string | undefined,
   fn: (tx: IdempotencyDatabase) => Promise<{ commit: boolean; value: T }>,
 ): Promise<T> {
+  let committing = false;
   try {
-    return await db.transaction(async (tx) => {
+    return await inOwnTransaction(db, { isolationLevel: 'read committed' }, async (tx) => {
       const { commit, value } = await fn(tx);
       if (!commit) throw new RolledBack(value);
+      committing = true;
       return value;
     });
   } catch (error) {
     if (error instanceof RolledBack) return (error as RolledBack<T>).value;
-    throw error;
+    if (!(error instanceof IdempotencyError) && sqlState(error) === UNDEFINED_TABLE) {
+      throw new IdempotencyOptionsInvalidError(
+        `the idempotency_keys table does not exist${schema === undefined ? ' on the search_path' : ` in schema ${JSON.stringify(schema)}`}: run migrate()`,
+        { cause: redact(error) },
+      );
+    }
+    if (error instanceof IdempotencyError || !isConnectionLost(error)) throw error;
+    if (committing) {
+      throw new IdempotencyCommitFailedError('COMMIT got no answer: whether the change committed is unknown; look again (inspect) before you repeat it', {
+        cause: redact(error),
+      });
+    }
+    throw new IdempotencyConnectionLostError('the database connection was lost; nothing was changed: run it again', { cause: redact(error) });
+  }
+}
+
+/** Refuses, as `withIdempotency` does, a `db` that is not a Drizzle database. */
+export function assertDatabase(db: unknown): asserts db is IdempotencyDatabase {
+  const methods = db as Partial<IdempotencyDatabase> | null | undefined;
+  if (typeof methods?.execute !== 'function' || typeof methods.transaction !== 'function') {
+    throw new IdempotencyOptionsInvalidError('db must be a Drizzle PostgreSQL database');
   }
 }
 

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { withIdempotency } from '../../src/index.js';
+import { terminateLockWaiter, waitForLockWaiters } from '../support/activity.js';
 import { testDatabase } from '../support/db.js';
 import { count, createBusinessTables, insertCharge, keyRows } from '../support/fixtures.js';
 import { holdKey, insertKeyRow } from '../support/held-key.js';
@@ -120,6 +121,26 @@ describe('drizzle-idempotency inspect', () => {
     expect(run.stdout).toMatch(/^ {2}next call +gets 409 IDEMPOTENCY_IN_FLIGHT: .*`evict --force` removes the row$/m);
   });
 
+  it('prints a fingerprint with control characters escaped, on its one line: stored text never drives the terminal', async () => {
+    await insertKeyRow(t.pool, { key: 'odd', status: 'completed', response: 1, fingerprint: 'v1\n\u001b[2Jcleared' });
+
+    const run = await cli(['inspect', 'odd']);
+
+    expect(run.code).toBe(0);
+    expect(run.stdout).not.toContain('\u001b');
+    expect(run.stdout).toMatch(/^ {2}fingerprint +"v1\\n\\u001b\[2Jcleared"$/m);
+  });
+
+  it('prints a response with C1 control characters escaped: customer data never drives the terminal', async () => {
+    await insertKeyRow(t.pool, { key: 'odd', status: 'completed', response: { note: 'a\u009b31mred\u007f' } });
+
+    const run = await cli(['inspect', 'odd', '--show-response']);
+
+    expect(run.code).toBe(0);
+    expect(run.stdout).not.toMatch(/[\u007f-\u009f]/);
+    expect(run.stdout).toContain('"note": "a\\u009b31mred\\u007f"');
+  });
+
   it('exits 5 with one line for a key that does not exist (in that scope)', async () => {
     await charge('order-1', 'tenant-1');
 
@@ -174,6 +195,31 @@ describe('drizzle-idempotency evict', () => {
     expect(forced.code).toBe(0);
     expect(forced.stdout).toMatch(/removed key "stuck" in scope "" .*status started.*never completed/);
     expect(await keyRows(t.pool)).toEqual([]);
+  });
+
+  it('--force leaves a result the live transaction completes while it waits: exit 6, one line, the retry replays', async () => {
+    const held = await holdKey(t.db, 'order-1', { scope: 'tenant-1' });
+    const evicting = cli(['evict', 'order-1', '--scope', 'tenant-1', '--force']);
+    await waitForLockWaiters(t.pool, 1);
+
+    await held.release();
+
+    expectOneLineError(await evicting, 6, /was completed while evict waited.*nothing was removed/);
+    expect(await keyRows(t.pool)).toMatchObject([{ key: 'order-1', status: 'completed' }]);
+    expect(await count(t.pool, 'charges')).toBe(1);
+  });
+
+  it('--force whose connection dies while it waits: one line without a stack trace, exit 3, nothing removed', async () => {
+    const held = await holdKey(t.db, 'order-1', { scope: 'tenant-1' });
+    const evicting = cli(['evict', 'order-1', '--scope', 'tenant-1', '--force']);
+    try {
+      await terminateLockWaiter(t.pool);
+
+      expectOneLineError(await evicting, 3, /lost the connection to the database at .*nothing was changed/);
+    } finally {
+      await held.release();
+    }
+    expect(await keyRows(t.pool)).toMatchObject([{ key: 'order-1', status: 'completed' }]);
   });
 
   it('exits 5 with one line when there is no such key', async () => {

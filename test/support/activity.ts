@@ -18,6 +18,25 @@ export async function waitForLockWaiters(pool: pg.Pool, n: number, timeoutMs = 1
   }
 }
 
+/**
+ * Terminates the backend of a session that has waited on a lock for at least
+ * `minWaitMs` (so not a 1 ms probe passing by), once there is one: a
+ * connection dying under a call that waits.
+ */
+export async function terminateLockWaiter(pool: pg.Pool, minWaitMs = 200, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { rows } = await pool.query(
+      `select pg_terminate_backend(pid) from pg_stat_activity
+       where datname = current_database() and wait_event_type = 'Lock' and state_change < now() - $1 * interval '1 millisecond'`,
+      [minWaitMs],
+    );
+    if (rows.length > 0) return;
+    if (Date.now() > deadline) throw new Error(`no session waited on a lock for ${minWaitMs} ms within ${timeoutMs} ms`);
+    await sleep(10);
+  }
+}
+
 /** Settles when `count` of `promises` have settled, whichever they are. */
 export function whenSettled(promises: readonly Promise<unknown>[], count: number): Promise<void> {
   return new Promise((resolve) => {

@@ -3,6 +3,7 @@ import type PgBoss from 'pg-boss';
 import { executeSqlOn, sendInTransaction } from '../../src/pg-boss.js';
 import { startBoss } from '../support/boss.js';
 import { testDatabase } from '../support/db.js';
+import { count } from '../support/fixtures.js';
 
 const t = await testDatabase();
 let boss: PgBoss;
@@ -61,5 +62,12 @@ describe('executeSqlOn copies what is not a placeholder as it is', () => {
   it('renumbers placeholders that skip numbers, past nine of them', async () => {
     const values = Array.from({ length: 12 }, (_, i) => i + 1);
     expect((await run(`select $12::int - $10::int as d, $11::int as e`, values)).rows).toEqual([{ d: 2, e: 11 }]);
+  });
+});
+
+describe('sendInTransaction refuses what is not a transaction', () => {
+  it('refuses a database: the job would commit on its own, whatever the business transaction does', async () => {
+    await expect(sendInTransaction(boss, t.db, 'later', { n: 'outside' })).rejects.toMatchObject({ code: 'IDEMPOTENCY_OPTIONS_INVALID' });
+    expect(await count(t.pool, 'pgboss.job', `data->>'n' = 'outside'`)).toBe(0);
   });
 });

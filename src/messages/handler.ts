@@ -40,7 +40,8 @@ export function idempotentHandler<M, T, TTx extends IdempotencyDatabase = Idempo
     throw new IdempotencyOptionsInvalidError('idempotentHandler: scope must be a string or a function of the message');
   }
   const { messageId, fingerprint, scope, ...rest } = options;
-  return (db, message) => {
+  // async: a messageId, scope or fingerprint function that throws rejects the call, as every other failure does.
+  return async (db, message) => {
     const perMessage: IdempotencyOptions = { ...rest, scope: typeof scope === 'function' ? scope(message) : scope };
     if (fingerprint) perMessage.fingerprint = fingerprint(message);
     // TTx is what the caller declared its handler takes: a transaction of the db it passes here.

@@ -30,7 +30,9 @@ export function idempotentJobHandler<TDb extends IdempotencyDatabase, D, T>(
   handle: (tx: TransactionOf<TDb>, job: JobLike<D>, context: MessageContext) => Promise<T>,
   options: Omit<IdempotencyOptions, 'fingerprint'> = {},
 ): (jobs: JobLike<D>[]) => Promise<Jsonified<T>[]> {
-  const consume = idempotentHandler<JobLike<D>, T, TransactionOf<TDb>>({ scope: (job) => `pg-boss:${job.name}`, ...options, messageId: (job) => job.id }, handle);
+  // `?? `, not a spread: { scope: undefined } must not put every queue in the scope '' (two queues may hold one job id).
+  const scope = options?.scope ?? ((job: JobLike<D>) => `pg-boss:${job.name}`);
+  const consume = idempotentHandler<JobLike<D>, T, TransactionOf<TDb>>({ ...options, scope, messageId: (job) => job.id }, handle);
   return async (jobs) => {
     const results: Jsonified<T>[] = [];
     // One after another: a job that fails leaves those before it committed, and pg-boss retries the batch.

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
 import { idempotentHandler } from '../../src/messages.js';
+import { idempotentJobHandler } from '../../src/pg-boss.js';
 import { testDatabase } from '../support/db.js';
 import { keyRows } from '../support/fixtures.js';
 
@@ -20,5 +22,19 @@ describe('a wrapped handler', () => {
     expect(() => void throwingScope(t.db, { id: 'm-1' }).catch(() => {})).not.toThrow();
     await expect(throwingScope(t.db, { id: 'm-1' })).rejects.toThrow('no tenant header');
     expect(await keyRows(t.pool)).toEqual([]);
+  });
+});
+
+describe('idempotentJobHandler', () => {
+  it("keeps two queues' jobs of one id apart, even given { scope: undefined }: neither replays the other's answer", async () => {
+    for (const [i, options] of [{}, { scope: undefined }].entries()) {
+      const runs: string[] = [];
+      const handlerOf = (queue: string) =>
+        idempotentJobHandler(t.db, async (_tx: NodePgDatabase, job: { name: string }) => (runs.push(job.name), `${queue} ran`), options);
+      const id = `shared-id-${i}`;
+      expect(await handlerOf('welcome')([{ id, name: 'welcome', data: {} }])).toEqual(['welcome ran']);
+      expect(await handlerOf('receipt')([{ id, name: 'receipt', data: {} }])).toEqual(['receipt ran']);
+      expect(runs).toEqual(['welcome', 'receipt']);
+    }
   });
 });

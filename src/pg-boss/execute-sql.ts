@@ -31,7 +31,9 @@ export function executeSqlOn(db: IdempotencyDatabase): ExecuteSql {
  * client (`insertJob` reads `$5` as text, then casts it to timestamptz in a
  * branch not taken). Quoted text (escape strings too), quoted names, names
  * holding `$`, dollar-quoted bodies and comments (nested too) are copied as
- * they are.
+ * they are. Values go as node-postgres sends them (text for objects, arrays
+ * and dates, null for undefined), so that every driver passes pg-boss's
+ * values alike: postgres.js refuses undefined and sends objects as they are.
  */
 export function withParameters(text: string, values: readonly unknown[]): SQL {
   const chunks: SQL[] = [];
@@ -61,8 +63,8 @@ export function withParameters(text: string, values: readonly unknown[]): SQL {
         const number = numbers.get(n);
         if (number === undefined) {
           numbers.set(n, numbers.size + 1);
-          // sql.param: an array is one parameter (a Postgres array or jsonb), not a list.
-          chunks.push(sql.raw(literal), sql`${sql.param(values[n - 1])}`);
+          // sql.param: one parameter, as node-postgres (pg-boss's own client) would send it.
+          chunks.push(sql.raw(literal), sql`${sql.param(asNodePostgresSends(values[n - 1]))}`);
           literal = '';
         } else literal += `$${number}`;
         i += placeholder[0].length;
@@ -121,4 +123,29 @@ function commentEnd(text: string, from: number): number {
     }
   }
   return text.length;
+}
+
+/**
+ * A value as node-postgres sends it (its `prepareValue`): undefined as null,
+ * a Date as its instant, an array as a Postgres array literal, another object
+ * as JSON; strings, numbers, booleans and bytes as they are.
+ */
+function asNodePostgresSends(value: unknown): unknown {
+  if (value === undefined || value === null) return null;
+  if (value instanceof Date) return value.toISOString();
+  if (value instanceof Uint8Array) return value;
+  if (Array.isArray(value)) return arrayLiteral(value);
+  if (typeof value === 'object') return JSON.stringify(value);
+  return value;
+}
+
+function arrayLiteral(values: readonly unknown[]): string {
+  const items = values.map((item) => {
+    if (item === undefined || item === null) return 'NULL';
+    if (Array.isArray(item)) return arrayLiteral(item);
+    if (item instanceof Uint8Array) return `"\\\\x${Buffer.from(item).toString('hex')}"`;
+    const text = String(asNodePostgresSends(item));
+    return `"${text.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+  });
+  return `{${items.join(',')}}`;
 }

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { drizzle as drizzlePostgresJs } from 'drizzle-orm/postgres-js';
 import type PgBoss from 'pg-boss';
+import postgres from 'postgres';
 import { executeSqlOn, sendInTransaction } from '../../src/pg-boss.js';
 import { startBoss } from '../support/boss.js';
 import { testDatabase } from '../support/db.js';
@@ -69,5 +71,27 @@ describe('sendInTransaction refuses what is not a transaction', () => {
   it('refuses a database: the job would commit on its own, whatever the business transaction does', async () => {
     await expect(sendInTransaction(boss, t.db, 'later', { n: 'outside' })).rejects.toMatchObject({ code: 'IDEMPOTENCY_OPTIONS_INVALID' });
     expect(await count(t.pool, 'pgboss.job', `data->>'n' = 'outside'`)).toBe(0);
+  });
+});
+
+describe('the outbox on postgres.js', () => {
+  it('enqueues with sendInTransaction and completes through executeSqlOn, as on node-postgres (undefined, objects and arrays as parameters)', async () => {
+    const client = postgres(t.url, { max: 2, onnotice: () => {} });
+    try {
+      const db = drizzlePostgresJs(client);
+      await boss.createQueue('postgres-js', { name: 'postgres-js' });
+      const data = { n: 'postgres.js', list: [1, { a: 'b' }] };
+      const id = await db.transaction((tx) => sendInTransaction(boss, tx, 'postgres-js', data, { priority: 1 }));
+      expect(await db.transaction((tx) => sendInTransaction(boss, tx, 'postgres-js', { n: 'later' }, { startAfter: 60 }))).toEqual(expect.any(String));
+      // Fetched and completed on postgres.js too: a uuid[] and a jsonb parameter.
+      const fetched = await boss.fetch('postgres-js', { db: executeSqlOn(db), batchSize: 5 });
+      expect(fetched.map((job) => [job.id, job.data])).toEqual([[id, data]]);
+      await boss.complete('postgres-js', id!, { sent: true }, { db: executeSqlOn(db) });
+      expect(await boss.getJobById('postgres-js', id!)).toMatchObject({ state: 'completed', output: { sent: true } });
+      await expect(db.transaction((tx) => sendInTransaction(boss, tx, 'later', { n: 'rolled back' }).then(() => tx.rollback()))).rejects.toThrow();
+      expect(await count(t.pool, 'pgboss.job', `data->>'n' = 'rolled back'`)).toBe(0);
+    } finally {
+      await client.end({ timeout: 5 });
+    }
   });
 });

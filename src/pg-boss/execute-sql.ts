@@ -1,5 +1,6 @@
 import { sql, type SQL } from 'drizzle-orm';
-import { queryRows, type IdempotencyDatabase } from '../driver/database.js';
+import { isTransaction, queryRows, type IdempotencyDatabase } from '../driver/database.js';
+import { checkoutPoolOf } from '../driver/pool-transaction.js';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
 
 /** pg-boss's database adapter: what its `db` option (of `send`, `insert`, `complete`, `fetch`, …) calls. */
@@ -16,6 +17,8 @@ export interface ExecuteSql {
  */
 export function executeSqlOn(db: IdempotencyDatabase): ExecuteSql {
   if (typeof db?.execute !== 'function') throw new IdempotencyOptionsInvalidError('executeSqlOn: db must be a Drizzle PostgreSQL database or transaction');
+  // On a node-postgres pool: listen for its idle connections' errors, as every call of the library does (an unheard one ends the process).
+  if (!isTransaction(db)) checkoutPoolOf(db);
   return {
     async executeSql(text, values = []) {
       return { rows: await queryRows<unknown>(db, withParameters(text, values)) };

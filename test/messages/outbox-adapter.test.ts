@@ -6,6 +6,7 @@ import { executeSqlOn, sendInTransaction } from '../../src/pg-boss.js';
 import { startBoss } from '../support/boss.js';
 import { testDatabase } from '../support/db.js';
 import { count } from '../support/fixtures.js';
+import { launch } from '../support/processes.js';
 
 const t = await testDatabase();
 let boss: PgBoss;
@@ -93,5 +94,16 @@ describe('the outbox on postgres.js', () => {
     } finally {
       await client.end({ timeout: 5 });
     }
+  });
+});
+
+describe('executeSqlOn on a node-postgres pool', () => {
+  it("keeps the process alive when a connection idle in the pool dies (pg-boss's fetch and complete use it so)", async () => {
+    const child = launch(process.execPath, ['--import', 'tsx', 'test/support/adapter-pool-child.ts', t.url], { env: process.env });
+    await child.waitFor(/idle \d+/);
+    const pid = Number(/idle (\d+)/.exec(child.output())![1]);
+    await t.pool.query('select pg_terminate_backend($1)', [pid]);
+    expect(await child.exited).toEqual({ code: 0, signal: null });
+    expect(child.output()).toMatch(/alive/);
   });
 });

@@ -12,7 +12,8 @@ export interface MessageHandlerOptions<M> extends Omit<IdempotencyOptions, 'fing
   scope?: string | ((message: M) => string);
   /** The message's id (SQS `MessageId`, a Kafka `topic/partition/offset`, a pg-boss job id), or one derived from its payload. */
   messageId: (message: M) => string;
-  /** What the message says: the same id with another fingerprint fails with `IDEMPOTENCY_KEY_REUSED` instead of replaying. (Default: none) */
+  /** What the message says (its body, or any JSON value), hashed: the same id with another fingerprint fails with
+   * `IDEMPOTENCY_KEY_REUSED` instead of replaying. A string is the message's text, never a precomputed fingerprint. (Default: none) */
   fingerprint?: (message: M) => Fingerprint;
 }
 
@@ -43,7 +44,10 @@ export function idempotentHandler<M, T, TTx extends IdempotencyDatabase = Idempo
   // async: a messageId, scope or fingerprint function that throws rejects the call, as every other failure does.
   return async (db, message) => {
     const perMessage: IdempotencyOptions = { ...rest, scope: typeof scope === 'function' ? scope(message) : scope };
-    if (fingerprint) perMessage.fingerprint = fingerprint(message);
+    // In an array: a string is hashed as what the message says, not taken as a precomputed
+    // fingerprint (stored as given, at most 1024 characters: an SQS body may hold 256 KiB).
+    const said = fingerprint?.(message);
+    if (said !== undefined) perMessage.fingerprint = [said];
     // TTx is what the caller declared its handler takes: a transaction of the db it passes here.
     return consumeOnce(db, messageId(message), (tx, context) => handle(tx as TTx, message, context), perMessage);
   };

@@ -3,7 +3,7 @@ import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
 import { idempotentHandler } from '../../src/messages.js';
 import { idempotentJobHandler } from '../../src/pg-boss.js';
 import { testDatabase } from '../support/db.js';
-import { keyRows } from '../support/fixtures.js';
+import { count, createBusinessTables, insertCharge, keyRows } from '../support/fixtures.js';
 
 const t = await testDatabase();
 
@@ -22,6 +22,28 @@ describe('a wrapped handler', () => {
     expect(() => void throwingScope(t.db, { id: 'm-1' }).catch(() => {})).not.toThrow();
     await expect(throwingScope(t.db, { id: 'm-1' })).rejects.toThrow('no tenant header');
     expect(await keyRows(t.pool)).toEqual([]);
+  });
+});
+
+describe('a fingerprint of the message', () => {
+  it('takes a body of any length as what the message says (hashed, never stored as given), as the SQS example passes m.Body', async () => {
+    await createBusinessTables(t.pool);
+    const fromSqs = idempotentHandler(
+      { scope: 'sqs:orders', messageId: (m: { MessageId: string; Body: string }) => m.MessageId, fingerprint: (m) => m.Body },
+      (tx: NodePgDatabase, m) => insertCharge(tx, m.MessageId, (JSON.parse(m.Body) as { lines: unknown[] }).lines.length),
+    );
+    // An order of 100 lines: some 4 KB of JSON (SQS takes up to 256 KiB); an empty body and a lone surrogate too.
+    const body = JSON.stringify({ lines: Array.from({ length: 100 }, (_, i) => ({ sku: `sku-${i}`, quantity: 1, note: 'gift wrap' })) });
+    const message = { MessageId: 'big-1', Body: body };
+    const first = await fromSqs(t.db, message);
+    expect(await fromSqs(t.db, message)).toEqual({ value: first.value, replayed: true });
+    await expect(fromSqs(t.db, { MessageId: 'big-1', Body: body.replace('sku-7', 'sku-8') })).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+    const odd = idempotentHandler({ scope: 'sqs:odd', messageId: (m: { id: string; body: string }) => m.id, fingerprint: (m) => m.body }, async () => 'ok');
+    expect(await odd(t.db, { id: 'empty', body: '' })).toEqual({ value: 'ok', replayed: false });
+    expect(await odd(t.db, { id: 'surrogate', body: 'half \ud800 a pair' })).toEqual({ value: 'ok', replayed: false });
+    expect(await count(t.pool, 'charges', 'ref = $1', ['big-1'])).toBe(1);
+    const stored = (await keyRows(t.pool)).filter((row) => row.scope.startsWith('sqs:'));
+    expect(stored.map((row) => row.fingerprint)).toEqual([expect.stringMatching(/^sha256:/), expect.stringMatching(/^sha256:/), expect.stringMatching(/^sha256:/)]);
   });
 });
 

@@ -16,8 +16,11 @@ export interface JobLike<D> {
  * of the batch once, in a transaction of its own, keyed by the job id in the
  * scope `pg-boss:<queue>` (or `options.scope`). A redelivered job (its worker
  * crashed or timed out, or the batch failed after it) replays its stored
- * result. Returns the results in the batch's order; pg-boss stores them as the
- * jobs' output.
+ * result. Returns the results in the batch's order; pg-boss 10 stores them as
+ * the job's output for a batch of one job only. pg-boss fails every job of a
+ * batch whose handler throws: the jobs before the failing one, committed,
+ * replay on their retry but count it, and end failed (dead-lettered, if so
+ * configured) once a job that keeps failing exhausts `retryLimit` beside them.
  *
  * @example
  * await boss.work('welcome-email', idempotentJobHandler(db, async (tx, job, { downstreamKey }) => {

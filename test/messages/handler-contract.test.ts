@@ -25,6 +25,15 @@ describe('a wrapped handler', () => {
   });
 });
 
+describe('a scope found in the message', () => {
+  it("refuses a message it finds no scope in, rather than consuming it in the scope '' where every tenant's ids meet", async () => {
+    const perTenant = idempotentHandler({ scope: (m: { tenant?: string; id: string }) => m.tenant!, messageId: (m) => m.id }, async (_tx, m) => `${m.tenant}/${m.id}`);
+    expect(await perTenant(t.db, { tenant: 'acme', id: 'order-7' })).toEqual({ value: 'acme/order-7', replayed: false });
+    await expect(perTenant(t.db, { id: 'order-7' })).rejects.toMatchObject({ code: 'IDEMPOTENCY_OPTIONS_INVALID' });
+    expect((await keyRows(t.pool)).filter((row) => row.key === 'order-7').map((row) => row.scope)).toEqual(['acme']);
+  });
+});
+
 describe('a fingerprint of the message', () => {
   it('takes a body of any length as what the message says (hashed, never stored as given), as the SQS example passes m.Body', async () => {
     await createBusinessTables(t.pool);

@@ -8,11 +8,13 @@ import { consumeOnce, type MessageContext } from './consume-once.js';
 
 /** How `idempotentHandler` names a message and checks that a redelivery is the same message. */
 export interface MessageHandlerOptions<M> extends Omit<IdempotencyOptions, 'fingerprint' | 'scope'> {
-  /** The idempotency scope, or how to find it in the message (a queue or topic name, a tenant). (Default: `''`) */
+  /** The idempotency scope, or how to find it in the message (a queue or topic name, a tenant); a message the
+   * function finds no string in is refused (`IDEMPOTENCY_OPTIONS_INVALID`), not consumed in the scope `''`. (Default: `''`) */
   scope?: string | ((message: M) => string);
   /** The message's id (SQS `MessageId`, a Kafka `topic/partition/offset`, a pg-boss job id), or one derived from its payload. */
   messageId: (message: M) => string;
-  /** What the message says: the same id with another fingerprint fails with `IDEMPOTENCY_KEY_REUSED` instead of replaying. (Default: none) */
+  /** What the message says (its body, or any JSON value), hashed: the same id with another fingerprint fails with
+   * `IDEMPOTENCY_KEY_REUSED` instead of replaying. A string is the message's text, never a precomputed fingerprint. (Default: none) */
   fingerprint?: (message: M) => Fingerprint;
 }
 
@@ -40,9 +42,18 @@ export function idempotentHandler<M, T, TTx extends IdempotencyDatabase = Idempo
     throw new IdempotencyOptionsInvalidError('idempotentHandler: scope must be a string or a function of the message');
   }
   const { messageId, fingerprint, scope, ...rest } = options;
-  return (db, message) => {
-    const perMessage: IdempotencyOptions = { ...rest, scope: typeof scope === 'function' ? scope(message) : scope };
-    if (fingerprint) perMessage.fingerprint = fingerprint(message);
+  // async: a messageId, scope or fingerprint function that throws rejects the call, as every other failure does.
+  return async (db, message) => {
+    const found = typeof scope === 'function' ? scope(message) : scope;
+    // A scope function that finds nothing (a message without its tenant) must not fall back to the scope ''.
+    if (typeof scope === 'function' && typeof found !== 'string') {
+      throw new IdempotencyOptionsInvalidError(`idempotentHandler: the scope function returned no string (${found === null ? 'null' : typeof found})`);
+    }
+    const perMessage: IdempotencyOptions = { ...rest, scope: found };
+    // In an array: a string is hashed as what the message says, not taken as a precomputed
+    // fingerprint (stored as given, at most 1024 characters: an SQS body may hold 256 KiB).
+    const said = fingerprint?.(message);
+    if (said !== undefined) perMessage.fingerprint = [said];
     // TTx is what the caller declared its handler takes: a transaction of the db it passes here.
     return consumeOnce(db, messageId(message), (tx, context) => handle(tx as TTx, message, context), perMessage);
   };

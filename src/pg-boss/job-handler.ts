@@ -16,8 +16,12 @@ export interface JobLike<D> {
  * of the batch once, in a transaction of its own, keyed by the job id in the
  * scope `pg-boss:<queue>` (or `options.scope`). A redelivered job (its worker
  * crashed or timed out, or the batch failed after it) replays its stored
- * result. Returns the results in the batch's order; pg-boss stores them as the
- * jobs' output.
+ * result. Returns the results in the batch's order; pg-boss 10 stores them as
+ * the job's output for a batch of one job only. Every job of the batch runs,
+ * whichever fails; then the handler throws the failure (an `AggregateError`
+ * for several), and pg-boss fails every job of the batch: the others,
+ * committed, replay on their retry but count it, and end failed
+ * (dead-lettered, if so configured) beside a job that keeps failing.
  *
  * @example
  * await boss.work('welcome-email', idempotentJobHandler(db, async (tx, job, { downstreamKey }) => {
@@ -30,11 +34,23 @@ export function idempotentJobHandler<TDb extends IdempotencyDatabase, D, T>(
   handle: (tx: TransactionOf<TDb>, job: JobLike<D>, context: MessageContext) => Promise<T>,
   options: Omit<IdempotencyOptions, 'fingerprint'> = {},
 ): (jobs: JobLike<D>[]) => Promise<Jsonified<T>[]> {
-  const consume = idempotentHandler<JobLike<D>, T, TransactionOf<TDb>>({ scope: (job) => `pg-boss:${job.name}`, ...options, messageId: (job) => job.id }, handle);
+  // `?? `, not a spread: { scope: undefined } must not put every queue in the scope '' (two queues may hold one job id).
+  const scope = options?.scope ?? ((job: JobLike<D>) => `pg-boss:${job.name}`);
+  const consume = idempotentHandler<JobLike<D>, T, TransactionOf<TDb>>({ ...options, scope, messageId: (job) => job.id }, handle);
   return async (jobs) => {
     const results: Jsonified<T>[] = [];
-    // One after another: a job that fails leaves those before it committed, and pg-boss retries the batch.
-    for (const job of jobs) results.push((await consume(db, job)).value);
+    const failures: unknown[] = [];
+    // One after another, each to its end: a job that fails must not keep those after it from
+    // running (pg-boss would fail them with it, retry after retry, until they ended failed unrun).
+    for (const job of jobs) {
+      try {
+        results.push((await consume(db, job)).value);
+      } catch (error) {
+        failures.push(error);
+      }
+    }
+    if (failures.length === 1) throw failures[0];
+    if (failures.length > 1) throw new AggregateError(failures, `${failures.length} of the batch's ${jobs.length} jobs failed`);
     return results;
   };
 }

@@ -1,4 +1,5 @@
-import type { IdempotencyDatabase } from '../driver/database.js';
+import { isTransaction, type IdempotencyDatabase } from '../driver/database.js';
+import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
 import { executeSqlOn, type ExecuteSql } from './execute-sql.js';
 
 /** The part of a pg-boss instance `sendInTransaction` uses (`PgBoss` has it). */
@@ -13,6 +14,8 @@ export type SendOptionsOf<B> = B extends { send(name: string, data: object, opti
  * Enqueues a pg-boss job inside `tx`: the job exists if and only if `tx`
  * commits, with the business write and the idempotency key. Returns the job id
  * (null when pg-boss's singleton or throttling options dropped the job).
+ * A database instead of a transaction is refused: the job would commit on
+ * its own, whatever became of the business write.
  *
  * @example
  * await withIdempotency(db, key, async (tx) => {
@@ -21,12 +24,15 @@ export type SendOptionsOf<B> = B extends { send(name: string, data: object, opti
  *   return order;
  * });
  */
-export function sendInTransaction<B extends JobSender>(
+export async function sendInTransaction<B extends JobSender>(
   boss: B,
   tx: IdempotencyDatabase,
   name: string,
   data: object,
   options?: SendOptionsOf<B>,
 ): Promise<string | null> {
+  if (!isTransaction(tx)) {
+    throw new IdempotencyOptionsInvalidError('sendInTransaction: tx must be a Drizzle transaction (the one of the business write), not a database');
+  }
   return boss.send(name, data, { ...options, db: executeSqlOn(tx) });
 }

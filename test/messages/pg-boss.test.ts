@@ -171,6 +171,32 @@ describe('the pg-boss outbox', () => {
     expect(mail.stats().delivered - before.delivered).toBe(1);
   });
 
+  it('runs every job of a batch, whatever its batch-mates do: a job that keeps failing never keeps the others from their effects', async () => {
+    const queue = `poison-${++queues}`;
+    await boss.createQueue(queue, { name: queue, retryLimit: 2, retryDelay: 0 });
+    // In whatever order pg-boss hands them over, the poison job may come first.
+    const jobIds = [];
+    for (const who of ['poison', 'hal', 'ida']) jobIds.push((await signUp(queue, `${who}@example.test`)).jobId!);
+    const [poisonId, ...goodIds] = jobIds;
+    await boss.work(
+      queue,
+      { ...WORK, batchSize: 3 },
+      idempotentJobHandler(
+        t.db,
+        welcomeHandler(mail.url, async (job) => {
+          if (job.data.to.startsWith('poison')) throw new Error('this job always fails');
+        }),
+      ),
+    );
+    expect(await jobState(boss, queue, poisonId!, 'failed')).toBe('failed');
+    // pg-boss fails the whole batch each time: the good jobs end failed too, but each ran once and sent once.
+    for (const id of goodIds) expect(await count(t.pool, 'welcome_sent', 'job_id = $1', [id])).toBe(1);
+    const keys = await t.pool.query(`select key from idempotency_keys where scope = $1 and status = 'completed' order by key`, [`pg-boss:${queue}`]);
+    expect(keys.rows.map((r: { key: string }) => r.key)).toEqual([...goodIds].sort());
+    const sent = mail.deliveries().filter((d) => d.to === 'hal@example.test' || d.to === 'ida@example.test');
+    expect(sent).toHaveLength(2);
+  });
+
   it('refuses what is not a Drizzle database, changing nothing', async () => {
     expect(() => executeSqlOn({} as never)).toThrow(IdempotencyOptionsInvalidError);
     const queue = await newQueue();

@@ -2,6 +2,7 @@ import { isTransaction, singleConnectionOf, type IdempotencyDatabase, type SqlRu
 import { whileListening, whileListeningIn } from '../driver/client-errors.js';
 import { inSavepoint } from '../driver/savepoint.js';
 import { refuseDriverWithoutTransactions } from '../driver/interactive-transactions.js';
+import { transactionThatCommits } from '../driver/postgres-js-commit.js';
 import { checkoutPoolOf, inPoolTransaction, poolRunner, type Pipeline, type PoolSource } from '../driver/pool-transaction.js';
 import { sqlState } from '../driver/pg-error.js';
 import { PreparedStatementsRefused } from '../driver/statement.js';
@@ -176,7 +177,7 @@ async function inOwnTransaction<T>(
     const progress: Progress = { phase: 'claim' };
     try {
       if (pool) return await inPoolTransaction(pool, o.transaction, (p) => claimRunStoreOnPool(p, o, fn, progress));
-      return await db.transaction((tx) => whileListeningIn(tx, () => claimRunStore(tx, o, fn, progress)), o.transaction);
+      return await transactionThatCommits(db, o.transaction, (tx) => whileListeningIn(tx, () => claimRunStore(tx, o, fn, progress)));
     } catch (error) {
       // Nothing committed: the transaction failed at a named statement the server refused.
       if (error instanceof PreparedStatementsRefused && !refused) {

@@ -5,6 +5,7 @@ import { assertValidSchemaName, keysTable } from '../schema/keys-table.js';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
 import { assertValidKey, assertValidScope } from '../shared/key.js';
 import type { IdempotencyKeyStatus } from '../schema/table.js';
+import { transactionThatCommits } from '../driver/postgres-js-commit.js';
 
 /** One key's committed row, as the operator functions read it. */
 export interface KeyRow {
@@ -155,7 +156,7 @@ export async function inTransaction<T>(
   fn: (tx: IdempotencyDatabase) => Promise<{ commit: boolean; value: T }>,
 ): Promise<T> {
   try {
-    return await db.transaction(async (tx) => {
+    return await transactionThatCommits(db, undefined, async (tx) => {
       const { commit, value } = await fn(tx);
       if (!commit) throw new RolledBack(value);
       return value;

@@ -35,8 +35,10 @@ import {
   inKeyTurn,
   inTransactionTurn,
   onSingleConnection,
+  refuseInsideTransactionOn,
   refuseReentrantCall,
 } from './turns.js';
+
 
 type Fn<T> = (tx: IdempotencyDatabase) => Promise<T>;
 
@@ -134,6 +136,7 @@ export async function lookupReplay<T = unknown>(
   options?: Pick<IdempotencyOptions, 'scope' | 'fingerprint' | 'schema' | 'prepare'>,
 ): Promise<IdempotentOutcome<Jsonified<T>> | undefined> {
   const o = resolveOptions(key, options);
+  refuseInsideTransactionOn(db, 'lookupReplay');
   // On a node-postgres pool this also starts listening for its idle connections' errors.
   const pool = isTransaction(db) ? undefined : checkoutPoolOf(db);
   return lookupStored<Jsonified<T>>(pool ? poolRunner(pool, db) : db, o);

@@ -15,6 +15,7 @@ import {
   setLockTimeout,
   type KeyAddress,
 } from './key-row.js';
+import { refuseInsideTransactionOn } from '../core/turns.js';
 
 /** Options of `evictKey`. */
 export interface EvictKeyOptions {
@@ -79,6 +80,7 @@ export async function evictKey(db: IdempotencyDatabase, key: string, options: Ev
   if (isTransaction(db)) {
     throw new IdempotencyOptionsInvalidError('evictKey needs a database, not a transaction: the deletion commits on its own');
   }
+  refuseInsideTransactionOn(db, 'evictKey');
   listenForIdleErrors(db);
   const boundMs = force ? waitMs : NO_WAIT_MS;
   try {

@@ -1,6 +1,6 @@
 import { entityKind } from 'drizzle-orm';
 import type { PgTransactionConfig } from 'drizzle-orm/pg-core';
-import type { IdempotencyDatabase } from './database.js';
+import { isTransaction, type IdempotencyDatabase } from './database.js';
 
 // The parts of postgres.js used here, typed by shape: `postgres` is an optional peer.
 interface PostgresJsQuery extends PromiseLike<{ command?: string }> {
@@ -28,8 +28,11 @@ function postgresJsClientOf(db: object): PostgresJsSql | undefined {
  * transaction into a ROLLBACK, without an error (porsager/postgres#1212).
  */
 function commitsByName(db: IdempotencyDatabase): boolean {
-  const client = postgresJsClientOf(db);
-  return client !== undefined && client.options?.prepare !== false;
+  // A transaction's client (postgres.js' scoped `sql`) has no options: its
+  // transaction() is a savepoint, and the COMMIT is the caller's, never ours.
+  if (isTransaction(db)) return false;
+  const options = postgresJsClientOf(db)?.options;
+  return options !== undefined && options.prepare !== false;
 }
 
 /**

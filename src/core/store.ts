@@ -28,7 +28,7 @@ export async function storeResult<T>(db: SqlRunner, o: ResolvedOptions, json: st
         set status = 'completed', response = ${v('json')}::jsonb, completed_at = statement_timestamp(),
             expires_at = statement_timestamp() + ${v('ttlMs')} * interval '1 millisecond'
         where scope = ${v('scope')} and key = ${v('key')} and status = 'started' and fingerprint is not distinct from ${v('fingerprint')}
-        returning response${column}`;
+        returning response::text as response${column}`;
   let rows: { response: unknown; expires_ms?: number | null }[];
   try {
     rows = await runStatement(

@@ -33,6 +33,8 @@ export function expiry(statement: string, o: ResolvedOptions): { column: SQL; sh
 export interface KeyRow {
   status: string | null;
   fingerprint: string | null;
+  /** jsonb's text: every statement selects `response::text`, so that no driver's JSON handling
+   * (postgres.js' column transforms rename the keys inside jsonb values too) changes the result. */
   response: unknown;
   reclaimable: boolean | null;
   /** The row completed after this transaction's claim saw it: the claim waited for it. */
@@ -53,7 +55,7 @@ export async function readKey(db: SqlRunner, o: ResolvedOptions): Promise<KeyRow
     {
       shape,
       values: keyValues(o),
-      build: (v) => sql`select k.status, k.fingerprint, k.response, ${reclaimable(sql`k`)} as reclaimable${column},
+      build: (v) => sql`select k.status, k.fingerprint, k.response::text as response, ${reclaimable(sql`k`)} as reclaimable${column},
           k.status = 'completed' and current_setting(${CLAIM_SAW}, true) <> ${SNAPSHOT_SAW}
             and ${completedAtText(sql`k`)} is distinct from current_setting(${CLAIM_SAW}, true) as waited, ${restoreLockTimeout}
         from (select 1) as one
@@ -79,7 +81,7 @@ export async function lookupStored<T>(db: SqlRunner, o: ResolvedOptions, again =
       {
         shape,
         values: keyValues(o),
-        build: (v) => sql`select status, fingerprint, response, false as reclaimable${column} from ${keysTable(o.schema)}
+        build: (v) => sql`select status, fingerprint, response::text as response, false as reclaimable${column} from ${keysTable(o.schema)}
           where scope = ${v('scope')} and key = ${v('key')} and status = 'completed' and expires_at > statement_timestamp()`,
       },
       o.prepare,

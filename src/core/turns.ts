@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { IdempotencyInFlightError, IdempotencyReentrantCallError } from '../shared/errors.js';
 import type { ResolvedOptions } from './options.js';
+import { singleConnectionOf, type IdempotencyDatabase } from '../driver/database.js';
 
 // Calls that could step on each other inside this process take turns here,
 // before they touch the database:
@@ -140,15 +141,38 @@ export function refuseReentrantCall(o: ResolvedOptions): void {
  * pg.Client would mix the two transactions).
  */
 export function onSingleConnection<R>(connection: object, o: ResolvedOptions, body: () => Promise<R>): Promise<R> {
-  const inside =
-    busyConnections.getStore()?.some((busy) => busy.connection === connection && !busy.done) ||
-    callsAround().some((call) => call.connection === connection);
-  if (inside) {
+  if (insideTransactionOn(connection)) {
     throw new IdempotencyReentrantCallError(
       `idempotency key ${JSON.stringify(o.key)}: this database has one connection, and a transaction is already open on it around this call; pass the transaction fn was given instead of the database`,
     );
   }
   return inTransactionTurn(connection, () => within(busyConnections, { connection, done: false }, body));
+}
+
+/** Whether the current code runs inside a transaction of the library's on `connection` (a database of one connection). */
+function insideTransactionOn(connection: object): boolean {
+  return (
+    busyConnections.getStore()?.some((busy) => busy.connection === connection && !busy.done) ||
+    callsAround().some((call) => call.connection === connection)
+  );
+}
+
+/**
+ * Throws `IDEMPOTENCY_REENTRANT_CALL` when `db` is a database of one
+ * connection (PGlite, a lone pg.Client) and a transaction of the library is
+ * open on it around this code (`what` is called inside `fn`): PGlite would make
+ * the call wait for that transaction forever, and a pg.Client would run it
+ * inside that transaction (its COMMIT or ROLLBACK would end that transaction midway).
+ *
+ * @example
+ * refuseInsideTransactionOn(db, 'lookupReplay'); // before its SELECT
+ */
+export function refuseInsideTransactionOn(db: IdempotencyDatabase, what: string): void {
+  const connection = singleConnectionOf(db);
+  if (connection === undefined || !insideTransactionOn(connection)) return;
+  throw new IdempotencyReentrantCallError(
+    `${what} on this database inside fn: it has one connection, and the transaction around this call holds it; call it outside fn${what === 'lookupReplay' ? ", or pass fn's transaction" : ''}`,
+  );
 }
 
 const connectionTurns = new WeakMap<object, Turns>();

@@ -2,6 +2,7 @@ import { isTransaction, singleConnectionOf, type IdempotencyDatabase, type SqlRu
 import { whileListening, whileListeningIn } from '../driver/client-errors.js';
 import { inSavepoint } from '../driver/savepoint.js';
 import { refuseDriverWithoutTransactions } from '../driver/interactive-transactions.js';
+import { transactionThatCommits } from '../driver/postgres-js-commit.js';
 import { checkoutPoolOf, inPoolTransaction, poolRunner, type Pipeline, type PoolSource } from '../driver/pool-transaction.js';
 import { sqlState } from '../driver/pg-error.js';
 import { PreparedStatementsRefused } from '../driver/statement.js';
@@ -36,8 +37,10 @@ import {
   inTransactionTurn,
   onSingleConnection,
   outsideCalls,
+  refuseInsideTransactionOn,
   refuseReentrantCall,
 } from './turns.js';
+
 
 type Fn<T> = (tx: IdempotencyDatabase) => Promise<T>;
 
@@ -135,6 +138,7 @@ export async function lookupReplay<T = unknown>(
   options?: Pick<IdempotencyOptions, 'scope' | 'fingerprint' | 'schema' | 'prepare'>,
 ): Promise<IdempotentOutcome<Jsonified<T>> | undefined> {
   const o = resolveOptions(key, options);
+  refuseInsideTransactionOn(db, 'lookupReplay');
   // On a node-postgres pool this also starts listening for its idle connections' errors.
   const pool = isTransaction(db) ? undefined : checkoutPoolOf(db);
   return lookupStored<Jsonified<T>>(pool ? poolRunner(pool, db) : db, o);
@@ -179,7 +183,7 @@ async function inOwnTransaction<T>(
     traceAttempt(o.trace);
     try {
       if (pool) return await inPoolTransaction(pool, o.transaction, (p) => claimRunStoreOnPool(p, o, fn, progress));
-      return await db.transaction((tx) => whileListeningIn(tx, () => claimRunStore(tx, o, fn, progress)), o.transaction);
+      return await transactionThatCommits(db, o.transaction, (tx) => whileListeningIn(tx, () => claimRunStore(tx, o, fn, progress)));
     } catch (error) {
       // Nothing committed: the transaction failed at a named statement the server refused.
       if (error instanceof PreparedStatementsRefused && !refused) {

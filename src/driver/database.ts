@@ -60,6 +60,34 @@ export async function queryRows<Row>(db: SqlRunner, query: SQL, named = false): 
     throw redact(error);
   }
   // node-postgres and PGlite answer { rows }, postgres.js an array of rows.
-  if (Array.isArray(result)) return result as Row[];
+  if (Array.isArray(result)) return withOurColumnNames(result as Record<string, unknown>[]) as Row[];
   return ((result as { rows?: Row[] }).rows ?? []) as Row[];
+}
+
+// Every column the library's statements name is lower snake_case.
+const OUR_COLUMN = /^[a-z0-9_]+$/;
+const renamed = new Map<string, string>();
+
+/**
+ * postgres.js renames the columns of every result when its client was created
+ * with a column transform (`postgres.camel`, `pascal`, `kebab`): `expires_ms`
+ * arrives as `expiresMs`, `ExpiresMs` or `expires-ms`. The library's own
+ * columns are all lower snake_case, so such a name is turned back into it.
+ */
+function withOurColumnNames(rows: Record<string, unknown>[]): Record<string, unknown>[] {
+  const first = rows[0];
+  if (first === undefined || Object.keys(first).every((name) => OUR_COLUMN.test(name))) return rows;
+  return rows.map((row) => Object.fromEntries(Object.entries(row).map(([name, value]) => [snakeCase(name), value])));
+}
+
+function snakeCase(name: string): string {
+  let snake = renamed.get(name);
+  if (snake === undefined) {
+    snake = name
+      .replace(/-/g, '_')
+      .replace(/([a-z0-9])([A-Z])/g, '$1_$2')
+      .toLowerCase();
+    renamed.set(name, snake);
+  }
+  return snake;
 }

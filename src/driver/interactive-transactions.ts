@@ -10,6 +10,11 @@ const WITHOUT_TRANSACTIONS: Readonly<Record<string, { driver: string; instead: s
     instead: "use drizzle-orm/neon-serverless (the Pool or Client of @neondatabase/serverless, over WebSockets) on the same database",
   },
   PgRemoteSession: { driver: 'drizzle-orm/pg-proxy', instead: 'use a driver with transactions: node-postgres, postgres.js or neon-serverless' },
+  // The Prisma extension's `$drizzle` sends each statement through $queryRawUnsafe; its transaction() throws.
+  PrismaPgSession: {
+    driver: 'drizzle-orm/prisma/pg',
+    instead: "use node-postgres or postgres.js on the same database (Prisma's own $transaction cannot hold drizzle statements)",
+  },
   XataHttpSession: { driver: 'drizzle-orm/xata-http', instead: "use node-postgres or postgres.js on Xata's PostgreSQL connection string" },
 };
 

@@ -19,6 +19,7 @@ import {
   type KeyAddress,
   type KeyRow,
 } from './key-row.js';
+import { refuseInsideTransactionOn } from '../core/turns.js';
 
 /** Options of `evictKey`. */
 export interface EvictKeyOptions {
@@ -90,6 +91,7 @@ export async function evictKey(db: IdempotencyDatabase, key: string, options: Ev
   if (isTransaction(db)) {
     throw new IdempotencyOptionsInvalidError('evictKey needs a database, not a transaction: the deletion commits on its own');
   }
+  refuseInsideTransactionOn(db, 'evictKey');
   listenForIdleErrors(db);
   // What is there now, unheld, is what the operator asked to remove.
   const first = await attempt(db, at, { force, boundMs: NO_WAIT_MS, waitedFor: undefined });

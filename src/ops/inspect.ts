@@ -3,6 +3,7 @@ import { listenForIdleErrors } from '../driver/pool-transaction.js';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
 import { deserializeResult } from '../core/result.js';
 import { assertDatabase, assertOptionalBoolean, inTransaction, keyAddress, probeKey, readKeyRow, takeOperatorTurn, type KeyRow } from './key-row.js';
+import { refuseInsideTransactionOn } from '../core/turns.js';
 
 /** Options of `inspectKey`. */
 export interface InspectKeyOptions {
@@ -75,6 +76,7 @@ export async function inspectKey(db: IdempotencyDatabase, key: string, options: 
     throw new IdempotencyOptionsInvalidError('inspectKey needs a database, not a transaction: it looks in a transaction of its own');
   }
   const showResponse = options.showResponse === true;
+  refuseInsideTransactionOn(db, 'inspectKey');
   listenForIdleErrors(db);
   return inTransaction(db, at.schema, async (tx) => {
     // Twice at most: a claim that commits between our read and our probe is read on the second pass.

@@ -77,7 +77,7 @@ export async function readKeyRow(
     db,
     sql`select k.status, k.fingerprint, k.created_at, k.completed_at, k.expires_at, k.locked_until,
                octet_length(k.response::text) as response_bytes,
-               ${options.response ? sql`k.response` : sql`null::jsonb`} as response,
+               ${options.response ? sql`k.response::text` : sql`null::text`} as response,
                k.expires_at <= statement_timestamp() as expired,
                ${locked} as locked,
                statement_timestamp() as now
@@ -94,7 +94,7 @@ export async function readKeyRow(
     expiresAt: toDate(row.expires_at),
     lockedUntil: toDateOrNull(row.locked_until),
     responseBytes: row.response_bytes === null ? null : Number(row.response_bytes),
-    response: row.response,
+    response: typeof row.response === 'string' ? (JSON.parse(row.response) as unknown) : row.response,
     expired: row.expired,
     locked: row.locked,
     now: toDate(row.now),

@@ -2,6 +2,7 @@ import { sql } from 'drizzle-orm';
 import { queryRows, type IdempotencyDatabase } from '../driver/database.js';
 import { listenForIdleErrors } from '../driver/pool-transaction.js';
 import { assertValidSchemaName, keysTable, keysTableOid } from '../schema/keys-table.js';
+import { refuseInsideTransactionOn } from '../core/turns.js';
 
 /** The live key created longest ago. */
 export interface OldestLiveKey {
@@ -56,6 +57,7 @@ const toDate = (value: Date | string) => (value instanceof Date ? value : new Da
 export async function idempotencyStats(db: IdempotencyDatabase, options: { schema?: string } = {}): Promise<IdempotencyStats> {
   const { schema } = options;
   if (schema !== undefined) assertValidSchemaName(schema);
+  refuseInsideTransactionOn(db, 'idempotencyStats');
   listenForIdleErrors(db);
   const table = keysTable(schema);
   const [row] = await queryRows<StatsRow>(

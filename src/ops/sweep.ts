@@ -5,6 +5,7 @@ import { assertValidSchemaName, keysTable } from '../schema/keys-table.js';
 import { parseDuration, type Duration } from '../shared/duration.js';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
 import { traceSweep } from '../telemetry/publish.js';
+import { refuseInsideTransactionOn } from '../core/turns.js';
 
 /** Options of `sweepExpiredKeys`. */
 export interface SweepOptions {
@@ -105,6 +106,7 @@ export async function sweepExpiredKeys(db: IdempotencyDatabase, options?: SweepO
     );
   }
   const o = resolveSweepOptions(options);
+  refuseInsideTransactionOn(db, 'sweepExpiredKeys');
   listenForIdleErrors(db);
   return runSweep(db, o);
 }

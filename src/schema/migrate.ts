@@ -6,6 +6,7 @@ import { sql } from 'drizzle-orm';
 import { queryRows, type IdempotencyDatabase } from '../driver/database.js';
 import { listenForIdleErrors } from '../driver/pool-transaction.js';
 import { refuseDriverWithoutTransactions } from '../driver/interactive-transactions.js';
+import { transactionThatCommits } from '../driver/postgres-js-commit.js';
 import { assertValidSchemaName } from './keys-table.js';
 import { IdempotencyMigrationConflictError, IdempotencySerializationError } from '../shared/errors.js';
 import { DUPLICATE_TABLE, SERIALIZATION_FAILURE, sqlState } from '../driver/pg-error.js';
@@ -111,7 +112,7 @@ export async function migrate(db: IdempotencyDatabase, options: MigrateOptions =
   refuseDriverWithoutTransactions(db, 'migrate');
   listenForIdleErrors(db);
   const migrations = await readMigrations();
-  return db.transaction(async (tx: IdempotencyDatabase) => {
+  return transactionThatCommits(db, MIGRATION_TRANSACTION, async (tx: IdempotencyDatabase) => {
     await tx.execute(sql`select pg_advisory_xact_lock(${MIGRATION_LOCK})`);
     let searchPath: string | undefined;
     if (schema !== undefined) {
@@ -149,5 +150,5 @@ export async function migrate(db: IdempotencyDatabase, options: MigrateOptions =
     }
     if (searchPath !== undefined) await tx.execute(sql`select set_config('search_path', ${searchPath}, true)`);
     return { applied };
-  }, MIGRATION_TRANSACTION);
+  });
 }

@@ -2,7 +2,7 @@ import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { IdempotencyError, withIdempotency } from '../../src/index.js';
+import { evictKey, IdempotencyError, withIdempotency } from '../../src/index.js';
 import { testDatabase } from '../support/db.js';
 import { count, createBusinessTables, insertCharge, sleep } from '../support/fixtures.js';
 
@@ -51,6 +51,18 @@ describe('a database on one pg.Client', () => {
     });
     expect(await count(t.pool, 'idempotency_keys', `key in ('lone-outer-2', 'lone-inner-2') and status = 'completed'`)).toBe(2);
     await db.execute(sql`select 1`);
+  });
+
+  it("refuses evictKey on the database inside fn (its own COMMIT or ROLLBACK on the one session would end fn's transaction midway), and fn's call keeps nothing", async () => {
+    const error = await withIdempotency(db, 'lone-outer-3', async (tx) => {
+      await insertCharge(tx, 'lone-outer-3', 1);
+      await evictKey(db, 'lone-a');
+      throw new Error('declined after the eviction');
+    }).catch((e: unknown) => e);
+    expect((error as IdempotencyError).code).toBe('IDEMPOTENCY_REENTRANT_CALL');
+    expect(await count(t.pool, 'charges', `ref = 'lone-outer-3'`)).toBe(0);
+    expect(await count(t.pool, 'idempotency_keys', `key = 'lone-outer-3'`)).toBe(0);
+    expect(await count(t.pool, 'idempotency_keys', `key = 'lone-a'`)).toBe(1);
   });
 });
 

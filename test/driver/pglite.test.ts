@@ -4,7 +4,17 @@ import { PGlite } from '@electric-sql/pglite';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/pglite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IdempotencyKeyReusedError, lookupReplay, migrate, withIdempotency, withIdempotencyOutcome } from '../../src/index.js';
+import {
+  evictKey,
+  idempotencyStats,
+  IdempotencyKeyReusedError,
+  inspectKey,
+  lookupReplay,
+  migrate,
+  sweepExpiredKeys,
+  withIdempotency,
+  withIdempotencyOutcome,
+} from '../../src/index.js';
 
 const client = new PGlite();
 const db = drizzle(client);
@@ -65,5 +75,35 @@ describe('PGlite has one connection', () => {
     }).catch((e: unknown) => e);
     expect((error as { code?: string }).code).toBe('IDEMPOTENCY_REENTRANT_CALL');
     expect(await charges('pg-inner')).toBe(0);
+  });
+});
+
+describe("the library's other calls on a PGlite database inside fn", () => {
+  // PGlite runs one transaction at a time, and every query waits for the open
+  // one: a lookup on the database inside fn would wait for its own caller.
+  const own = new PGlite();
+  const ownDb = drizzle(own);
+  beforeAll(() => migrate(ownDb));
+  afterAll(() => own.close());
+
+  /** What `call` settles to, or 'still waiting' after a second. */
+  const settled = (call: Promise<unknown>) =>
+    Promise.race([
+      call.then(
+        () => 'returned',
+        (e: unknown) => (e as { code?: string }).code,
+      ),
+      new Promise((resolve) => setTimeout(() => resolve('still waiting'), 1000).unref()),
+    ]);
+
+  it.each([
+    ['lookupReplay', () => lookupReplay(ownDb, 'pg-other')],
+    ['inspectKey', () => inspectKey(ownDb, 'pg-other')],
+    ['evictKey', () => evictKey(ownDb, 'pg-other')],
+    ['idempotencyStats', () => idempotencyStats(ownDb)],
+    ['sweepExpiredKeys', () => sweepExpiredKeys(ownDb)],
+  ])('refuses %s with IDEMPOTENCY_REENTRANT_CALL instead of waiting for itself forever', async (_name, call) => {
+    const inner = await withIdempotency(ownDb, `pg-outer-${_name}`, async () => settled(call()));
+    expect(inner).toBe('IDEMPOTENCY_REENTRANT_CALL');
   });
 });

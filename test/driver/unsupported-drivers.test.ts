@@ -4,9 +4,12 @@
 import { neon, neonConfig } from '@neondatabase/serverless';
 import { drizzle as drizzleNeonHttp } from 'drizzle-orm/neon-http';
 import { drizzle as drizzlePgProxy } from 'drizzle-orm/pg-proxy';
+import { PgDatabase, PgDialect } from 'drizzle-orm/pg-core';
+import { PrismaPgSession } from 'drizzle-orm/prisma/pg/session';
 import { afterAll, describe, expect, it } from 'vitest';
 import { idempotent } from '../../src/express.js';
 import { IdempotencyDriverUnsupportedError, lookupReplay, migrate, withIdempotency } from '../../src/index.js';
+import type { IdempotencyDatabase } from '../../src/driver/database.js';
 import { testDatabase } from '../support/db.js';
 import { count } from '../support/fixtures.js';
 
@@ -61,5 +64,27 @@ describe('drizzle-orm/pg-proxy (no interactive transactions)', () => {
   it('still answers lookupReplay, one SELECT that needs no transaction', async () => {
     expect(await lookupReplay(pgProxy, 'proxy-1')).toBeUndefined();
     expect(forwarded).toHaveLength(1);
+  });
+});
+
+describe("drizzle-orm/prisma/pg (the Prisma extension's $drizzle: no interactive transactions)", () => {
+  // The extension's database needs @prisma/client; its session is the same without it.
+  const sent: string[] = [];
+  const dialect = new PgDialect();
+  const prisma = {
+    $queryRawUnsafe: async (text: string) => {
+      sent.push(text);
+      return [];
+    },
+  };
+  const prismaDb = new PgDatabase(dialect, new PrismaPgSession(dialect, prisma as never, {}), undefined) as unknown as IdempotencyDatabase;
+
+  it('fails withIdempotency, migrate and idempotent() with IDEMPOTENCY_DRIVER_UNSUPPORTED, sending nothing', async () => {
+    const error = await withIdempotency(prismaDb, 'prisma-1', async () => 'must not run').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(IdempotencyDriverUnsupportedError);
+    expect((error as Error).message).toContain('drizzle-orm/prisma/pg');
+    await expect(migrate(prismaDb)).rejects.toBeInstanceOf(IdempotencyDriverUnsupportedError);
+    expect(() => idempotent(prismaDb, async () => ({ status: 200, body: {} }), { scope: 'tenant' })).toThrow(IdempotencyDriverUnsupportedError);
+    expect(sent).toEqual([]);
   });
 });

@@ -1,6 +1,7 @@
 // What only the Web-standard adapter does: it reads the body itself, once.
 // (What every adapter does is in conformance.test.ts.) Its interface is
 // Request -> Response, so these tests call it with Requests; real PostgreSQL.
+import { gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { idempotent, type IdempotentWebRequest } from '../../src/web.js';
 import { IdempotencyOptionsInvalidError } from '../../src/shared/errors.js';
@@ -67,6 +68,30 @@ describe('the Web adapter\'s body', () => {
     expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_BODY_UNREADABLE', retryable: false });
     expect(seen.length).toBe(before);
     expect(await keysFor('w-broken')).toEqual([]);
+  });
+
+  it('decodes a text or JSON body in the charset its content-type names, as Express does, never turning it into U+FFFD', async () => {
+    const latin1 = await handler(request('w-latin1', new Uint8Array([0x63, 0x61, 0x66, 0xe9]), 'text/plain; charset=ISO-8859-1'));
+    const utf16 = await handler(request('w-utf16', new Uint8Array(Buffer.from('{"note":"café"}', 'utf16le')), 'application/json; charset="utf-16le"'));
+    expect([await latin1.json(), await utf16.json()]).toEqual([{ got: 'café' }, { got: { note: 'café' } }]);
+  });
+
+  it('answers 415 IDEMPOTENCY_BODY_UNREADABLE to a charset it cannot decode, or a content-encoding (gzip) it does not undo: nothing claimed, nothing run', async () => {
+    const before = seen.length;
+    const answers = [
+      await handler(request('w-charset', 'hello', 'text/plain; charset=x-unknown')),
+      await handler(new Request('http://shop.test/payments', {
+        method: 'POST',
+        headers: { 'idempotency-key': 'w-gzip', 'content-type': 'text/plain', 'content-encoding': 'gzip' },
+        body: new Uint8Array(gzipSync('hello')),
+      })),
+    ];
+    for (const res of answers) {
+      expect(res.status).toBe(415);
+      expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_BODY_UNREADABLE', retryable: false });
+    }
+    expect(seen.length).toBe(before);
+    expect([...(await keysFor('w-charset')), ...(await keysFor('w-gzip'))]).toEqual([]);
   });
 
   it('answers 500 IDEMPOTENCY_BODY_UNREADABLE to a body read before the route, never treating it as no body', async () => {

@@ -41,8 +41,14 @@ export function normalizeResponse(response: IdempotentResponse | undefined): Nor
   if (!Number.isInteger(status) || status < 200 || status > 599) {
     throw new IdempotencyResultInvalidError(`an idempotent handler returned status ${String(status)}; use 200 to 599`);
   }
+  const given: unknown = response.headers ?? {};
+  const proto: unknown = typeof given === 'object' && given !== null ? Object.getPrototypeOf(given) : undefined;
+  // A Headers or a Map has no own members: its headers would be dropped without a word.
+  if (proto !== Object.prototype && proto !== null) {
+    throw new IdempotencyResultInvalidError('an idempotent handler must return its headers as a plain object, e.g. Object.fromEntries(headers)');
+  }
   const headers: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(response.headers ?? {})) {
+  for (const [name, value] of Object.entries(given as Record<string, HeaderValue>)) {
     const lower = name.toLowerCase();
     const normalized = Array.isArray(value) ? value.map(String) : String(value);
     try {

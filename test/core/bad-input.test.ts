@@ -72,6 +72,15 @@ describe('results that cannot be stored', () => {
       return this.amount * 2;
     }
   }
+  class Sealed {
+    readonly #amount: number;
+    constructor(amount: number) {
+      this.#amount = amount;
+    }
+    amount() {
+      return this.#amount;
+    }
+  }
   it.each([
     ['a Map', () => ({ byId: new Map([[1, 'a']]) })],
     ['a Set', () => ({ tags: new Set(['a']) })],
@@ -90,6 +99,8 @@ describe('results that cannot be stored', () => {
     ['a Map returned by toJSON', () => ({ toJSON: () => new Map() })],
     ['an invalid Date (JSON writes null)', () => ({ paidAt: new Date('not a date') })],
     ['a class instance whose value is a getter (JSON leaves it out)', () => new Receipt(5)],
+    ['a class instance whose value is in private fields (JSON writes {})', () => ({ total: new Sealed(5) })],
+    ['a FormData (its entries are internal: JSON writes {})', () => ({ form: new FormData() })],
   ])('rejects %s as IDEMPOTENCY_RESULT_INVALID and rolls fn back', async (_name, make) => {
     const error = await rejectsWithoutChange('result-lossy', async () => make());
     expect(error).toBeInstanceOf(IdempotencyResultInvalidError);

@@ -5,6 +5,7 @@ import { gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { idempotent, type IdempotentWebRequest } from '../../src/web.js';
 import { IdempotencyOptionsInvalidError } from '../../src/shared/errors.js';
+import type { IdempotentResponse } from '../../src/http/response.js';
 import { testDatabase } from '../support/db.js';
 import { count, createBusinessTables, insertCharge, keyRows } from '../support/fixtures.js';
 
@@ -143,6 +144,29 @@ describe('the Web adapter\'s answers', () => {
       const res = await handle(request('w-204', null));
       expect([res.status, res.headers.get('content-type'), res.headers.get('x-kept'), res.headers.get('idempotent-replayed')]).toEqual([204, null, 'yes', replayed]);
       expect(await res.text()).toBe('');
+    }
+  });
+
+  it('answers 500 IDEMPOTENCY_RESULT_INVALID, rolled back, to a body JSON would send as {} (FormData, Headers) and to headers given as a Headers or a Map, never dropping them silently', async () => {
+    const form = new FormData();
+    form.set('receipt', 'r-1');
+    const answers: [string, IdempotentResponse][] = [
+      ['w-form', { status: 201, body: form }],
+      ['w-headers-body', { status: 201, body: { sent: new Headers({ location: '/payments/1' }) } }],
+      ['w-headers', { status: 201, body: { id: 1 }, headers: new Headers({ location: '/payments/1' }) as unknown as Record<string, string> }],
+      ['w-map', { status: 201, body: { id: 1 }, headers: new Map([['location', '/payments/1']]) as unknown as Record<string, string> }],
+    ];
+    for (const [key, response] of answers) {
+      const ref = `web-lossy-${key}`;
+      const handle = idempotent(t.db, async (_req, tx) => {
+        await insertCharge(tx, ref, 1);
+        return response;
+      }, { scope: 'web-answers' });
+      const res = await handle(request(key, null));
+      expect([key, res.status]).toEqual([key, 500]);
+      expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_RESULT_INVALID', retryable: false });
+      expect(await count(t.pool, 'charges', 'ref = $1', [ref])).toBe(0);
+      expect(await keysFor(key)).toEqual([]);
     }
   });
 

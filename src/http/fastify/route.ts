@@ -1,4 +1,4 @@
-import type { FastifyReply, FastifyRequest, RouteHandlerMethod } from 'fastify';
+import type { FastifyReply, FastifyRequest, RawServerBase, RawServerDefault, RouteHandlerMethod } from 'fastify';
 import type { Fingerprint } from '../../core/fingerprint.js';
 import type { IdempotencyDatabase, TransactionOf } from '../../driver/database.js';
 import { REPLAYED_HEADER } from '../../shared/header.js';
@@ -91,14 +91,16 @@ function sendReply(reply: FastifyReply, response: NormalizedResponse, replayed: 
  *   return { status: 201, body: charge };
  * }, { scope: (req) => req.headers['x-customer'] as string }));
  */
-export function idempotent<TDb extends IdempotencyDatabase>(
+export function idempotent<TDb extends IdempotencyDatabase, TServer extends RawServerBase = RawServerDefault>(
   db: TDb,
   handler: IdempotentHandler<TransactionOf<TDb>>,
   options: IdempotentRouteOptions,
-): RouteHandlerMethod {
+): RouteHandlerMethod<TServer> {
   const route = idempotentRoute(db, handler as IdempotentHandler<IdempotencyDatabase>, options, fastify);
-  return async (req, reply) => {
+  // The same handler serves HTTP/1.1 and HTTP/2 (`Fastify({ http2: true })`): it reads the request through what both have.
+  const serve: RouteHandlerMethod = async (req, reply) => {
     await route.serve(req, reply);
     return reply;
   };
+  return serve as unknown as RouteHandlerMethod<TServer>;
 }

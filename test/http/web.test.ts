@@ -98,10 +98,14 @@ describe('the Web adapter\'s body', () => {
   it('answers 500 IDEMPOTENCY_BODY_UNREADABLE to a body read before the route, never treating it as no body', async () => {
     const req = request('w-used', '{"amount":5}', 'application/json');
     await req.text();
-    const res = await handler(req);
-    expect(res.status).toBe(500);
-    expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_BODY_UNREADABLE' });
-    expect(await keysFor('w-used')).toEqual([]);
+    // Locked by a reader that has not read yet: just as unreadable here, and a typed answer too.
+    const locked = request('w-locked', '{"amount":5}', 'application/json');
+    locked.body!.getReader();
+    for (const res of [await handler(req), await handler(locked)]) {
+      expect(res.status).toBe(500);
+      expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_BODY_UNREADABLE' });
+    }
+    expect([...(await keysFor('w-used')), ...(await keysFor('w-locked'))]).toEqual([]);
   });
 
   it('answers 413 IDEMPOTENCY_BODY_TOO_LARGE with Connection: close to a streamed body over maxBodyBytes that declared no length', async () => {

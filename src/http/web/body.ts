@@ -35,7 +35,7 @@ function unsupported(detail: string): RequestProblem {
  */
 export async function readWebBody(req: IdempotentWebRequest, maxBytes: number): Promise<void> {
   const { request } = req;
-  if (request.bodyUsed) {
+  if (request.bodyUsed || request.body?.locked === true) {
     throw new RequestProblem(
       problem(500, 'IDEMPOTENCY_BODY_UNREADABLE', 'the request body was read before this route, so it cannot be compared with the first request of this key', false),
     );

@@ -1,5 +1,7 @@
 import { validateHeaderName, validateHeaderValue } from 'node:http';
 import { IdempotencyResultInvalidError } from '../shared/errors.js';
+import { REPLAYED_HEADER } from '../shared/header.js';
+import { EXPIRES_HEADER } from './expiry.js';
 
 /** A header value as a handler may give it. */
 export type HeaderValue = string | number | readonly string[];
@@ -22,6 +24,8 @@ export interface NormalizedResponse {
   body?: unknown;
   headers: Record<string, string | string[]>;
 }
+
+const LIBRARY_HEADERS = new Set([REPLAYED_HEADER.toLowerCase(), EXPIRES_HEADER.toLowerCase()]);
 
 /**
  * Checks what the handler returned, or throws `IDEMPOTENCY_RESULT_INVALID`.
@@ -50,6 +54,8 @@ export function normalizeResponse(response: IdempotentResponse | undefined): Nor
   const headers: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(given as Record<string, HeaderValue>)) {
     const lower = name.toLowerCase();
+    // The library's own (a handler forwarding an upstream answer may carry them): said only by the adapter, never by the handler.
+    if (LIBRARY_HEADERS.has(lower)) continue;
     const normalized = Array.isArray(value) ? value.map(String) : String(value);
     try {
       validateHeaderName(lower);

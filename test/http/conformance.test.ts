@@ -186,6 +186,15 @@ const routes: RouteSpec[] = [
     path: '/no-content',
     run: async () => ({ status: 204, body: { ignored: true }, headers: { 'content-type': 'application/json', location: '/somewhere' } }),
   },
+  {
+    // A handler that forwards an upstream answer's headers, the library's own among them.
+    path: '/forwarding',
+    run: async () => ({
+      status: 201,
+      body: { forwarded: true },
+      headers: { 'idempotent-replayed': 'true', 'idempotency-key-expires': 'Fri, 01 Jan 2100 00:00:00 GMT', 'x-upstream': 'yes' },
+    }),
+  },
   { path: '/small', run: async (_input, tx) => ({ status: 201, body: await insertCharge(tx, 'small', 1) }), options: { maxBodyBytes: 1024 } },
 ];
 /** Under REPEATABLE READ with no retries: a duplicate parked behind the first's claim fails once the first commits. */
@@ -434,6 +443,14 @@ describe.each(adapters)('the $name adapter', (adapter) => {
       ]);
       expect(await empty.text()).toBe('');
     }
+  });
+
+  it('sends Idempotent-Replayed and Idempotency-Key-Expires only as the library says them, never as a handler returned them', async () => {
+    const first = await fetch(`${url}/forwarding`, post({}, { 'idempotency-key': `${name}-forwarding` }));
+    const retry = await fetch(`${url}/forwarding`, post({}, { 'idempotency-key': `${name}-forwarding` }));
+    const seen = (res: Response) => [res.status, res.headers.get('idempotent-replayed'), res.headers.get('idempotency-key-expires'), res.headers.get('x-upstream')];
+    expect(seen(first)).toEqual([201, null, null, 'yes']);
+    expect(seen(retry)).toEqual([201, 'true', null, null]);
   });
 
   it('answers only after COMMIT: on arrival, the answer\'s effects are visible to everyone', async () => {

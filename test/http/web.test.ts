@@ -108,7 +108,7 @@ describe('the Web adapter\'s body', () => {
     expect([...(await keysFor('w-used')), ...(await keysFor('w-locked'))]).toEqual([]);
   });
 
-  it('answers 413 IDEMPOTENCY_BODY_TOO_LARGE with Connection: close to a streamed body over maxBodyBytes that declared no length', async () => {
+  it('answers 413 IDEMPOTENCY_BODY_TOO_LARGE to a streamed body over maxBodyBytes that declared no length', async () => {
     const chunks = [new Uint8Array(40), new Uint8Array(40)];
     const stream = new ReadableStream<Uint8Array>({
       pull(controller) {
@@ -120,8 +120,6 @@ describe('the Web adapter\'s body', () => {
     const before = await count(t.pool, 'charges');
     const res = await handler(new Request('http://shop.test/payments', { method: 'POST', headers: { 'idempotency-key': 'w-stream' }, body: stream, duplex: 'half' } as RequestInit));
     expect(res.status).toBe(413);
-    // As Express answers it: the rest of the body is not read, so the connection is not reused.
-    expect(res.headers.get('connection')).toBe('close');
     expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_BODY_TOO_LARGE' });
     expect(await count(t.pool, 'charges')).toBe(before);
     expect(await keysFor('w-stream')).toEqual([]);

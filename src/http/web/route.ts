@@ -52,10 +52,8 @@ const web: HttpAdapter<IdempotentWebRequest, Reply> = {
   send(reply, response, replayed, expiresAt) {
     reply.response = webResponse(response, replayed, expiresAt);
   },
-  sendProblem(reply, problem, retryAfter, closeConnection) {
+  sendProblem(reply, problem, retryAfter) {
     const headers = new Headers({ 'content-type': `${PROBLEM_CONTENT_TYPE}; charset=utf-8` });
-    // The rest of the body is unread: on Node (Hono's node-server) the server would otherwise read and discard all of it.
-    if (closeConnection) headers.set('connection', 'close');
     if (retryAfter !== undefined) headers.set('retry-after', String(retryAfter));
     reply.response = new Response(JSON.stringify(problem), { status: problem.status, headers });
   },

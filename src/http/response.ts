@@ -25,6 +25,13 @@ export interface NormalizedResponse {
   headers: Record<string, string | string[]>;
 }
 
+/** An iterable (Headers, Map) with entries but no own members: what Object.entries would see as empty. */
+function hiddenEntries(headers: object): boolean {
+  if (!(Symbol.iterator in headers) || Object.keys(headers).length > 0) return false;
+  for (const _entry of headers as Iterable<unknown>) return true;
+  return false;
+}
+
 const LIBRARY_HEADERS = new Set([REPLAYED_HEADER.toLowerCase(), EXPIRES_HEADER.toLowerCase()]);
 
 /**
@@ -46,10 +53,9 @@ export function normalizeResponse(response: IdempotentResponse | undefined): Nor
     throw new IdempotencyResultInvalidError(`an idempotent handler returned status ${String(status)}; use 200 to 599`);
   }
   const given: unknown = response.headers ?? {};
-  const proto: unknown = typeof given === 'object' && given !== null ? Object.getPrototypeOf(given) : undefined;
-  // A Headers or a Map has no own members: its headers would be dropped without a word.
-  if (proto !== Object.prototype && proto !== null) {
-    throw new IdempotencyResultInvalidError('an idempotent handler must return its headers as a plain object, e.g. Object.fromEntries(headers)');
+  // A Headers or a Map keeps its entries out of sight of Object.entries: they would be dropped without a word.
+  if (typeof given !== 'object' || given === null || hiddenEntries(given)) {
+    throw new IdempotencyResultInvalidError('an idempotent handler must return its headers as an object of their own members, e.g. Object.fromEntries(headers)');
   }
   const headers: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(given as Record<string, HeaderValue>)) {

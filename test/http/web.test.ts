@@ -174,6 +174,20 @@ describe('the Web adapter\'s answers', () => {
     }
   });
 
+  it('sends headers given as a class instance with own members (as an HTTP client\'s headers object), iterable or not', async () => {
+    class ForwardedHeaders {
+      location = '/payments/7';
+      *[Symbol.iterator]() {
+        yield ['location', this.location];
+      }
+    }
+    const handle = idempotent(t.db, async () => ({ status: 201, body: { id: 7 }, headers: new ForwardedHeaders() as unknown as Record<string, string> }), {
+      scope: 'web-answers',
+    });
+    const res = await handle(request('w-forwarded-headers', null));
+    expect([res.status, res.headers.get('location')]).toEqual([201, '/payments/7']);
+  });
+
   it('sends a string under a content-type that is not JSON as UTF-8 text, the same on the replay', async () => {
     const handle = answering({ status: 200, body: 'sku,qty\nmug,1\n', headers: { 'content-type': 'text/csv' } });
     for (const replayed of [null, 'true']) {

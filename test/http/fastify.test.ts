@@ -73,3 +73,31 @@ describe('the Fastify adapter\'s key', () => {
     expect(await chargesFor('h2')).toBe(1);
   });
 });
+
+describe('the Fastify adapter and other code that answers', () => {
+  it('rolls the handler back when a timeout answered 504 while it ran: nothing charged, nothing stored, the retry runs it', async () => {
+    const fastify = Fastify();
+    let slow = true;
+    fastify.addHook('onRequest', async (_req, reply) => {
+      setTimeout(() => void (reply.sent || reply.code(504).send({ error: 'timeout' })), 50).unref();
+    });
+    fastify.post(
+      '/payments',
+      idempotent(t.db, async (_req, tx) => {
+        const charge = await insertCharge(tx, 'timed-out', 1);
+        if (slow) await new Promise((resolve) => setTimeout(resolve, 200));
+        return { status: 201, body: charge };
+      }, { scope: 'fastify-tenant' }),
+    );
+    closers.push(() => fastify.close());
+    const inject = () => fastify.inject({ method: 'POST', url: '/payments', headers: { 'idempotency-key': 'timed-out' } });
+    expect((await inject()).statusCode).toBe(504);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await chargesFor('timed-out')).toBe(0);
+    expect(await keysFor('timed-out')).toEqual([]);
+    slow = false;
+    const retry = await inject();
+    expect([retry.statusCode, retry.headers['idempotent-replayed']]).toEqual([201, undefined]);
+    expect(await chargesFor('timed-out')).toBe(1);
+  });
+});

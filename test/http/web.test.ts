@@ -2,6 +2,8 @@
 // (What every adapter does is in conformance.test.ts.) Its interface is
 // Request -> Response, so these tests call it with Requests; real PostgreSQL.
 import { gzipSync } from 'node:zlib';
+import { Hono } from 'hono';
+import { timeout } from 'hono/timeout';
 import { afterAll, describe, expect, it } from 'vitest';
 import { idempotent, type IdempotentWebRequest } from '../../src/web.js';
 import { IdempotencyOptionsInvalidError } from '../../src/shared/errors.js';
@@ -194,5 +196,26 @@ describe('the Web adapter\'s answers', () => {
       const res = await handle(request('w-csv', null));
       expect([res.headers.get('content-type'), res.headers.get('idempotent-replayed'), await res.text()]).toEqual(['text/csv; charset=utf-8', replayed, 'sku,qty\nmug,1\n']);
     }
+  });
+});
+
+describe('the Web adapter and other code that answers', () => {
+  it('cannot see Hono\'s timeout() answer: the client gets 504, the transaction commits, and the retry gets the stored answer', async () => {
+    let slow = true;
+    const pay = idempotent(t.db, async (_req, tx) => {
+      const charge = await insertCharge(tx, 'hono-timed-out', 1);
+      if (slow) await new Promise((resolve) => setTimeout(resolve, 200));
+      return { status: 201, body: charge };
+    }, { scope: 'web-tenant' });
+    const app = new Hono();
+    app.post('/payments', timeout(50), (c) => pay(c.req.raw));
+    const post = () => app.request('/payments', { method: 'POST', headers: { 'idempotency-key': 'hono-timed-out' } });
+    expect((await post()).status).toBe(504);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await count(t.pool, 'charges', 'ref = $1', ['hono-timed-out'])).toBe(1);
+    slow = false;
+    const retry = await post();
+    expect([retry.status, retry.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
+    expect(await count(t.pool, 'charges', 'ref = $1', ['hono-timed-out'])).toBe(1);
   });
 });

@@ -101,3 +101,21 @@ describe('the Fastify adapter and other code that answers', () => {
     expect(await chargesFor('timed-out')).toBe(1);
   });
 });
+
+describe('the Fastify adapter\'s handler', () => {
+  it('is called without a this: a function handler reaching for this.db (a Fastify decorator habit) cannot get the database outside its transaction', async () => {
+    const fastify = Fastify();
+    const seen: unknown[] = [];
+    fastify.post(
+      '/payments',
+      idempotent(t.db, async function (this: unknown) {
+        seen.push(this);
+        return { status: 201, body: { ok: true } };
+      }, { scope: 'fastify-tenant' }),
+    );
+    closers.push(() => fastify.close());
+    const res = await fastify.inject({ method: 'POST', url: '/payments', headers: { 'idempotency-key': 'this-less' } });
+    expect(res.statusCode).toBe(201);
+    expect(seen).toEqual([undefined]);
+  });
+});

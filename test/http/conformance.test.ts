@@ -239,6 +239,19 @@ describe.each(adapters)('the $name adapter', (adapter) => {
     expect((await keyRows(t.pool)).filter((k) => k.key.startsWith('twice') || k.key === 'k1, k1')).toEqual([]);
   });
 
+  it('takes the key as sent, trimming only spaces and tabs: a key ending in a no-break space (byte A0) is another key', async () => {
+    const body = JSON.stringify({ ref: `${name}-nbsp`, fail: [] });
+    const send = (key: string) => rawRequest(`${url}/flaky`, 'POST', ['content-type', 'application/json', 'x-customer', 'alice', 'idempotency-key', key], body);
+    const plain = await send(`${name}-nbsp`);
+    const nbsp = await send(`${name}-nbsp\u00a0`);
+    expect([plain.status, nbsp.status]).toEqual([201, 201]);
+    expect(JSON.parse(nbsp.body)).toMatchObject({ call: 2 });
+    // Whatever bytes the client wrote for it, the server's key still ends in the no-break space.
+    const keys = (await keyRows(t.pool)).filter((k) => k.key.startsWith(`${name}-nbsp`)).map((k) => k.key);
+    expect(keys).toHaveLength(2);
+    expect(keys.filter((k) => k.endsWith('\u00a0'))).toHaveLength(1);
+  });
+
   it('replays the original status, body and stored headers with Idempotent-Replayed: true, and never set-cookie or unlisted headers', async () => {
     const key = `${name}-replay`;
     const first = await fetch(`${url}/payments`, pay(key, key));

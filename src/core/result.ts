@@ -24,7 +24,7 @@ function lossyKind(v: object): string | undefined {
   if (types.isAnyArrayBuffer(v)) return 'an ArrayBuffer';
   if (types.isDataView(v)) return 'a DataView';
   if (types.isPromise(v)) return 'a Promise';
-  if (Array.isArray(v)) return undefined;
+  if (Array.isArray(v) || types.isBoxedPrimitive(v)) return undefined;
   // A class instance whose value lives in getters on its prototype: JSON
   // writes own properties only, so those values would be missing on a replay.
   for (let p = proto; p !== null && p !== Object.prototype; p = Object.getPrototypeOf(p)) {
@@ -32,14 +32,24 @@ function lossyKind(v: object): string | undefined {
       if (member.get) return `an object whose ${JSON.stringify(name)} is a getter on its class`;
     }
   }
+  // An iterable whose entries live in internal slots (FormData, Headers, an
+  // iterator such as map.values()): no own member, so JSON writes `{}`. (Not
+  // every object without own members: a zero node-postgres interval is one.)
+  if (Symbol.iterator in v && Object.keys(v).length === 0) return `${className(v)}, an iterable whose entries JSON writes as {}`;
   return undefined;
+}
+
+function className(v: object): string {
+  const name = (v.constructor as { name?: unknown } | undefined)?.name;
+  return typeof name === 'string' && name !== '' ? `a ${name}` : 'an object';
 }
 
 /**
  * Serialises `fn`'s result for the `response` column, or throws
  * `IDEMPOTENCY_RESULT_INVALID`. Rejects what JSON would silently change
  * (NaN, functions, symbols; Map, Set, Error, RegExp, typed arrays, buffers,
- * promises, an invalid Date, values in prototype getters, all of which JSON
+ * promises, an invalid Date, values in prototype getters, iterables without
+ * own members such as FormData, Headers or an iterator, all of which JSON
  * writes as `{}`, `null` or not at all) as well as what it cannot hold
  * (BigInt, cycles), because a replay must equal the first answer, and what
  * jsonb refuses (NUL or a lone surrogate in a key or string), so that the

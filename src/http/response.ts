@@ -1,5 +1,7 @@
 import { validateHeaderName, validateHeaderValue } from 'node:http';
 import { IdempotencyResultInvalidError } from '../shared/errors.js';
+import { REPLAYED_HEADER } from '../shared/header.js';
+import { EXPIRES_HEADER } from './expiry.js';
 
 /** A header value as a handler may give it. */
 export type HeaderValue = string | number | readonly string[];
@@ -23,6 +25,15 @@ export interface NormalizedResponse {
   headers: Record<string, string | string[]>;
 }
 
+/** An iterable (Headers, Map) with entries but no own members: what Object.entries would see as empty. */
+function hiddenEntries(headers: object): boolean {
+  if (!(Symbol.iterator in headers) || Object.keys(headers).length > 0) return false;
+  for (const _entry of headers as Iterable<unknown>) return true;
+  return false;
+}
+
+const LIBRARY_HEADERS = new Set([REPLAYED_HEADER.toLowerCase(), EXPIRES_HEADER.toLowerCase()]);
+
 /**
  * Checks what the handler returned, or throws `IDEMPOTENCY_RESULT_INVALID`.
  * Runs inside the transaction: a response Node would refuse to send must fail
@@ -41,9 +52,16 @@ export function normalizeResponse(response: IdempotentResponse | undefined): Nor
   if (!Number.isInteger(status) || status < 200 || status > 599) {
     throw new IdempotencyResultInvalidError(`an idempotent handler returned status ${String(status)}; use 200 to 599`);
   }
+  const given: unknown = response.headers ?? {};
+  // A Headers or a Map keeps its entries out of sight of Object.entries: they would be dropped without a word.
+  if (typeof given !== 'object' || given === null || hiddenEntries(given)) {
+    throw new IdempotencyResultInvalidError('an idempotent handler must return its headers as an object of their own members, e.g. Object.fromEntries(headers)');
+  }
   const headers: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(response.headers ?? {})) {
+  for (const [name, value] of Object.entries(given as Record<string, HeaderValue>)) {
     const lower = name.toLowerCase();
+    // The library's own (a handler forwarding an upstream answer may carry them): said only by the adapter, never by the handler.
+    if (LIBRARY_HEADERS.has(lower)) continue;
     const normalized = Array.isArray(value) ? value.map(String) : String(value);
     try {
       validateHeaderName(lower);

@@ -170,7 +170,9 @@ export class Route<TReq, TRes> {
    * whose error the handler caught) or a non-final status throws, so `tx` rolls back.
    */
   private async runHandler(req: TReq, res: TRes, guard: ResponseGuard, tx: IdempotencyDatabase): Promise<NormalizedResponse> {
-    const response = normalizeResponse(await guard.run(() => this.handler(req, tx)));
+    // Called as a plain function: `this` would be this route, whose `db` is outside the transaction.
+    const handler = this.handler;
+    const response = normalizeResponse(await guard.run(() => handler(req, tx)));
     if (guard.violation !== undefined) throw writeError(guard.violation);
     // Someone else answered meanwhile (a timeout middleware, or a write round the
     // guard): the client did not get this result, so it must not commit either.

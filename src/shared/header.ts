@@ -22,7 +22,9 @@ export const REPLAYED_HEADER = 'Idempotent-Replayed';
  * parseIdempotencyKey('8e03978e-40d5')   // '8e03978e-40d5'
  */
 export function parseIdempotencyKey(value: string): string {
-  const trimmed = value.trim();
+  // HTTP's optional whitespace only (RFC 9110: SP and HTAB); String#trim would also drop a
+  // no-break space (byte A0 in a Latin-1 header) and merge two keys into one.
+  const trimmed = value.replace(/^[ \t]+|[ \t]+$/g, '');
   const key = trimmed.startsWith('"') ? parseQuoted(trimmed) : trimmed;
   if (!trimmed.startsWith('"') && key.includes(',')) {
     throw new IdempotencyKeyInvalidError(`${IDEMPOTENCY_KEY_HEADER} holds a list of keys (the header sent twice?); send one key, or quote a key that has a comma`);

@@ -90,10 +90,18 @@ describe('results that cannot be stored', () => {
     ['a Map returned by toJSON', () => ({ toJSON: () => new Map() })],
     ['an invalid Date (JSON writes null)', () => ({ paidAt: new Date('not a date') })],
     ['a class instance whose value is a getter (JSON leaves it out)', () => new Receipt(5)],
+    ['a FormData (its entries are internal: JSON writes {})', () => ({ form: new FormData() })],
+    ['an iterator (JSON writes {})', () => ({ ids: new Map([[1, 'a']]).keys() })],
   ])('rejects %s as IDEMPOTENCY_RESULT_INVALID and rolls fn back', async (_name, make) => {
     const error = await rejectsWithoutChange('result-lossy', async () => make());
     expect(error).toBeInstanceOf(IdempotencyResultInvalidError);
     expect(error).toMatchObject({ code: 'IDEMPOTENCY_RESULT_INVALID', retryable: false });
+  });
+
+  it('stores a zero interval as node-postgres reads it (a class instance with no own members, not iterable) as {}, as JSON writes it', async () => {
+    const [row] = (await t.pool.query<{ waited: object }>(`select interval '0 seconds' as waited`)).rows;
+    expect(Object.keys(row!.waited)).toEqual([]);
+    expect(await withIdempotency(t.db, 'result-zero-interval', async () => ({ waited: row!.waited }))).toEqual({ waited: {} });
   });
 
   it('stores what JSON keeps: own toJSON (Date, Buffer, an Error that defines one), class instances with data fields, null', async () => {

@@ -186,6 +186,15 @@ const routes: RouteSpec[] = [
     path: '/no-content',
     run: async () => ({ status: 204, body: { ignored: true }, headers: { 'content-type': 'application/json', location: '/somewhere' } }),
   },
+  {
+    // A handler that forwards an upstream answer's headers, the library's own among them.
+    path: '/forwarding',
+    run: async () => ({
+      status: 201,
+      body: { forwarded: true },
+      headers: { 'idempotent-replayed': 'true', 'idempotency-key-expires': 'Fri, 01 Jan 2100 00:00:00 GMT', 'x-upstream': 'yes' },
+    }),
+  },
   { path: '/small', run: async (_input, tx) => ({ status: 201, body: await insertCharge(tx, 'small', 1) }), options: { maxBodyBytes: 1024 } },
 ];
 /** Under REPEATABLE READ with no retries: a duplicate parked behind the first's claim fails once the first commits. */
@@ -228,6 +237,19 @@ describe.each(adapters)('the $name adapter', (adapter) => {
     expect(JSON.parse(twice.body)).toMatchObject({ code: 'IDEMPOTENCY_KEY_INVALID' });
     expect(await chargesFor(ref)).toBe(0);
     expect((await keyRows(t.pool)).filter((k) => k.key.startsWith('twice') || k.key === 'k1, k1')).toEqual([]);
+  });
+
+  it('takes the key as sent, trimming only spaces and tabs: a key ending in a no-break space (byte A0) is another key', async () => {
+    const body = JSON.stringify({ ref: `${name}-nbsp`, fail: [] });
+    const send = (key: string) => rawRequest(`${url}/flaky`, 'POST', ['content-type', 'application/json', 'x-customer', 'alice', 'idempotency-key', key], body);
+    const plain = await send(`${name}-nbsp`);
+    const nbsp = await send(`${name}-nbsp\u00a0`);
+    expect([plain.status, nbsp.status]).toEqual([201, 201]);
+    expect(JSON.parse(nbsp.body)).toMatchObject({ call: 2 });
+    // Whatever bytes the client wrote for it, the server's key still ends in the no-break space.
+    const keys = (await keyRows(t.pool)).filter((k) => k.key.startsWith(`${name}-nbsp`)).map((k) => k.key);
+    expect(keys).toHaveLength(2);
+    expect(keys.filter((k) => k.endsWith('\u00a0'))).toHaveLength(1);
   });
 
   it('replays the original status, body and stored headers with Idempotent-Replayed: true, and never set-cookie or unlisted headers', async () => {
@@ -434,6 +456,14 @@ describe.each(adapters)('the $name adapter', (adapter) => {
       ]);
       expect(await empty.text()).toBe('');
     }
+  });
+
+  it('sends Idempotent-Replayed and Idempotency-Key-Expires only as the library says them, never as a handler returned them', async () => {
+    const first = await fetch(`${url}/forwarding`, post({}, { 'idempotency-key': `${name}-forwarding` }));
+    const retry = await fetch(`${url}/forwarding`, post({}, { 'idempotency-key': `${name}-forwarding` }));
+    const seen = (res: Response) => [res.status, res.headers.get('idempotent-replayed'), res.headers.get('idempotency-key-expires'), res.headers.get('x-upstream')];
+    expect(seen(first)).toEqual([201, null, null, 'yes']);
+    expect(seen(retry)).toEqual([201, 'true', null, null]);
   });
 
   it('answers only after COMMIT: on arrival, the answer\'s effects are visible to everyone', async () => {

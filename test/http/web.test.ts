@@ -1,9 +1,13 @@
 // What only the Web-standard adapter does: it reads the body itself, once.
 // (What every adapter does is in conformance.test.ts.) Its interface is
 // Request -> Response, so these tests call it with Requests; real PostgreSQL.
+import { gzipSync } from 'node:zlib';
+import { Hono } from 'hono';
+import { timeout } from 'hono/timeout';
 import { afterAll, describe, expect, it } from 'vitest';
 import { idempotent, type IdempotentWebRequest } from '../../src/web.js';
 import { IdempotencyOptionsInvalidError } from '../../src/shared/errors.js';
+import type { IdempotentResponse } from '../../src/http/response.js';
 import { testDatabase } from '../support/db.js';
 import { count, createBusinessTables, insertCharge, keyRows } from '../support/fixtures.js';
 
@@ -69,13 +73,41 @@ describe('the Web adapter\'s body', () => {
     expect(await keysFor('w-broken')).toEqual([]);
   });
 
+  it('decodes a text or JSON body in the charset its content-type names, as Express does, never turning it into U+FFFD', async () => {
+    const latin1 = await handler(request('w-latin1', new Uint8Array([0x63, 0x61, 0x66, 0xe9]), 'text/plain; charset=ISO-8859-1'));
+    const utf16 = await handler(request('w-utf16', new Uint8Array(Buffer.from('{"note":"café"}', 'utf16le')), 'application/json; charset="utf-16le"'));
+    expect([await latin1.json(), await utf16.json()]).toEqual([{ got: 'café' }, { got: { note: 'café' } }]);
+  });
+
+  it('answers 415 IDEMPOTENCY_BODY_UNREADABLE to a charset it cannot decode, or a content-encoding (gzip) it does not undo: nothing claimed, nothing run', async () => {
+    const before = seen.length;
+    const answers = [
+      await handler(request('w-charset', 'hello', 'text/plain; charset=x-unknown')),
+      await handler(new Request('http://shop.test/payments', {
+        method: 'POST',
+        headers: { 'idempotency-key': 'w-gzip', 'content-type': 'text/plain', 'content-encoding': 'gzip' },
+        body: new Uint8Array(gzipSync('hello')),
+      })),
+    ];
+    for (const res of answers) {
+      expect(res.status).toBe(415);
+      expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_BODY_UNREADABLE', retryable: false });
+    }
+    expect(seen.length).toBe(before);
+    expect([...(await keysFor('w-charset')), ...(await keysFor('w-gzip'))]).toEqual([]);
+  });
+
   it('answers 500 IDEMPOTENCY_BODY_UNREADABLE to a body read before the route, never treating it as no body', async () => {
     const req = request('w-used', '{"amount":5}', 'application/json');
     await req.text();
-    const res = await handler(req);
-    expect(res.status).toBe(500);
-    expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_BODY_UNREADABLE' });
-    expect(await keysFor('w-used')).toEqual([]);
+    // Locked by a reader that has not read yet: just as unreadable here, and a typed answer too.
+    const locked = request('w-locked', '{"amount":5}', 'application/json');
+    locked.body!.getReader();
+    for (const res of [await handler(req), await handler(locked)]) {
+      expect(res.status).toBe(500);
+      expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_BODY_UNREADABLE' });
+    }
+    expect([...(await keysFor('w-used')), ...(await keysFor('w-locked'))]).toEqual([]);
   });
 
   it('answers 413 IDEMPOTENCY_BODY_TOO_LARGE to a streamed body over maxBodyBytes that declared no length', async () => {
@@ -121,11 +153,69 @@ describe('the Web adapter\'s answers', () => {
     }
   });
 
+  it('answers 500 IDEMPOTENCY_RESULT_INVALID, rolled back, to a body JSON would send as {} (FormData, Headers) and to headers given as a Headers or a Map, never dropping them silently', async () => {
+    const form = new FormData();
+    form.set('receipt', 'r-1');
+    const answers: [string, IdempotentResponse][] = [
+      ['w-form', { status: 201, body: form }],
+      ['w-headers-body', { status: 201, body: { sent: new Headers({ location: '/payments/1' }) } }],
+      ['w-headers', { status: 201, body: { id: 1 }, headers: new Headers({ location: '/payments/1' }) as unknown as Record<string, string> }],
+      ['w-map', { status: 201, body: { id: 1 }, headers: new Map([['location', '/payments/1']]) as unknown as Record<string, string> }],
+    ];
+    for (const [key, response] of answers) {
+      const ref = `web-lossy-${key}`;
+      const handle = idempotent(t.db, async (_req, tx) => {
+        await insertCharge(tx, ref, 1);
+        return response;
+      }, { scope: 'web-answers' });
+      const res = await handle(request(key, null));
+      expect([key, res.status]).toEqual([key, 500]);
+      expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_RESULT_INVALID', retryable: false });
+      expect(await count(t.pool, 'charges', 'ref = $1', [ref])).toBe(0);
+      expect(await keysFor(key)).toEqual([]);
+    }
+  });
+
+  it('sends headers given as a class instance with own members (as an HTTP client\'s headers object), iterable or not', async () => {
+    class ForwardedHeaders {
+      location = '/payments/7';
+      *[Symbol.iterator]() {
+        yield ['location', this.location];
+      }
+    }
+    const handle = idempotent(t.db, async () => ({ status: 201, body: { id: 7 }, headers: new ForwardedHeaders() as unknown as Record<string, string> }), {
+      scope: 'web-answers',
+    });
+    const res = await handle(request('w-forwarded-headers', null));
+    expect([res.status, res.headers.get('location')]).toEqual([201, '/payments/7']);
+  });
+
   it('sends a string under a content-type that is not JSON as UTF-8 text, the same on the replay', async () => {
     const handle = answering({ status: 200, body: 'sku,qty\nmug,1\n', headers: { 'content-type': 'text/csv' } });
     for (const replayed of [null, 'true']) {
       const res = await handle(request('w-csv', null));
       expect([res.headers.get('content-type'), res.headers.get('idempotent-replayed'), await res.text()]).toEqual(['text/csv; charset=utf-8', replayed, 'sku,qty\nmug,1\n']);
     }
+  });
+});
+
+describe('the Web adapter and other code that answers', () => {
+  it('cannot see Hono\'s timeout() answer: the client gets 504, the transaction commits, and the retry gets the stored answer', async () => {
+    let slow = true;
+    const pay = idempotent(t.db, async (_req, tx) => {
+      const charge = await insertCharge(tx, 'hono-timed-out', 1);
+      if (slow) await new Promise((resolve) => setTimeout(resolve, 200));
+      return { status: 201, body: charge };
+    }, { scope: 'web-tenant' });
+    const app = new Hono();
+    app.post('/payments', timeout(50), (c) => pay(c.req.raw));
+    const post = () => app.request('/payments', { method: 'POST', headers: { 'idempotency-key': 'hono-timed-out' } });
+    expect((await post()).status).toBe(504);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await count(t.pool, 'charges', 'ref = $1', ['hono-timed-out'])).toBe(1);
+    slow = false;
+    const retry = await post();
+    expect([retry.status, retry.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
+    expect(await count(t.pool, 'charges', 'ref = $1', ['hono-timed-out'])).toBe(1);
   });
 });

@@ -1,4 +1,4 @@
-import type { FastifyReply, FastifyRequest, RouteHandlerMethod } from 'fastify';
+import type { FastifyReply, FastifyRequest, RawServerBase, RawServerDefault, RouteHandlerMethod } from 'fastify';
 import type { Fingerprint } from '../../core/fingerprint.js';
 import type { IdempotencyDatabase, TransactionOf } from '../../driver/database.js';
 import { REPLAYED_HEADER } from '../../shared/header.js';
@@ -26,6 +26,20 @@ export function requestFingerprint(req: FastifyRequest): { method: string; path:
   return fingerprintParts(req.method, req.originalUrl, req.body);
 }
 
+/**
+ * Every line of the key header. Node's HTTP/1.1 requests list them in
+ * `headersDistinct`; those of `app.inject()` and of HTTP/2 have no such
+ * member, only `rawHeaders` (name, value, name, value, …), which every kind has.
+ */
+function keyLinesOf(raw: FastifyRequest['raw']): readonly string[] | undefined {
+  const distinct = (raw as { headersDistinct?: Record<string, string[] | undefined> }).headersDistinct;
+  if (distinct !== undefined) return distinct['idempotency-key'];
+  const lines: string[] = [];
+  const { rawHeaders } = raw;
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase() === 'idempotency-key') lines.push(rawHeaders[i + 1]!);
+  return lines.length === 0 ? undefined : lines;
+}
+
 // Fastify has read and parsed the body (within its bodyLimit) before the handler runs.
 const READ = Promise.resolve();
 
@@ -33,7 +47,7 @@ const fastify: HttpAdapter<FastifyRequest, FastifyReply> = {
   method: (req) => req.method,
   target: (req) => req.originalUrl,
   fingerprint: requestFingerprint,
-  keyLines: (req) => req.raw.headersDistinct['idempotency-key'],
+  keyLines: (req) => keyLinesOf(req.raw),
   readBody: () => READ,
   // The handler is given the request only: it has no reply to answer on.
   readsEveryBody: false,
@@ -77,14 +91,16 @@ function sendReply(reply: FastifyReply, response: NormalizedResponse, replayed: 
  *   return { status: 201, body: charge };
  * }, { scope: (req) => req.headers['x-customer'] as string }));
  */
-export function idempotent<TDb extends IdempotencyDatabase>(
+export function idempotent<TDb extends IdempotencyDatabase, TServer extends RawServerBase = RawServerDefault>(
   db: TDb,
   handler: IdempotentHandler<TransactionOf<TDb>>,
   options: IdempotentRouteOptions,
-): RouteHandlerMethod {
+): RouteHandlerMethod<TServer> {
   const route = idempotentRoute(db, handler as IdempotentHandler<IdempotencyDatabase>, options, fastify);
-  return async (req, reply) => {
+  // The same handler serves HTTP/1.1 and HTTP/2 (`Fastify({ http2: true })`): it reads the request through what both have.
+  const serve: RouteHandlerMethod = async (req, reply) => {
     await route.serve(req, reply);
     return reply;
   };
+  return serve as unknown as RouteHandlerMethod<TServer>;
 }

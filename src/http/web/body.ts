@@ -14,29 +14,57 @@ export interface IdempotentWebRequest {
 
 const JSON_TYPE = /^\s*application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 const TEXT_TYPE = /^\s*text\//i;
+type Decoder = InstanceType<typeof TextDecoder>;
+const CHARSET = /;\s*charset\s*=\s*(?:"([^"]*)"|([^;\s]*))/i;
+
+/** A body the route cannot turn into what the handler would get: 415, as Express' body parsers answer. */
+function unsupported(detail: string): RequestProblem {
+  return new RequestProblem(problem(415, 'IDEMPOTENCY_BODY_UNREADABLE', detail, false));
+}
 
 /**
  * Reads the body once, up to `maxBytes`, into `req.bytes`, and parses it into
- * `req.body`. A body that exists but cannot be read never counts as "no body":
- * read before (500), over the bound (413), cut off (400) or not the JSON its
- * content-type says (400) answers with a problem, and nothing is claimed.
+ * `req.body` (text and JSON decoded in the content-type's charset). A body that
+ * exists but cannot be read never counts as "no body": read before (500), over
+ * the bound (413), cut off (400), not the JSON its content-type says (400), or
+ * content-encoded or in a charset it cannot decode (415) answers with a
+ * problem, and nothing is claimed.
  *
  * @example
  * await readWebBody(req, 1024 * 1024); // req.bytes: the bytes as received; req.body: what the handler gets
  */
 export async function readWebBody(req: IdempotentWebRequest, maxBytes: number): Promise<void> {
   const { request } = req;
-  if (request.bodyUsed) {
+  if (request.bodyUsed || request.body?.locked === true) {
     throw new RequestProblem(
       problem(500, 'IDEMPOTENCY_BODY_UNREADABLE', 'the request body was read before this route, so it cannot be compared with the first request of this key', false),
     );
   }
   if (request.body === null) return;
+  // Compressed bytes decoded as text or JSON would reach the handler as garbage.
+  const encoding = request.headers.get('content-encoding');
+  if (encoding !== null && encoding.trim().toLowerCase() !== 'identity') {
+    throw unsupported(`the request body is content-encoded (${encoding}), which this route does not undo; send it unencoded`);
+  }
+  const type = request.headers.get('content-type');
+  const decoder = decoderFor(type);
   if (Number(request.headers.get('content-length')) > maxBytes) throw tooLarge(maxBytes);
   const bytes = await readAll(request.body, maxBytes);
   if (bytes.length === 0) return;
   req.bytes = bytes;
-  req.body = parse(bytes, request.headers.get('content-type'));
+  req.body = parse(bytes, type, decoder);
+}
+
+/** The decoder of a text or JSON body: its content-type's charset (UTF-8 when it names none); undefined for bytes. */
+function decoderFor(type: string | null): Decoder | undefined {
+  if (type === null || !(JSON_TYPE.test(type) || TEXT_TYPE.test(type))) return undefined;
+  const match = CHARSET.exec(type);
+  const charset = match ? (match[1] ?? match[2] ?? '') : 'utf-8';
+  try {
+    return new TextDecoder(charset, { fatal: false });
+  } catch {
+    throw unsupported(`the request body's charset ${JSON.stringify(charset)} is not one this route can decode`);
+  }
 }
 
 async function readAll(stream: ReadableStream<Uint8Array>, maxBytes: number): Promise<Uint8Array> {
@@ -61,9 +89,9 @@ async function readAll(stream: ReadableStream<Uint8Array>, maxBytes: number): Pr
   return Buffer.concat(chunks, size);
 }
 
-function parse(bytes: Uint8Array, type: string | null): unknown {
-  if (type === null || !(JSON_TYPE.test(type) || TEXT_TYPE.test(type))) return bytes;
-  const text = new TextDecoder('utf-8', { fatal: false }).decode(bytes);
+function parse(bytes: Uint8Array, type: string | null, decoder: Decoder | undefined): unknown {
+  if (type === null || decoder === undefined) return bytes;
+  const text = decoder.decode(bytes);
   if (!JSON_TYPE.test(type)) return text;
   try {
     return JSON.parse(text) as unknown;

@@ -15,7 +15,7 @@ const embedded = process.env.DATABASE_URL
   : await startEmbeddedPostgres({ dataDir: join(root, '.data', 'postgres') }).catch(exitIfUnavailable);
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL ?? embedded!.url, max: Number(process.env.POOL_SIZE ?? 20) });
 pool.on('error', (error) => console.error(`idle connection lost: ${error.message}`));
-const db = drizzle(pool);
+const db = drizzle({ client: pool });
 await migrateAll(db);
 
 const sinkPath = process.env.MAIL_SINK ?? join(root, '.data', 'mail.jsonl');

@@ -11,8 +11,8 @@ import { count } from '../support/fixtures.js';
 import { listen } from '../support/http.js';
 
 const t = await testDatabase({ max: 50 });
-await migrateAll(drizzle(t.pool));
-const shop = await listen(shopApp(drizzle(t.pool)));
+await migrateAll(drizzle({ client: t.pool }));
+const shop = await listen(shopApp(drizzle({ client: t.pool })));
 afterAll(() => shop.close());
 
 async function call(method: string, path: string, options: { user?: string; key?: string; body?: unknown } = {}) {
@@ -136,7 +136,7 @@ describe('POST /notifications/welcome', () => {
     const retried = await call('POST', '/notifications/welcome', { user: 'gus', key: 'welcome-gus', body: { email: 'gus@example.test' } });
     expect(new Set([...accepted, retried].map((a) => JSON.stringify(a.body))).size).toBe(1);
     // Two workers share the queue: SKIP LOCKED keeps them off each other's rows.
-    const workers = [startOutboxWorker(drizzle(t.pool), sink, { every: 5 }), startOutboxWorker(drizzle(t.pool), sink, { every: 5 })];
+    const workers = [startOutboxWorker(drizzle({ client: t.pool }), sink, { every: 5 }), startOutboxWorker(drizzle({ client: t.pool }), sink, { every: 5 })];
     await Promise.all(workers.map((w) => w.drain()));
     await Promise.all(workers.map((w) => w.stop()));
     const lines = (await readFile(sinkPath, 'utf8')).split('\n').filter(Boolean);

@@ -1,30 +1,23 @@
-import { entityKind } from 'drizzle-orm';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { isTransaction } from '../../src/driver/database.js';
 import { withIdempotency } from '../../src/index.js';
 import { testDatabase } from '../support/db.js';
+import { drizzleKinds as kinds } from '../support/drizzle-kinds.js';
+import { drizzleMajor } from '../support/drizzle-version.js';
 import { keyRows } from '../support/fixtures.js';
 
 const t = await testDatabase();
 
-// The drizzle entity names along an object's class chain: 1.0 renamed the
-// PostgreSQL base classes (PgDatabase became PgAsyncDatabase, PgTransaction
-// PgAsyncTransaction), which is how this file knows which drizzle it runs on.
-function kinds(value: object): string[] {
-  const found: string[] = [];
-  for (let proto: unknown = Object.getPrototypeOf(value); proto; proto = Object.getPrototypeOf(proto)) {
-    const kind = (proto as { constructor?: { [entityKind]?: unknown } }).constructor?.[entityKind];
-    if (typeof kind === 'string' && !found.includes(kind)) found.push(kind);
-  }
-  return found;
-}
-
-// scripts/test-drizzle1.sh sets DRIZZLE_ORM_MAJOR=1; the main run is on 0.44+.
-const major = process.env.DRIZZLE_ORM_MAJOR ?? '0';
-
-describe(`on drizzle-orm ${major === '1' ? '1.0' : '0.44+'}`, () => {
+describe(`on drizzle-orm ${drizzleMajor === 1 ? '1.0' : '0.44+'}`, () => {
   it('runs on the drizzle-orm this run asked for', () => {
-    expect(kinds(t.db)).toContain(major === '1' ? 'PgAsyncDatabase' : 'PgDatabase');
+    expect(kinds(t.db)).toContain(drizzleMajor === 1 ? 'PgAsyncDatabase' : 'PgDatabase');
+  });
+
+  it('is the drizzle-orm of the child processes the tests start with tsx too', async () => {
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'test/support/drizzle-kinds-child.ts']);
+    expect(JSON.parse(stdout)).toEqual(kinds(t.db));
   });
 
   it('tells transactions, nested ones included, from databases', async () => {

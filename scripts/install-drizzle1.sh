@@ -5,9 +5,9 @@
 # scripts/check-package.sh. Does nothing when the versions there are the ones asked for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The newest release candidates on npm when this was written; override to try another.
-orm=${DRIZZLE1_ORM_VERSION:-1.0.0-rc.5}
-kit=${DRIZZLE1_KIT_VERSION:-1.0.0-rc.5}
+source scripts/drizzle1-versions.sh
+orm=$DRIZZLE1_ORM_VERSION
+kit=$DRIZZLE1_KIT_VERSION
 dir=.data/drizzle1
 installed() { node -p "require('./$dir/node_modules/$1/package.json').version" 2>/dev/null || true; }
 if [ "$(installed drizzle-orm)" != "$orm" ] || [ "$(installed drizzle-kit)" != "$kit" ]; then

@@ -258,6 +258,14 @@ npm install --no-audit --no-fund --prefer-offline "../$tarball" "drizzle-orm@$DR
 installed=$(node -p "require('./node_modules/drizzle-orm/package.json').version")
 [ "$installed" = "$DRIZZLE1_ORM_VERSION" ] || { echo "package: expected drizzle-orm $DRIZZLE1_ORM_VERSION, got $installed" >&2; exit 1; }
 echo "package: installs with drizzle-orm $installed and drizzle-kit $DRIZZLE1_KIT_VERSION, no --force"
+# And refuses what it does not cover: older releases, and release candidates before the one tested.
+for refused in 0.43.1 1.0.0-rc.4; do
+  if npm install --dry-run --no-audit --no-fund --prefer-offline "../$tarball" "drizzle-orm@$refused" > "refused-$refused.log" 2>&1 || ! grep -q ERESOLVE "refused-$refused.log"; then
+    echo "package: npm install with drizzle-orm@$refused should fail on the peer range (ERESOLVE)" >&2
+    exit 1
+  fi
+done
+echo "package: the peer range refuses drizzle-orm 0.43.1 and 1.0.0-rc.4"
 
 # The README's examples and the ESM sample, type-checked against 1.0.
 (cd "$root" && npx --no-install tsx scripts/readme-examples.ts write "$work/d1/readme")

@@ -27,11 +27,14 @@ tarball=$(npm pack --silent --pack-destination "$work" | tail -n 1)
 cd "$work"
 npm init -y >/dev/null
 npm pkg set type=module >/dev/null
-npm install --no-audit --no-fund --prefer-offline "./$tarball" drizzle-orm pg express drizzle-kit@~0.31 @types/pg @types/express @types/node@20 typescript@~5.9 >/dev/null
+npm install --no-audit --no-fund --prefer-offline "./$tarball" drizzle-orm pg express drizzle-kit@~0.31 @opentelemetry/api @opentelemetry/sdk-trace-base @opentelemetry/sdk-metrics @types/pg @types/express @types/node@20 typescript@~5.9 >/dev/null
 cat > check.ts <<'TS'
 import { withIdempotency, idempotencyKeys, migrate, migrationsFolder, IdempotencyKeyInvalidError, sweepExpiredKeys, startSweeper, idempotencyStats } from 'drizzle-idempotency';
 import { idempotent, parseIdempotencyKey, type IdempotentRouteOptions } from 'drizzle-idempotency/express';
 import { fetchWithRetry, FetchRetryError, type RetriedResponse } from 'drizzle-idempotency/client';
+import { instrumentIdempotency, type InstrumentIdempotencyOptions } from 'drizzle-idempotency/otel';
+const stop: () => void = instrumentIdempotency({} satisfies InstrumentIdempotencyOptions);
+stop();
 const options: IdempotentRouteOptions = { scope: 'single-tenant', onInFlight: 'reject' };
 const call: (url: string) => Promise<RetriedResponse> = (url) => fetchWithRetry(url, { method: 'POST' });
 const entries: unknown[] = [withIdempotency, idempotencyKeys, migrate, IdempotencyKeyInvalidError, sweepExpiredKeys, startSweeper, idempotencyStats, idempotent, parseIdempotencyKey, FetchRetryError, call, options];
@@ -50,13 +53,26 @@ import * as lib from 'drizzle-idempotency';
 import { existsSync } from 'node:fs';
 import * as http from 'drizzle-idempotency/express';
 import * as client from 'drizzle-idempotency/client';
+import * as otel from 'drizzle-idempotency/otel';
 for (const name of ['withIdempotency', 'idempotencyKeys', 'migrate', 'sweepExpiredKeys', 'startSweeper', 'idempotencyStats']) if (!lib[name]) throw new Error('missing export ' + name);
 for (const name of ['idempotent', 'parseIdempotencyKey']) if (!http[name]) throw new Error('missing express export ' + name);
 for (const name of ['fetchWithRetry', 'FetchRetryError']) if (!client[name]) throw new Error('missing client export ' + name);
 if ('idempotent' in lib) throw new Error('the core entry must not pull in express');
+if (typeof otel.instrumentIdempotency !== 'function') throw new Error('missing otel export instrumentIdempotency');
+if ('instrumentIdempotency' in lib) throw new Error('the core entry must not pull in OpenTelemetry');
 if (!existsSync(lib.migrationsFolder + '/meta/_journal.json')) throw new Error('migrations not packed');
 console.log('package: installs, imports and type-checks');
 "
+
+# The core never loads the optional OpenTelemetry peer: its entries load with @opentelemetry/api gone.
+mv node_modules/@opentelemetry/api otel-api-aside
+node --input-type=module -e "
+await import('drizzle-idempotency');
+await import('drizzle-idempotency/express');
+await import('drizzle-idempotency/otel').then(() => { throw new Error('the otel entry loaded without @opentelemetry/api?'); }, () => {});
+console.log('package: the core and express entries load without @opentelemetry/api');
+"
+mv otel-api-aside node_modules/@opentelemetry/api
 
 # The bin: installed, executable, and its exit codes as documented.
 npx --no-install drizzle-idempotency --help >/dev/null

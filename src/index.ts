@@ -36,3 +36,23 @@ export { startSweeper } from './ops/sweeper.js';
 export type { Sweeper, SweeperOptions } from './ops/sweeper.js';
 export { idempotencyStats } from './ops/stats.js';
 export type { IdempotencyStats, OldestLiveKey } from './ops/stats.js';
+export { inspectKey } from './ops/inspect.js';
+export type { InspectKeyOptions, InspectedKey, InspectedKeyStatus } from './ops/inspect.js';
+export { evictKey } from './ops/evict.js';
+export type { EvictKeyOptions, EvictedKey } from './ops/evict.js';
+export { IDEMPOTENCY_CHANNELS } from './telemetry/events.js';
+export type {
+  CallTransaction,
+  IdempotencyCallEvent,
+  IdempotencyCallOutcome,
+  IdempotencyClaimedEvent,
+  IdempotencyInFlightEvent,
+  IdempotencyCallRef,
+  IdempotencyKeyReusedEvent,
+  IdempotencyReclaimedEvent,
+  IdempotencyReplayedEvent,
+  IdempotencyRolledBackEvent,
+  IdempotencyStoredEvent,
+  IdempotencySweptEvent,
+} from './telemetry/events.js';
+export { telemetryHash } from './telemetry/hash.js';

@@ -10,18 +10,23 @@ const SRC = fileURLToPath(new URL('../src/', import.meta.url));
 
 const MAY_IMPORT: Record<string, readonly string[]> = {
   shared: [],
+  // Publishing on node:diagnostics_channel: below core, so that core and ops may publish.
+  telemetry: ['shared'],
   driver: ['shared'],
   schema: ['shared', 'driver'],
-  core: ['shared', 'driver', 'schema'],
-  ops: ['shared', 'driver', 'schema', 'core'],
+  core: ['shared', 'driver', 'schema', 'telemetry'],
+  ops: ['shared', 'driver', 'schema', 'core', 'telemetry'],
   http: ['shared', 'driver', 'schema', 'core'],
   cli: ['shared', 'driver', 'schema', 'core', 'ops'],
   client: ['shared'],
+  // The OpenTelemetry integration: a subscriber to the telemetry channels.
+  otel: ['shared', 'telemetry'],
   // Entry files of the package's subpath exports (src/<name>.ts).
-  'index.ts': ['shared', 'driver', 'schema', 'core', 'ops'],
+  'index.ts': ['shared', 'driver', 'schema', 'core', 'ops', 'telemetry'],
   'schema.ts': ['schema'],
   'express.ts': ['shared', 'http'],
   'client.ts': ['shared', 'client'],
+  'otel.ts': ['telemetry', 'otel'],
 };
 
 // Packages a part may load at run time: optional peers stay behind the part
@@ -30,6 +35,7 @@ const MAY_LOAD: Record<string, readonly string[]> = {
   http: ['express'],
   driver: ['drizzle-orm/node-postgres'],
   cli: ['pg', 'drizzle-orm/node-postgres'],
+  otel: ['@opentelemetry/api'],
 };
 
 function sourceFiles(dir: string): string[] {

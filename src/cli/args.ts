@@ -3,6 +3,7 @@ import { usageError } from './errors.js';
 import { assertValidSchemaName } from '../schema/keys-table.js';
 import { parseDuration } from '../shared/duration.js';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
+import { assertValidKey, assertValidScope } from '../shared/key.js';
 import { DEFAULT_SWEEP_BATCH_SIZE, MAX_SWEEP_BATCH_SIZE } from '../ops/sweep.js';
 
 /** Where to connect, common to every command. */
@@ -17,14 +18,21 @@ export type CliCommand =
   | { command: 'version' }
   | ({ command: 'migrate' } & ConnectionArgs)
   | ({ command: 'sweep'; batchSize: number; everyMs: number | undefined; timeBudgetMs: number | undefined } & ConnectionArgs)
-  | ({ command: 'stats'; json: boolean } & ConnectionArgs);
+  | ({ command: 'stats'; json: boolean } & ConnectionArgs)
+  | ({ command: 'inspect'; key: string; scope: string; showResponse: boolean; json: boolean } & ConnectionArgs)
+  | ({ command: 'evict'; key: string; scope: string; force: boolean; json: boolean } & ConnectionArgs);
 
 const COMMON_HELP = `Options for every command:
   --database-url <url>  PostgreSQL connection string (default: $DATABASE_URL)
   --schema <name>       schema that holds idempotency_keys (default: the search_path)
   -h, --help            this help`;
 
-const EXIT_HELP = `Exit codes: 0 ok, 1 failure, 2 usage error, 3 database unreachable, 4 table missing`;
+const EXIT_HELP = `Exit codes: 0 ok, 1 failure, 2 usage error, 3 database unreachable, 4 table missing,
+5 no such key (inspect, evict), 6 key in flight: evict refused it (or --force waited in vain)`;
+
+const KEY_HELP = `  --scope <scope>       the scope the key was used in: tenant, user, API client (default: '')
+
+A key that starts with a dash goes last, after --: drizzle-idempotency <command> [options] -- <key>`;
 
 export const HELP = {
   main: `Usage: drizzle-idempotency <command> [options]
@@ -33,6 +41,8 @@ Commands:
   migrate   create or update the idempotency_keys table
   sweep     delete expired keys, once (for cron) or --every <duration>
   stats     live, expired and in-progress keys, oldest live key, table and index size
+  inspect   one key: status, age, expiry, lease, fingerprint, response size
+  evict     delete one key, so that its next call runs again
 
 Run \`drizzle-idempotency <command> --help\` for a command's options.
 
@@ -74,10 +84,42 @@ size of the table and its indexes. Reads the whole table.
 ${COMMON_HELP}
 
 ${EXIT_HELP}`,
+  inspect: `Usage: drizzle-idempotency inspect <key> [options]
+
+Shows one key without waiting and without changing anything: its status
+(completed, started, or claimed by a live transaction that has not committed),
+age, expiry, lease, fingerprint, the size of its stored response, and what the
+next call with the key would meet. The response itself is customer data: it is
+printed only with --show-response.
+
+${KEY_HELP}
+  --show-response       also print the stored response
+  --json                one JSON object on stdout, for scripts
+
+${COMMON_HELP}
+
+${EXIT_HELP}`,
+  evict: `Usage: drizzle-idempotency evict <key> [options]
+
+Deletes one key, so that the next call with it runs again, and says what it
+removed. Refuses, without waiting, a key in flight: one a live transaction has
+claimed or locked, or a started row (exit code 6, nothing removed).
+
+${KEY_HELP}
+  --force               remove a started row too, and wait up to 5s for a live
+                        transaction that holds the key, then remove what it committed
+  --json                what was removed, as one JSON object on stdout
+
+${COMMON_HELP}
+
+${EXIT_HELP}`,
 } as const;
 
-type CommandName = 'migrate' | 'sweep' | 'stats';
-const COMMANDS: readonly string[] = ['migrate', 'sweep', 'stats'];
+type CommandName = 'migrate' | 'sweep' | 'stats' | 'inspect' | 'evict';
+const COMMANDS: readonly string[] = ['migrate', 'sweep', 'stats', 'inspect', 'evict'];
+const COMMAND_LIST = 'migrate, sweep, stats, inspect or evict';
+// The commands about one key take it as their one argument.
+const TAKES_KEY: readonly string[] = ['inspect', 'evict'];
 
 const COMMON_OPTIONS = {
   'database-url': { type: 'string' },
@@ -89,6 +131,8 @@ const OPTIONS = {
   migrate: COMMON_OPTIONS,
   sweep: { ...COMMON_OPTIONS, batch: { type: 'string' }, every: { type: 'string' }, 'time-budget': { type: 'string' } },
   stats: { ...COMMON_OPTIONS, json: { type: 'boolean' } },
+  inspect: { ...COMMON_OPTIONS, scope: { type: 'string' }, 'show-response': { type: 'boolean' }, json: { type: 'boolean' } },
+  evict: { ...COMMON_OPTIONS, scope: { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' } },
 } as const satisfies Record<CommandName, ParseArgsConfig['options']>;
 
 /**
@@ -100,22 +144,25 @@ const OPTIONS = {
  */
 export function parseCommandLine(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): CliCommand {
   const [first, ...rest] = argv;
-  if (first === undefined) throw usageError('no command given: use migrate, sweep or stats');
+  if (first === undefined) throw usageError(`no command given: use ${COMMAND_LIST}`);
   if (first === '-h' || first === '--help') return { command: 'help', text: HELP.main };
   if (first === '-v' || first === '--version') return { command: 'version' };
   if (first === 'help') {
     const topic = rest[0];
     if (topic === undefined) return { command: 'help', text: HELP.main };
-    if (!COMMANDS.includes(topic)) throw usageError(`unknown command ${JSON.stringify(topic)}: use migrate, sweep or stats`);
+    if (!COMMANDS.includes(topic)) throw usageError(`unknown command ${JSON.stringify(topic)}: use ${COMMAND_LIST}`);
     return { command: 'help', text: HELP[topic as CommandName] };
   }
-  if (!COMMANDS.includes(first)) throw usageError(`unknown command ${JSON.stringify(first)}: use migrate, sweep or stats`);
+  if (!COMMANDS.includes(first)) throw usageError(`unknown command ${JSON.stringify(first)}: use ${COMMAND_LIST}`);
   const command = first as CommandName;
 
   let values: Record<string, string | boolean | undefined>;
+  let positionals: string[];
   try {
     const options: ParseArgsConfig['options'] = OPTIONS[command];
-    values = parseArgs({ args: [...rest], options, strict: true, allowPositionals: false }).values as typeof values;
+    const parsed = parseArgs({ args: [...rest], options, strict: true, allowPositionals: TAKES_KEY.includes(command) });
+    values = parsed.values as typeof values;
+    positionals = parsed.positionals;
   } catch (error) {
     throw usageError(`${command}: ${describeParseError(error)}`);
   }
@@ -135,7 +182,31 @@ export function parseCommandLine(argv: readonly string[], env: Readonly<Record<s
         everyMs: durationArg(values.every, '--every'),
         timeBudgetMs: durationArg(values['time-budget'], '--time-budget'),
       };
+    case 'inspect':
+      return { command, ...connection, ...keyArgs(command, positionals, values), showResponse: values['show-response'] === true, json: values.json === true };
+    case 'evict':
+      return { command, ...connection, ...keyArgs(command, positionals, values), force: values.force === true, json: values.json === true };
   }
+}
+
+/** The key and its scope, checked by the library's own rules, so that a bad one is a usage error (exit code 2). */
+function keyArgs(command: string, positionals: string[], values: Record<string, string | boolean | undefined>): { key: string; scope: string } {
+  if (positionals.length !== 1) {
+    throw usageError(`${command}: ${positionals.length === 0 ? 'no key given' : `one key at a time, got ${positionals.length}`}: drizzle-idempotency ${command} <key>`);
+  }
+  const key = positionals[0]!;
+  const scope = typeof values.scope === 'string' ? values.scope : '';
+  try {
+    assertValidKey(key);
+  } catch (error) {
+    throw usageError(`${command}: ${(error as Error).message}`);
+  }
+  try {
+    assertValidScope(scope);
+  } catch (error) {
+    throw usageError(`${command}: --scope: ${(error as Error).message}`);
+  }
+  return { key, scope };
 }
 
 function connectionArgs(values: Record<string, string | boolean | undefined>, env: Readonly<Record<string, string | undefined>>): ConnectionArgs {

@@ -1,5 +1,5 @@
 import { errorMessage } from '../driver/error-message.js';
-import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
+import { IdempotencyInFlightError, IdempotencyOptionsInvalidError } from '../shared/errors.js';
 import { UNDEFINED_TABLE, findCode, sqlState } from '../driver/pg-error.js';
 
 /** The CLI's exit codes; the README documents them, scripts branch on them. */
@@ -13,6 +13,10 @@ export const EXIT = {
   unreachable: 3,
   /** `idempotency_keys` is not there: run `migrate`. */
   tableMissing: 4,
+  /** `inspect` or `evict` found no such key (in that scope). */
+  keyNotFound: 5,
+  /** `evict` refused a key in flight, or `--force` waited for it in vain: nothing was removed. */
+  keyInFlight: 6,
 } as const;
 
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
@@ -83,6 +87,7 @@ export function tableMissingError(schema: string | undefined, cause?: unknown): 
 export function toCliError(error: unknown, context: { schema: string | undefined; database: string }): CliError {
   if (error instanceof CliError) return error;
   if (error instanceof IdempotencyOptionsInvalidError) return usageError(error.message);
+  if (error instanceof IdempotencyInFlightError) return new CliError(EXIT.keyInFlight, error.message, { cause: error });
   if (sqlState(error) === UNDEFINED_TABLE) return tableMissingError(context.schema, error);
   if (isConnectionError(error)) {
     return new CliError(

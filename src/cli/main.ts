@@ -1,15 +1,18 @@
 #!/usr/bin/env node
-// `drizzle-idempotency migrate | sweep | stats`: the operator's side of the
+// `drizzle-idempotency migrate | sweep | stats | inspect | evict`: the operator's side of the
 // library. Results go to stdout, progress and errors to stderr, one line each;
 // the exit code says what happened (see EXIT in cli-errors.ts).
 import { readFileSync } from 'node:fs';
 import { parseCommandLine, type CliCommand } from './args.js';
 import { connect, describeUrl, requireKeysTable } from './connect.js';
-import { EXIT, tableHint, toCliError, type ExitCode } from './errors.js';
+import { CliError, EXIT, tableHint, toCliError, type ExitCode } from './errors.js';
 import { formatStats } from './format.js';
+import { formatEvicted, formatInspected, keyName } from './format-key.js';
 import { sweepEvery, sweepOnce } from './sweep.js';
 import { migrate } from '../schema/migrate.js';
 import { idempotencyStats } from '../ops/stats.js';
+import { inspectKey } from '../ops/inspect.js';
+import { evictKey } from '../ops/evict.js';
 
 function version(): string {
   // ../../package.json from both src/cli/main.ts and dist/cli/main.js.
@@ -31,6 +34,20 @@ async function run(c: Exclude<CliCommand, { command: 'help' | 'version' }>): Pro
         await requireKeysTable(db, c.schema);
         const stats = await idempotencyStats(db, { schema: c.schema });
         process.stdout.write(`${c.json ? JSON.stringify(stats) : formatStats(stats, tableHint(c.schema).table)}\n`);
+        return;
+      }
+      case 'inspect': {
+        await requireKeysTable(db, c.schema);
+        const found = await inspectKey(db, c.key, { scope: c.scope, schema: c.schema, showResponse: c.showResponse });
+        if (!found) throw new CliError(EXIT.keyNotFound, `inspect: no ${keyName(c.key, c.scope)} in ${tableHint(c.schema).table}`);
+        process.stdout.write(`${c.json ? JSON.stringify(found) : formatInspected(found, tableHint(c.schema).table)}\n`);
+        return;
+      }
+      case 'evict': {
+        await requireKeysTable(db, c.schema);
+        const removed = await evictKey(db, c.key, { scope: c.scope, schema: c.schema, force: c.force });
+        if (!removed) throw new CliError(EXIT.keyNotFound, `evict: no ${keyName(c.key, c.scope)} in ${tableHint(c.schema).table}; nothing removed`);
+        process.stdout.write(`${c.json ? JSON.stringify(removed) : formatEvicted(removed, tableHint(c.schema).table)}\n`);
         return;
       }
       case 'sweep': {

@@ -12,6 +12,11 @@ export const SAVED_LOCK_TIMEOUT = 'drizzle_idempotency.saved_lock_timeout';
 
 const parked = sql`nullif(current_setting(${SAVED_LOCK_TIMEOUT}, true), '')`;
 
+// When this transaction's last claim (or reclaim) statement started, so that
+// `readKey` can tell a duplicate that completed while that claim waited on it
+// from one that was complete already (telemetry's "waited"). Transaction-local.
+export const CLAIM_STARTED = 'drizzle_idempotency.claim_started';
+
 /**
  * SQL that puts the caller's lock_timeout back and empties the parking place;
  * evaluated in our next statement. A no-op when nothing is parked, so every
@@ -53,7 +58,8 @@ const boundedWait = (o: ResolvedOptions, v: (name: string) => unknown) => {
       : sql`case when exists (select 1 from ${keysTable(o.schema)} as d where d.scope = ${v('scope')} and d.key = ${v('key')} and ${reclaimable(sql`d`)})
                then ${v('deadBound')} else '1ms' end`;
   return sql`(select set_config(${SAVED_LOCK_TIMEOUT}, coalesce(${parked}, current_setting('lock_timeout')), true),
-                     set_config('lock_timeout', ${bound}, true)) as bound`;
+                     set_config('lock_timeout', ${bound}, true),
+                     set_config(${CLAIM_STARTED}, statement_timestamp()::text, true)) as bound`;
 };
 
 const waitValues = (o: ResolvedOptions) => ({ ...keyValues(o), bound: `${o.lockTimeoutMs}ms`, deadBound: `${o.deadKeyWaitMs}ms` });

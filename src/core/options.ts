@@ -6,6 +6,7 @@ import { fingerprintOf, type Fingerprint } from './fingerprint.js';
 import { assertValidKey, assertValidScope } from '../shared/key.js';
 import { assertValidTransactionConfig } from '../driver/transaction-config.js';
 import { DEFAULT_MAX_RESULT_BYTES } from './result.js';
+import type { CallTrace } from '../telemetry/publish.js';
 
 /** What a duplicate does while the first call still holds the key. */
 export type InFlightPolicy = 'wait' | 'reject';
@@ -66,6 +67,8 @@ export interface ResolvedOptions {
   serializationRetries: number;
   /** 'auto': named on the library's own node-postgres pool use, with a fallback. */
   prepare: 'always' | 'auto' | 'never';
+  /** Telemetry of this call, when someone listened as it started. */
+  trace?: CallTrace | undefined;
 }
 
 export const DEFAULT_TTL = '24h';

@@ -5,7 +5,8 @@ import { keysTable } from '../schema/keys-table.js';
 import { IdempotencyInFlightError, IdempotencyKeyReusedError } from '../shared/errors.js';
 import type { ResolvedOptions } from './options.js';
 import { deserializeResult } from './result.js';
-import { keyValues, reclaimable, restoreLockTimeout, shapeOf } from './claim.js';
+import { CLAIM_STARTED, keyValues, reclaimable, restoreLockTimeout, shapeOf } from './claim.js';
+import { traceAnswered } from '../telemetry/publish.js';
 import { explainFailure, statementFailure } from './failure.js';
 
 /** A call's result and whether it came from the store rather than from `fn`. */
@@ -21,6 +22,8 @@ export interface KeyRow {
   fingerprint: string | null;
   response: unknown;
   reclaimable: boolean | null;
+  /** The row completed after this transaction's claim started: the claim waited for it. */
+  waited?: boolean | null;
 }
 
 /**
@@ -34,7 +37,8 @@ export async function readKey(db: SqlRunner, o: ResolvedOptions): Promise<KeyRow
     {
       shape: shapeOf('read', o),
       values: keyValues(o),
-      build: (v) => sql`select k.status, k.fingerprint, k.response, ${reclaimable(sql`k`)} as reclaimable, ${restoreLockTimeout}
+      build: (v) => sql`select k.status, k.fingerprint, k.response, ${reclaimable(sql`k`)} as reclaimable,
+          k.completed_at >= nullif(current_setting(${CLAIM_STARTED}, true), '')::timestamptz as waited, ${restoreLockTimeout}
         from (select 1) as one
         left join ${keysTable(o.schema)} as k on k.scope = ${v('scope')} and k.key = ${v('key')}`,
     },
@@ -72,6 +76,7 @@ export async function lookupStored<T>(db: SqlRunner, o: ResolvedOptions, again =
 
 /** The stored result of a live row, or the error a duplicate gets. */
 export function replayOf<T>(row: KeyRow, o: ResolvedOptions): IdempotentOutcome<T> {
+  traceAnswered(o.trace);
   if (row.fingerprint !== o.fingerprint) {
     throw new IdempotencyKeyReusedError(`idempotency key ${JSON.stringify(o.key)} was already used for a different request`);
   }

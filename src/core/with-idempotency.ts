@@ -18,6 +18,16 @@ import { serializeResult, type Jsonified } from './result.js';
 import { lookupStored, readKey, replayOf, type IdempotentOutcome, type KeyRow } from './stored-key.js';
 import { storeResult } from './store.js';
 import {
+  startTrace,
+  traceCall,
+  traceClaimed,
+  traceReclaimed,
+  traceResult,
+  traceRolledBack,
+  traceWaited,
+  type CallTrace,
+} from '../telemetry/publish.js';
+import {
   asRunningCall,
   connectionOf,
   inKeyTurn,
@@ -71,24 +81,32 @@ export async function withIdempotencyOutcome<TDb extends IdempotencyDatabase, T>
   const o = resolveOptions(key, options);
   assertCallable(db, fn);
   refuseReentrantCall(o);
+  o.trace = startTrace(o.scope, o.key, o.onInFlight, isTransaction(db) ? 'caller' : 'own');
   // Every path returns the result as jsonb gave it back (storeResult, replayOf): its JSON form.
-  if (isTransaction(db)) return inCallersTransaction(db, o, fn as Fn<T>) as Promise<IdempotentOutcome<Jsonified<T>>>;
+  const call = runCall(db, o, fn as Fn<T>) as Promise<IdempotentOutcome<Jsonified<T>>>;
+  return o.trace ? traceCall(o.trace, call) : call;
+}
+
+/** The call, on options checked. */
+function runCall<T>(db: IdempotencyDatabase, o: ResolvedOptions, fn: Fn<T>): Promise<IdempotentOutcome<T>> {
+  if (isTransaction(db)) return inCallersTransaction(db, o, fn);
   const pool = checkoutPoolOf(db);
   const reader = pool ? poolRunner(pool, db) : db;
-  const lookup = () => lookupStored<Jsonified<T>>(reader, o);
-  const run = async (): Promise<IdempotentOutcome<Jsonified<T>>> => {
+  const lookup = () => lookupStored<T>(reader, o);
+  const run = async (): Promise<IdempotentOutcome<T>> => {
     // Before any turn: replays of a completed key never queue behind each other.
     const hit = o.lookupFirst ? await lookup() : undefined;
     if (hit) return hit;
     return inKeyTurn(
       connectionOf(db),
       o,
-      async (waitedForDuplicate, remainingMs): Promise<IdempotentOutcome<Jsonified<T>>> => {
+      async (waitedForDuplicate, remainingMs): Promise<IdempotentOutcome<T>> => {
+        if (waitedForDuplicate) traceWaited(o.trace, 'process');
         // A duplicate of this process ran first: most likely it completed.
         const replay = waitedForDuplicate ? await lookup() : undefined;
         if (replay) return replay;
         const bound = waitedForDuplicate ? { ...o, lockTimeoutMs: remainingMs } : o;
-        return inOwnTransaction(db, pool, bound, fn as Fn<T>) as Promise<IdempotentOutcome<Jsonified<T>>>;
+        return inOwnTransaction(db, pool, bound, fn);
       },
       lookup,
     );
@@ -137,7 +155,9 @@ async function inCallersTransaction<T>(tx: IdempotencyDatabase, o: ResolvedOptio
       // when the caller catches and commits.
       return await whileListening(connection, () => inSavepoint(tx, () => claimRunStore(tx, o, fn, progress)));
     } catch (error) {
-      throw explainFailure(error, progress, 'caller');
+      const failure = explainFailure(error, progress, 'caller');
+      rolledBack(o.trace, progress, failure);
+      throw failure;
     }
   });
 }
@@ -163,6 +183,7 @@ async function inOwnTransaction<T>(
         continue;
       }
       const failure = explainFailure(error, progress, 'own');
+      rolledBack(o.trace, progress, failure);
       const again = failure instanceof IdempotencySerializationError || failure instanceof IdempotencyDeadlockError;
       if (!again || attempt >= o.serializationRetries) throw failure;
     }
@@ -211,7 +232,14 @@ async function runFn<T>(tx: IdempotencyDatabase, o: ResolvedOptions, fn: Fn<T>, 
   progress.phase = 'fn';
   const value = await asRunningCall(o, tx, fn);
   progress.phase = 'store';
-  return serializeResult(value, o.maxResultBytes);
+  const json = serializeResult(value, o.maxResultBytes);
+  traceResult(o.trace, json);
+  return json;
+}
+
+/** Tells telemetry that a failed attempt had held the key: its claim and fn's writes are gone. */
+function rolledBack(trace: CallTrace | undefined, progress: Progress, error: unknown): void {
+  if (trace && (progress.phase === 'fn' || progress.phase === 'store')) traceRolledBack(trace, progress.phase, error);
 }
 
 function replayed<T>(row: KeyRow, o: ResolvedOptions, progress: Progress): IdempotentOutcome<T> {
@@ -238,11 +266,20 @@ const ACQUIRE_ROUNDS = 3;
  */
 async function acquire(tx: SqlRunner, o: ResolvedOptions, claimed: Promise<boolean>): Promise<KeyRow | undefined> {
   for (let round = 0; round < ACQUIRE_ROUNDS; round++) {
-    if (await (round === 0 ? claimed : claimKey(tx, o))) return undefined;
+    if (await (round === 0 ? claimed : claimKey(tx, o))) {
+      traceClaimed(o.trace);
+      return undefined;
+    }
     const row = await readKey(tx, o);
     if (row.status === null) continue; // swept between our two statements: claim again
-    if (!row.reclaimable) return row;
-    if (await reclaimKey(tx, o)) return undefined;
+    if (!row.reclaimable) {
+      if (row.waited) traceWaited(o.trace, 'database');
+      return row;
+    }
+    if (await reclaimKey(tx, o)) {
+      traceReclaimed(o.trace, row.status === 'started' ? 'started' : 'completed');
+      return undefined;
+    }
   }
   throw new IdempotencyInFlightError(`idempotency key ${JSON.stringify(o.key)} kept changing under concurrent reclaims; retry`);
 }

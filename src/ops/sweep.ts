@@ -4,6 +4,7 @@ import { listenForIdleErrors } from '../driver/pool-transaction.js';
 import { assertValidSchemaName, keysTable } from '../schema/keys-table.js';
 import { parseDuration, type Duration } from '../shared/duration.js';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
+import { traceSweep } from '../telemetry/publish.js';
 
 /** Options of `sweepExpiredKeys`. */
 export interface SweepOptions {
@@ -114,7 +115,11 @@ export async function runSweep(db: IdempotencyDatabase, o: ResolvedSweepOptions)
   const elapsed = () => performance.now() - started;
   let deleted = 0;
   let batches = 0;
-  const result = (stoppedBy: SweepStop): SweepResult => ({ deleted, batches, durationMs: Math.round(elapsed()), stoppedBy });
+  const result = (stoppedBy: SweepStop): SweepResult => {
+    const done = { deleted, batches, durationMs: Math.round(elapsed()), stoppedBy };
+    traceSweep(done);
+    return done;
+  };
   for (;;) {
     if (o.signal?.aborted) return result('aborted');
     if (o.timeBudgetMs !== undefined && elapsed() >= o.timeBudgetMs) return result('timeBudget');

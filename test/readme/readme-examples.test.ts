@@ -16,16 +16,18 @@ import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { fetchWithRetry, type RetriedResponse } from '../../src/client.js';
 import {
+  IdempotencyInFlightError,
   IdempotencyKeyReusedError,
   IdempotencyMigrationConflictError,
   migrate,
+  telemetryHash,
   withIdempotency,
 } from '../../src/index.js';
 import { readmeExamples, readReadme, ROOT, writeExamples, type ReadmeExample } from '../../scripts/readme-examples.js';
 import { testDatabase } from '../support/db.js';
 import { drizzleMajor } from '../support/drizzle-version.js';
 import { waitForLockWaiters } from '../support/activity.js';
-import { count, sleep } from '../support/fixtures.js';
+import { count, deferred, sleep } from '../support/fixtures.js';
 
 const examples = readmeExamples(readReadme());
 const files = writeExamples(examples, String(process.pid));
@@ -82,6 +84,9 @@ describe('the README', () => {
       'express-server',
       'client',
       'sweeper',
+      'support-desk',
+      'telemetry-log',
+      'otel',
     ]);
   });
 
@@ -510,5 +515,93 @@ describe('Operations: startSweeper', async () => {
     expect(out).toMatch(/idempotency keys swept \{ deleted: 1000,/);
     expect(err).toBe('');
     expect(await count(t.pool, 'idempotency_keys')).toBe(1500);
+  });
+});
+
+describe('Operations: inspectKey and evictKey from code', async () => {
+  const t = await testDatabase({ migrated: true });
+  let desk: { db: Database; explainKey(customer: string, key: string): Promise<string>; releaseKey(customer: string, key: string): Promise<string> };
+
+  beforeAll(async () => {
+    desk = await load('support-desk', { DATABASE_URL: t.url });
+  });
+  afterAll(() => desk?.db.$client.end());
+
+  it('explains a completed, an unknown and an in-flight key, releases the completed one and refuses the in-flight one', async () => {
+    await withIdempotency(t.db, 'pay-1', async () => ({ paid: true }), { scope: 'alice' });
+    expect(await desk.explainKey('alice', 'pay-1')).toMatch(/^completed at \S+: a retry gets the same answer$/);
+    expect(await desk.explainKey('bob', 'pay-1')).toBe('unknown key: a retry runs as a new request');
+
+    // A call inside fn, its claim not committed yet.
+    const entered = deferred();
+    const gate = deferred();
+    const call = withIdempotency(t.db, 'pay-2', async () => (entered.resolve(), await gate.promise, 1), { scope: 'alice' });
+    await entered.promise;
+    expect(await desk.explainKey('alice', 'pay-2')).toBe('in flight (claimed): a retry waits or gets 409');
+    await expect(desk.releaseKey('alice', 'pay-2')).rejects.toBeInstanceOf(IdempotencyInFlightError);
+    gate.resolve();
+    await call;
+
+    expect(await desk.releaseKey('alice', 'pay-1')).toBe('removed a completed key');
+    expect(await desk.releaseKey('alice', 'pay-1')).toBe('nothing to remove');
+    expect(await count(t.pool, 'idempotency_keys')).toBe(1);
+  });
+});
+
+describe('Telemetry: diagnostics_channel and OpenTelemetry', async () => {
+  const t = await testDatabase({ migrated: true });
+  type Logged = { level: string; fields: Record<string, unknown>; message: string }[];
+  type Otel = {
+    charge(customerId: string, key: string, amount: number): Promise<{ id: number }>;
+    stopInstrumentation(): void;
+  };
+  let prelude: {
+    db: Database;
+    spans: import('@opentelemetry/sdk-trace-base').InMemorySpanExporter;
+    metricReader: import('@opentelemetry/sdk-metrics').MetricReader;
+  };
+  let otel: Otel;
+  let logged: Logged;
+
+  beforeAll(async () => {
+    await t.pool.query(`create table charges (id serial primary key, customer_id text not null, amount integer not null)`);
+    prelude = await importWith('./otel.js', { DATABASE_URL: t.url });
+    otel = await load<Otel>('otel', {});
+    ({ logged } = await importWith<{ logged: Logged }>('./telemetry-log.js', {}));
+    await load('telemetry-log', {});
+  });
+  afterAll(async () => {
+    otel?.stopInstrumentation();
+    await prelude?.db.$client.end();
+  });
+
+  it('logs a rolled-back call by hashes, phase and error name, never the key, scope or message', async () => {
+    await expect(
+      withIdempotency(prelude.db, 'order-42', async () => {
+        throw new TypeError('card of alice declined');
+      }, { scope: 'alice' }),
+    ).rejects.toBeInstanceOf(TypeError);
+    const entry = logged.find((e) => e.message === 'idempotent call rolled back' && e.fields.keyHash === telemetryHash('order-42'));
+    expect(entry).toEqual({
+      level: 'warn',
+      fields: { scopeHash: telemetryHash('alice'), keyHash: telemetryHash('order-42'), phase: 'fn', error: 'TypeError' },
+      message: 'idempotent call rolled back',
+    });
+    expect(JSON.stringify(logged)).not.toMatch(/alice|order-42/);
+  });
+
+  it('makes a span per call with its outcome and counts the calls; charges once', async () => {
+    const first = await otel.charge('bob', 'charge-1', 700);
+    expect(await otel.charge('bob', 'charge-1', 700)).toEqual(first);
+    const calls = prelude.spans.getFinishedSpans().filter((s) => s.attributes['idempotency.key_hash'] === telemetryHash('charge-1'));
+    expect(calls.map((s) => [s.name, s.attributes['idempotency.outcome'], s.attributes['idempotency.scope_hash']])).toEqual([
+      ['idempotency.call', 'executed', telemetryHash('bob')],
+      ['idempotency.call', 'replayed', telemetryHash('bob')],
+    ]);
+    const { resourceMetrics } = await prelude.metricReader.collect();
+    const counter = resourceMetrics.scopeMetrics.flatMap((s) => s.metrics).find((m) => m.descriptor.name === 'idempotency.calls');
+    const byOutcome = Object.fromEntries((counter?.dataPoints ?? []).map((p) => [p.attributes['idempotency.outcome'], p.value]));
+    expect(byOutcome).toMatchObject({ executed: 1, replayed: 1 });
+    expect(await count(t.pool, 'charges', `customer_id = 'bob'`)).toBe(1);
   });
 });

@@ -1,0 +1,56 @@
+import type { EvictedKey } from '../ops/evict.js';
+import type { InspectedKey } from '../ops/inspect.js';
+import { formatBytes, formatSpan } from './format.js';
+
+/** `key "order-1" in scope "tenant-7"`: quoted, so that spaces and odd characters show. */
+export const keyName = (key: string, scope: string) => `key ${JSON.stringify(key)} in scope ${JSON.stringify(scope)}`;
+
+const when = (at: Date, now: Date) => {
+  const ms = now.getTime() - at.getTime();
+  return `${at.toISOString()} (${ms >= 0 ? `${formatSpan(ms)} ago` : `in ${formatSpan(-ms)}`})`;
+};
+
+/** What the next call with this key meets, in the words of the HTTP layer and the errors table. */
+function nextCall(k: InspectedKey): string {
+  if (k.status === 'claimed') return 'waits for the live transaction holding the key, or gets 409 IDEMPOTENCY_IN_FLIGHT';
+  if (k.locked) return 'waits for the live transaction holding the row (a call taking the key over, a sweep, an evict), or gets 409';
+  if (k.status === 'started') {
+    if (k.lockedUntil !== null && k.lockedUntil > k.now) return 'gets 409 IDEMPOTENCY_IN_FLIGHT until the lease runs out';
+    if (k.lockedUntil !== null) return 'takes the key over: its lease ran out';
+    return 'gets 409 IDEMPOTENCY_IN_FLIGHT: no result was stored and no lease runs; `evict --force` removes the row';
+  }
+  if (k.expired) return 'runs again: the key expired (the sweep deletes the row)';
+  return 'replays the stored response (another request body or fingerprint gets 422 IDEMPOTENCY_KEY_REUSED)';
+}
+
+/** `inspect` for people: one aligned line per fact, the response (when asked for) last. */
+export function formatInspected(k: InspectedKey, table: string): string {
+  const none = '-';
+  const rows: [string, string][] = [
+    ['status', k.status === 'claimed' ? 'claimed: a live transaction holds the key and has not committed' : k.status],
+    ['in flight', k.inFlight ? 'yes' : 'no'],
+    ['locked', k.locked ? 'yes, by a live transaction' : 'no'],
+    ['created', k.createdAt ? when(k.createdAt, k.now) : none],
+    ['completed', k.completedAt ? when(k.completedAt, k.now) : none],
+    ['expires', k.expiresAt ? `${when(k.expiresAt, k.now)}${k.expired ? ', expired' : ''}` : none],
+    ['lease', k.lockedUntil ? when(k.lockedUntil, k.now) : 'none'],
+    ['fingerprint', k.fingerprint ?? none],
+    ['response', k.responseBytes === null ? none : `${formatBytes(k.responseBytes)}${'response' in k ? '' : ' (--show-response prints it)'}`],
+    ['next call', nextCall(k)],
+  ];
+  const width = Math.max(...rows.map(([label]) => label.length));
+  const lines = [`${table}: ${keyName(k.key, k.scope)} at ${k.now.toISOString()} (database clock)`, ...rows.map(([label, value]) => `  ${label.padEnd(width)}  ${value}`)];
+  if ('response' in k && k.responseBytes !== null) lines.push('response:', JSON.stringify(k.response, null, 2) ?? 'undefined');
+  return lines.join('\n');
+}
+
+/** The line `evict` ends with: what it removed. Never the response. */
+export function formatEvicted(e: EvictedKey, table: string): string {
+  const facts = [
+    `status ${e.status}${e.expired ? ' (expired)' : ''}`,
+    `created ${e.createdAt.toISOString()}`,
+    e.completedAt ? `completed ${e.completedAt.toISOString()}` : 'never completed',
+    `response ${e.responseBytes === null ? 'none' : formatBytes(e.responseBytes)}`,
+  ];
+  return `evict: removed ${keyName(e.key, e.scope)} from ${table} (${facts.join(', ')}); the next call with it runs again`;
+}

@@ -1,0 +1,133 @@
+import { isTransaction, type IdempotencyDatabase } from '../driver/database.js';
+import { listenForIdleErrors } from '../driver/pool-transaction.js';
+import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
+import { deserializeResult } from '../core/result.js';
+import { assertOptionalBoolean, inTransaction, keyAddress, probeKey, readKeyRow, setLockTimeout, type KeyRow } from './key-row.js';
+
+/** Options of `inspectKey`. */
+export interface InspectKeyOptions {
+  /** The scope the key was used in. (Default: `''`) */
+  scope?: string;
+  /** Include the stored result in `response`. It is customer data: ask for it only when you need it. (Default: `false`) */
+  showResponse?: boolean;
+  /** Postgres schema that holds `idempotency_keys`. (Default: the search_path) */
+  schema?: string;
+}
+
+/**
+ * Where a key stands: `'completed'` (a stored result; it replays unless
+ * `expired`), `'started'` (a committed row without a result: leased work, or a
+ * claim whose transaction committed before its call finished), or `'claimed'`:
+ * a live transaction's claim, not committed yet, so there is no row to read.
+ */
+export type InspectedKeyStatus = 'completed' | 'started' | 'claimed';
+
+/** One key as `inspectKey` found it, by the database clock. */
+export interface InspectedKey {
+  scope: string;
+  key: string;
+  status: InspectedKeyStatus;
+  /** Past `expires_at`: the key behaves as absent, the next call runs `fn` again. */
+  expired: boolean;
+  /** A live transaction holds the key: its uncommitted claim, or a lock on the row (a call taking an expired key over, a sweep batch, an evict). */
+  locked: boolean;
+  /** What `evictKey` refuses without `force`: a claim, a locked row or a `started` row. */
+  inFlight: boolean;
+  /** When the key was claimed; `null` for `'claimed'`. */
+  createdAt: Date | null;
+  /** Time since `createdAt`, in ms. */
+  ageMs: number | null;
+  completedAt: Date | null;
+  expiresAt: Date | null;
+  /** The lease of leased work; `null` when there is none. */
+  lockedUntil: Date | null;
+  /** As stored: the hash of the request (HTTP layer, object fingerprints) or the string you gave. */
+  fingerprint: string | null;
+  /** Size of the stored result as JSON text, in bytes; `null` when none is stored. */
+  responseBytes: number | null;
+  /** With `showResponse`: what `fn` returned, as every replay gets it (`undefined` when nothing is stored). */
+  response?: unknown;
+  /** The database clock the key was read at. */
+  now: Date;
+}
+
+// Long enough to see a lock, short enough that a look never holds anyone up.
+const PROBE_LOCK_TIMEOUT_MS = 1;
+
+/**
+ * Looks up one key without waiting and without changing anything: its
+ * status, age, expiry, lease, fingerprint and result size, and the result
+ * itself with `showResponse`. Resolves to `null` when no row exists and no
+ * transaction holds the key (a call would run `fn`).
+ *
+ * Pass the database, not a transaction: the look runs in a transaction of its
+ * own that it always rolls back.
+ *
+ * @example
+ * const found = await inspectKey(db, 'order-42', { scope: 'tenant-7' });
+ * if (found?.inFlight) console.log(`held since ${found.createdAt?.toISOString() ?? 'an uncommitted claim'}`);
+ */
+export async function inspectKey(db: IdempotencyDatabase, key: string, options: InspectKeyOptions = {}): Promise<InspectedKey | null> {
+  const at = keyAddress(key, options);
+  assertOptionalBoolean(options.showResponse, 'showResponse');
+  if (isTransaction(db)) {
+    throw new IdempotencyOptionsInvalidError('inspectKey needs a database, not a transaction: it looks in a transaction of its own');
+  }
+  const showResponse = options.showResponse === true;
+  listenForIdleErrors(db);
+  return inTransaction(db, async (tx) => {
+    // Twice at most: a claim that commits between our read and our probe is read on the second pass.
+    let now = new Date();
+    for (let pass = 0; pass < 2; pass++) {
+      const row = await readKeyRow(tx, at, { lock: 'skip', response: showResponse });
+      if (row) return { commit: false, value: fromRow(at, row, showResponse) };
+      await setLockTimeout(tx, PROBE_LOCK_TIMEOUT_MS);
+      const probe = await probeKey(tx, at);
+      if (probe.found === 'nothing') return { commit: false, value: null };
+      if (probe.found === 'held') return { commit: false, value: claimed(at, probe.now) };
+      now = probe.now;
+    }
+    // A key that keeps appearing and vanishing under us is in flight by any measure.
+    return { commit: false, value: claimed(at, now) };
+  });
+}
+
+function fromRow(at: { scope: string; key: string }, row: KeyRow, showResponse: boolean): InspectedKey {
+  const found: InspectedKey = {
+    scope: at.scope,
+    key: at.key,
+    status: row.status,
+    expired: row.expired,
+    locked: row.locked,
+    inFlight: row.locked || row.status === 'started',
+    createdAt: row.createdAt,
+    ageMs: row.now.getTime() - row.createdAt.getTime(),
+    completedAt: row.completedAt,
+    expiresAt: row.expiresAt,
+    lockedUntil: row.lockedUntil,
+    fingerprint: row.fingerprint,
+    responseBytes: row.responseBytes,
+    now: row.now,
+  };
+  if (showResponse) found.response = row.response === null ? undefined : deserializeResult(row.response);
+  return found;
+}
+
+function claimed(at: { scope: string; key: string }, now: Date): InspectedKey {
+  return {
+    scope: at.scope,
+    key: at.key,
+    status: 'claimed',
+    expired: false,
+    locked: true,
+    inFlight: true,
+    createdAt: null,
+    ageMs: null,
+    completedAt: null,
+    expiresAt: null,
+    lockedUntil: null,
+    fingerprint: null,
+    responseBytes: null,
+    now,
+  };
+}

@@ -27,7 +27,7 @@ tarball=$(npm pack --silent --pack-destination "$work" | tail -n 1)
 cd "$work"
 npm init -y >/dev/null
 npm pkg set type=module >/dev/null
-npm install --no-audit --no-fund --prefer-offline "./$tarball" drizzle-orm pg express drizzle-kit@~0.31 @opentelemetry/api @opentelemetry/sdk-trace-base @opentelemetry/sdk-metrics @types/pg @types/express @types/node@20 typescript@~5.9 >/dev/null
+npm install --no-audit --no-fund --prefer-offline "./$tarball" drizzle-orm pg express pg-boss@^10 fastify@5 hono drizzle-kit@~0.31 @opentelemetry/api @opentelemetry/sdk-trace-base @opentelemetry/sdk-metrics @types/pg @types/express @types/node@20 typescript@~5.9 >/dev/null
 cat > check.ts <<'TS'
 import { withIdempotency, idempotencyKeys, migrate, migrationsFolder, IdempotencyKeyInvalidError, sweepExpiredKeys, startSweeper, idempotencyStats } from 'drizzle-idempotency';
 import { idempotent, parseIdempotencyKey, type IdempotentRouteOptions } from 'drizzle-idempotency/express';
@@ -35,9 +35,13 @@ import { fetchWithRetry, FetchRetryError, type RetriedResponse } from 'drizzle-i
 import { instrumentIdempotency, type InstrumentIdempotencyOptions } from 'drizzle-idempotency/otel';
 const stop: () => void = instrumentIdempotency({} satisfies InstrumentIdempotencyOptions);
 stop();
+import { idempotent as fastifyIdempotent, type IdempotentRouteOptions as FastifyRouteOptions } from 'drizzle-idempotency/fastify';
+import { idempotent as webIdempotent, type IdempotentWebRequest } from 'drizzle-idempotency/web';
 const options: IdempotentRouteOptions = { scope: 'single-tenant', onInFlight: 'reject' };
+const fastifyOptions: FastifyRouteOptions = { scope: (req) => req.hostname, expiryHeader: true };
+const webScope = (req: IdempotentWebRequest): string => req.request.headers.get('x-customer') ?? 'anonymous';
 const call: (url: string) => Promise<RetriedResponse> = (url) => fetchWithRetry(url, { method: 'POST' });
-const entries: unknown[] = [withIdempotency, idempotencyKeys, migrate, IdempotencyKeyInvalidError, sweepExpiredKeys, startSweeper, idempotencyStats, idempotent, parseIdempotencyKey, FetchRetryError, call, options];
+const entries: unknown[] = [withIdempotency, idempotencyKeys, migrate, IdempotencyKeyInvalidError, sweepExpiredKeys, startSweeper, idempotencyStats, idempotent, parseIdempotencyKey, FetchRetryError, call, options, fastifyIdempotent, fastifyOptions, webIdempotent, webScope];
 const folder: string = migrationsFolder;
 console.log(entries.every(Boolean) && folder.length > 0 ? 'ok' : 'missing export');
 TS
@@ -54,12 +58,19 @@ import { existsSync } from 'node:fs';
 import * as http from 'drizzle-idempotency/express';
 import * as client from 'drizzle-idempotency/client';
 import * as otel from 'drizzle-idempotency/otel';
+import * as fastify from 'drizzle-idempotency/fastify';
+import * as web from 'drizzle-idempotency/web';
 for (const name of ['withIdempotency', 'idempotencyKeys', 'migrate', 'sweepExpiredKeys', 'startSweeper', 'idempotencyStats']) if (!lib[name]) throw new Error('missing export ' + name);
 for (const name of ['idempotent', 'parseIdempotencyKey']) if (!http[name]) throw new Error('missing express export ' + name);
 for (const name of ['fetchWithRetry', 'FetchRetryError']) if (!client[name]) throw new Error('missing client export ' + name);
+for (const entry of [fastify, web]) for (const name of ['idempotent', 'requestFingerprint', 'EXPIRES_HEADER']) if (!entry[name]) throw new Error('missing adapter export ' + name);
 if ('idempotent' in lib) throw new Error('the core entry must not pull in express');
 if (typeof otel.instrumentIdempotency !== 'function') throw new Error('missing otel export instrumentIdempotency');
 if ('instrumentIdempotency' in lib) throw new Error('the core entry must not pull in OpenTelemetry');
+const messages = await import('drizzle-idempotency/messages');
+const boss = await import('drizzle-idempotency/pg-boss');
+for (const name of ['consumeOnce', 'idempotentHandler', 'downstreamKey']) if (!messages[name]) throw new Error('missing messages export ' + name);
+for (const name of ['sendInTransaction', 'executeSqlOn', 'idempotentJobHandler']) if (!boss[name]) throw new Error('missing pg-boss export ' + name);
 if (!existsSync(lib.migrationsFolder + '/meta/_journal.json')) throw new Error('migrations not packed');
 console.log('package: installs, imports and type-checks');
 "
@@ -172,9 +183,12 @@ import { drizzle } from 'drizzle-orm/node-postgres';
 import { IdempotencyKeyReusedError, migrate, withIdempotency } from 'drizzle-idempotency';
 import { idempotencyKeys, type IdempotencyKeyStatus } from 'drizzle-idempotency/schema';
 import { idempotent, type IdempotentRouteOptions } from 'drizzle-idempotency/express';
+import { idempotent as webIdempotent } from 'drizzle-idempotency/web';
+import type { IdempotentRouteOptions as FastifyRouteOptions } from 'drizzle-idempotency/fastify';
 import { fetchWithRetry, type RetriedResponse } from 'drizzle-idempotency/client';
 
 const options: IdempotentRouteOptions = { scope: 'single-tenant' };
+const fastifyOptions: FastifyRouteOptions = { scope: 'single-tenant', expiryHeader: true };
 const call: (url: string) => Promise<RetriedResponse> = (url) => fetchWithRetry(url, { method: 'POST' });
 
 async function main(url: string) {
@@ -192,7 +206,7 @@ async function main(url: string) {
   await assert.rejects(charge(2), IdempotencyKeyReusedError);
   const status: IdempotencyKeyStatus = 'completed';
   assert.equal((await db.select().from(idempotencyKeys))[0]?.status, status);
-  assert.ok(typeof idempotent === 'function' && typeof call === 'function' && options.scope);
+  assert.ok(typeof idempotent === 'function' && typeof webIdempotent === 'function' && typeof call === 'function' && options.scope && fastifyOptions.scope);
   await db.$client.end();
 }
 main(process.argv[2]!).then(

@@ -6,7 +6,7 @@ import ts from 'typescript';
 import { writeFileSync } from 'node:fs';
 import process from 'node:process';
 
-const entries = ['drizzle-idempotency', 'drizzle-idempotency/schema', 'drizzle-idempotency/express', 'drizzle-idempotency/client', 'drizzle-idempotency/otel'];
+const entries = ['drizzle-idempotency', 'drizzle-idempotency/schema', 'drizzle-idempotency/express', 'drizzle-idempotency/fastify', 'drizzle-idempotency/web', 'drizzle-idempotency/client', 'drizzle-idempotency/otel', 'drizzle-idempotency/messages', 'drizzle-idempotency/pg-boss'];
 writeFileSync('api.ts', entries.map((e, i) => `import * as e${i} from '${e}';\nexport { e${i} };\n`).join(''));
 const program = ts.createProgram(['api.ts'], {
   module: ts.ModuleKind.NodeNext,

@@ -28,6 +28,7 @@ export {
   IdempotencyConnectionLostError,
   IdempotencyCommitFailedError,
   IdempotencyMigrationConflictError,
+  IdempotencyDriverUnsupportedError,
 } from './shared/errors.js';
 export type { IdempotencyErrorCode } from './shared/errors.js';
 export { sweepExpiredKeys, DEFAULT_SWEEP_BATCH_SIZE, MAX_SWEEP_BATCH_SIZE } from './ops/sweep.js';

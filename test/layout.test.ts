@@ -21,21 +21,39 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   client: ['shared'],
   // The OpenTelemetry integration: a subscriber to the telemetry channels.
   otel: ['shared', 'telemetry'],
+  messages: ['shared', 'driver', 'schema', 'core'],
+  'pg-boss': ['shared', 'driver', 'core', 'messages'],
   // Entry files of the package's subpath exports (src/<name>.ts).
   'index.ts': ['shared', 'driver', 'schema', 'core', 'ops', 'telemetry'],
   'schema.ts': ['schema'],
   'express.ts': ['shared', 'http'],
+  'fastify.ts': ['shared', 'http'],
+  'web.ts': ['shared', 'http'],
   'client.ts': ['shared', 'client'],
   'otel.ts': ['telemetry', 'otel'],
+  'messages.ts': ['messages'],
+  'pg-boss.ts': ['pg-boss'],
 };
 
-// Packages a part may load at run time: optional peers stay behind the part
-// that needs them, so importing the core never loads a framework.
+// Packages a part (or a folder of it) may load at run time: optional peers
+// stay behind the part that needs them, so importing the core never loads a
+// framework, and each framework stays in its own adapter.
 const MAY_LOAD: Record<string, readonly string[]> = {
-  http: ['express'],
+  'http/express': ['express'],
+  'http/fastify': ['fastify'],
   driver: ['drizzle-orm/node-postgres'],
   cli: ['pg', 'drizzle-orm/node-postgres'],
   otel: ['@opentelemetry/api'],
+};
+
+// Where each framework may be named at all, types included: the rest of
+// http/ is the framework-neutral core the adapters share.
+const FRAMEWORKS: Record<string, string> = { express: 'http/express/', fastify: 'http/fastify/', hono: 'http/hono/' };
+
+/** What MAY_LOAD allows a file: the entries of its part and of every folder it is in. */
+const mayLoad = (file: string) => {
+  const path = relative(SRC, file);
+  return Object.entries(MAY_LOAD).flatMap(([where, peers]) => (path === where || path.startsWith(`${where}/`) ? peers : []));
 };
 
 function sourceFiles(dir: string): string[] {
@@ -88,11 +106,22 @@ describe('the layout of src/', () => {
   it('loads optional peers only from the part that needs them', () => {
     const violations: string[] = [];
     for (const file of files) {
-      const from = partOf(file);
       for (const { specifier, typeOnly } of importsOf(file)) {
         if (specifier.startsWith('.') || specifier.startsWith('node:') || typeOnly) continue;
         const peer = specifier === 'drizzle-orm' || specifier === 'drizzle-orm/pg-core' ? undefined : specifier;
-        if (peer !== undefined && !(MAY_LOAD[from] ?? []).includes(peer)) violations.push(`${relative(SRC, file)} loads ${peer}`);
+        if (peer !== undefined && !mayLoad(file).includes(peer)) violations.push(`${relative(SRC, file)} loads ${peer}`);
+      }
+    }
+    expect(violations).toEqual([]);
+  });
+
+  it('names each framework, even its types, only in its own adapter', () => {
+    const violations: string[] = [];
+    for (const file of files) {
+      const path = relative(SRC, file);
+      for (const { specifier } of importsOf(file)) {
+        const framework = specifier.split('/')[0]!;
+        if (framework in FRAMEWORKS && !path.startsWith(FRAMEWORKS[framework]!)) violations.push(`${path} imports ${specifier}`);
       }
     }
     expect(violations).toEqual([]);

@@ -1,9 +1,10 @@
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
+import type PgBoss from 'pg-boss';
 import type { TransactionOf } from 'drizzle-idempotency';
 import { idempotent, type IdempotentResponse, type IdempotentRouteOptions } from 'drizzle-idempotency/express';
 import { ShopRefusal, type ShopDb } from './db.js';
 import { getStock, reserveAll, setStock } from './inventory.js';
-import { queueWelcome } from './notifications.js';
+import { queueOrderConfirmation, queueWelcome } from './notifications.js';
 import { createOrder } from './orders.js';
 import { createPayment, getPayment, listPayments } from './payments.js';
 import { parseEmail, parseOrder, parsePayment, parseQuantity, parseSku, parseStock } from './validation.js';
@@ -44,12 +45,13 @@ const json = <T>(res: Response, status: number, body: T) => res.status(status).j
 
 /**
  * The shop's routes. `POST`s are idempotent per (X-User-Id, Idempotency-Key);
- * the naive payment route is the contrast the demo measures.
+ * the naive payment route is the contrast the demo measures. E-mails (welcome,
+ * order confirmation) are pg-boss jobs enqueued in the request's transaction.
  *
  * @example
- * const app = shopApp(drizzle(pool)); app.listen(3000);
+ * const app = shopApp(drizzle(pool), boss); app.listen(3000);
  */
-export function shopApp(db: ShopDb) {
+export function shopApp(db: ShopDb, boss: PgBoss) {
   const app = express();
   app.use(express.json({ limit: '64kb' }));
   // Every POST: scoped by the caller, and business refusals (ShopRefusal) are
@@ -101,6 +103,8 @@ export function shopApp(db: ShopDb) {
     validBody(parseOrder),
     keyedRoute(async (req, tx) => {
       const order = await createOrder(tx, userOf(req), req.body, req.get('idempotency-key') ?? null);
+      // The confirmation's job commits with the order: no order without its e-mail, no e-mail without its order.
+      await queueOrderConfirmation(tx, boss, userOf(req), order.id);
       return { status: 201, body: order, headers: { location: `/orders/${order.id}` } };
     }),
   );
@@ -110,7 +114,7 @@ export function shopApp(db: ShopDb) {
     validBody(parseEmail),
     // 'reject': a duplicate that arrives while the first is still running gets 409 +
     // Retry-After at once instead of holding a connection; the client retries.
-    keyedRoute(async (req, tx) => ({ status: 202, body: await queueWelcome(tx, req.body, req.get('idempotency-key') ?? null) }), {
+    keyedRoute(async (req, tx) => ({ status: 202, body: await queueWelcome(tx, boss, req.body, req.get('idempotency-key') ?? null) }), {
       onInFlight: 'reject',
     }),
   );

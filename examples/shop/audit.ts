@@ -11,9 +11,15 @@ export interface ShopAudit {
   orders: number;
   duplicateOrders: number;
   stock: { sku: string; initial: number; sold: number; left: number }[];
-  emailsQueued: number;
-  duplicateEmails: number;
-  emailsDelivered: number;
+  /** pg-boss jobs of the welcome queue, and how many share a request key with another. */
+  welcomeJobs: number;
+  duplicateWelcomeJobs: number;
+  /** pg-boss jobs of the order-confirmation queue, and orders without exactly one. */
+  confirmationJobs: number;
+  ordersWithoutOneConfirmation: number;
+  /** Mail jobs not completed, and jobs without exactly one row in shop_email_log. */
+  emailJobsUnfinished: number;
+  emailJobsWithoutOneLogRow: number;
   keysStored: number;
   keysStarted: number;
 }
@@ -33,9 +39,16 @@ export async function auditShop(pool: pg.Pool, initialStock: Record<string, numb
      from shop_payments`,
   );
   const ord = await one<{ n: number; keys: number }>(pool, `select count(*)::int as n, count(distinct request_key)::int as keys from shop_orders`);
-  const mail = await one<{ n: number; keys: number; delivered: number }>(
+  const mail = await one<{ welcome: number; welcome_refs: number; confirmations: number; unfinished: number; unlogged: number; unconfirmed: number }>(
     pool,
-    `select count(*)::int as n, count(distinct request_key)::int as keys, count(delivered_at)::int as delivered from shop_outbox`,
+    `select count(*) filter (where name = 'welcome-email')::int as welcome,
+            count(distinct data->>'ref') filter (where name = 'welcome-email')::int as welcome_refs,
+            count(*) filter (where name = 'order-confirmation')::int as confirmations,
+            count(*) filter (where state <> 'completed')::int as unfinished,
+            count(*) filter (where (select count(*) from shop_email_log l where l.job_id = j.id::text) <> 1)::int as unlogged,
+            (select count(*) from shop_orders o
+              where (select count(*) from pgboss.job c where c.name = 'order-confirmation' and c.data->>'ref' = o.id::text) <> 1)::int as unconfirmed
+     from pgboss.job j where name in ('welcome-email', 'order-confirmation')`,
   );
   const keys = await one<{ stored: number; started: number }>(
     pool,
@@ -55,22 +68,49 @@ export async function auditShop(pool: pg.Pool, initialStock: Record<string, numb
     orders: ord.n,
     duplicateOrders: ord.n - ord.keys,
     stock: rows.map((r) => ({ sku: r.sku, initial: initialStock[r.sku] ?? r.left + r.sold, sold: r.sold, left: r.left })),
-    emailsQueued: mail.n,
-    duplicateEmails: mail.n - mail.keys,
-    emailsDelivered: mail.delivered,
+    welcomeJobs: mail.welcome,
+    duplicateWelcomeJobs: mail.welcome - mail.welcome_refs,
+    confirmationJobs: mail.confirmations,
+    ordersWithoutOneConfirmation: mail.unconfirmed,
+    emailJobsUnfinished: mail.unfinished,
+    emailJobsWithoutOneLogRow: mail.unlogged,
     keysStored: keys.stored,
     keysStarted: keys.started,
   };
 }
 
+/** What the fake mail API delivered, per `ref` (an order id, a welcome request's key). */
+export interface MailAudit {
+  delivered: number;
+  /** Refs the API delivered more than one e-mail for. */
+  deliveredTwice: number;
+  /** Refs of mail jobs the API delivered nothing for. */
+  neverDelivered: number;
+}
+
+/** Compares the mail API's deliveries with the mail jobs in the database. */
+export async function auditMail(pool: pg.Pool, deliveries: readonly { ref?: string }[]): Promise<MailAudit> {
+  const perRef = new Map<string, number>();
+  for (const d of deliveries) perRef.set(d.ref ?? '', (perRef.get(d.ref ?? '') ?? 0) + 1);
+  const { rows } = await pool.query<{ ref: string }>(`select data->>'ref' as ref from pgboss.job where name in ('welcome-email', 'order-confirmation')`);
+  return {
+    delivered: deliveries.length,
+    deliveredTwice: [...perRef.values()].filter((n) => n > 1).length,
+    neverDelivered: rows.filter((r) => !perRef.has(r.ref)).length,
+  };
+}
+
 /** Every invariant the demo promises, with the numbers that break it. Empty when all hold. */
-export function brokenInvariants(audit: ShopAudit, sinkLines: number, sinkDistinct: number): string[] {
+export function brokenInvariants(audit: ShopAudit, mail: MailAudit): string[] {
   const broken: string[] = [];
   if (audit.duplicatePayments) broken.push(`${audit.duplicatePayments} duplicate payments`);
   if (audit.duplicateOrders) broken.push(`${audit.duplicateOrders} duplicate orders`);
-  if (audit.duplicateEmails) broken.push(`${audit.duplicateEmails} duplicate e-mails queued`);
-  if (sinkLines !== sinkDistinct) broken.push(`${sinkLines - sinkDistinct} e-mails delivered twice`);
-  if (audit.emailsDelivered !== audit.emailsQueued) broken.push(`${audit.emailsQueued - audit.emailsDelivered} e-mails never delivered`);
+  if (audit.duplicateWelcomeJobs) broken.push(`${audit.duplicateWelcomeJobs} duplicate welcome e-mails queued`);
+  if (audit.ordersWithoutOneConfirmation) broken.push(`${audit.ordersWithoutOneConfirmation} orders without exactly one confirmation job`);
+  if (audit.emailJobsUnfinished) broken.push(`${audit.emailJobsUnfinished} mail jobs not completed`);
+  if (audit.emailJobsWithoutOneLogRow) broken.push(`${audit.emailJobsWithoutOneLogRow} mail jobs without exactly one shop_email_log row`);
+  if (mail.deliveredTwice) broken.push(`${mail.deliveredTwice} e-mails delivered twice`);
+  if (mail.neverDelivered) broken.push(`${mail.neverDelivered} e-mails never delivered`);
   if (audit.keysStarted) broken.push(`${audit.keysStarted} keys left in progress`);
   for (const s of audit.stock) {
     if (s.left < 0) broken.push(`${s.sku}: stock ${s.left} is negative`);

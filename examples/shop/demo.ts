@@ -1,14 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
 import type { Server } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
 import { startFaultProxy } from '../../tools/fault-proxy.js';
 import { shopApp } from './app.js';
-import { auditShop, brokenInvariants, type ShopAudit } from './audit.js';
-import { openMailSink, startOutboxWorker } from './outbox-worker.js';
+import { auditMail, auditShop, brokenInvariants, type MailAudit, type ShopAudit } from './audit.js';
+import { startShopBoss } from './boss.js';
+import { startMailApi } from './mail-api.js';
+import { startMailWorkers } from './mail-worker.js';
 import { migrateAll } from './setup.js';
 import { runStorm, type ClientTally, type StormRequest } from './storm.js';
 
@@ -24,18 +25,22 @@ export interface DemoOptions {
   duplicateRate: number;
   /** Units of each of three SKUs: orders beyond it are refused, never oversold. */
   stock: number;
+  /** Share of mail jobs whose handler crashes after the mail API accepted the e-mail (pg-boss redelivers them). */
+  mailCrashRate: number;
+  /** Share of sends the mail API answers 500 (the job fails and is redelivered). */
+  mailOutageRate: number;
   onProgress?: (phase: string, done: number, total: number) => void;
 }
 
-export const FULL: Omit<DemoOptions, 'onProgress'> = { payments: 600, orders: 300, emails: 200, concurrency: 24, dropRate: 0.2, duplicateRate: 0.25, stock: 120 };
-export const QUICK: Omit<DemoOptions, 'onProgress'> = { payments: 150, orders: 80, emails: 50, concurrency: 16, dropRate: 0.2, duplicateRate: 0.25, stock: 40 };
+export const FULL: Omit<DemoOptions, 'onProgress'> = { payments: 600, orders: 300, emails: 200, concurrency: 24, dropRate: 0.2, duplicateRate: 0.25, stock: 120, mailCrashRate: 0.2, mailOutageRate: 0.2 };
+export const QUICK: Omit<DemoOptions, 'onProgress'> = { payments: 150, orders: 80, emails: 50, concurrency: 16, dropRate: 0.2, duplicateRate: 0.25, stock: 40, mailCrashRate: 0.2, mailOutageRate: 0.2 };
 
 export interface DemoReport {
   ours: ClientTally;
   naive: ClientTally;
   dropped: { ours: number; naive: number };
   audit: ShopAudit;
-  sink: { lines: number; distinct: number };
+  mail: MailAudit & { attempts: number; outages: number; repeatsDropped: number; crashes: number; workersKilled: number };
   broken: string[];
   seconds: number;
 }
@@ -76,10 +81,20 @@ export async function runDemo(databaseUrl: string, o: DemoOptions): Promise<Demo
   const initialStock = Object.fromEntries(SKUS.map((sku) => [sku, o.stock]));
   for (const sku of SKUS) await pool.query('insert into shop_inventory (sku, stock) values ($1, $2) on conflict (sku) do update set stock = $2', [sku, o.stock]);
 
-  const sinkDir = await mkdtemp(join(tmpdir(), 'shop-mail-'));
-  const sinkPath = join(sinkDir, 'mail.jsonl');
-  const worker = startOutboxWorker(db, await openMailSink(sinkPath), { every: 50 });
-  const server = shopApp(db).listen(0, '127.0.0.1');
+  // The e-mails: pg-boss jobs on the same database, workers that crash after
+  // sending now and then, and a mail API that answers 500 now and then.
+  const mailApi = await startMailApi({ failRate: o.mailOutageRate });
+  const boss = await startShopBoss(databaseUrl);
+  // The first batch of e-mails goes to a worker process that is killed with
+  // SIGKILL in its middle; the demo's own workers start after that, and get
+  // the dead worker's jobs once they expired.
+  const doomed = startDoomedWorker(databaseUrl, mailApi.url);
+  const startWorkers = once(async () => {
+    await doomed.kill();
+    return startMailWorkers(db, boss, mailApi.url, { crashAfterSend: () => Math.random() < o.mailCrashRate });
+  });
+  void doomed.midBatch.then(startWorkers);
+  const server = shopApp(db, boss).listen(0, '127.0.0.1');
   const proxy = await startFaultProxy({ targetPort: await listen(server) });
   try {
     const ours = await runStorm(proxy, stormRequests(o), {
@@ -87,6 +102,7 @@ export async function runDemo(databaseUrl: string, o: DemoOptions): Promise<Demo
       dropRate: o.dropRate,
       onProgress: (done, total) => o.onProgress?.('with drizzle-idempotency', done, total),
     });
+    const workers = await startWorkers();
     const droppedOurs = proxy.dropped;
     const naiveRequests = stormRequests({ ...o, orders: 0, emails: 0 }).map((r) => ({ ...r, path: '/naive/payments' }));
     const naive = await runStorm(proxy, naiveRequests, {
@@ -94,24 +110,63 @@ export async function runDemo(databaseUrl: string, o: DemoOptions): Promise<Demo
       dropRate: o.dropRate,
       onProgress: (done, total) => o.onProgress?.('naive endpoint, same storm', done, total),
     });
-    await worker.drain();
+    await workers.drain();
     const audit = await auditShop(pool, initialStock);
-    const lines = (await readFile(sinkPath, 'utf8').catch(() => '')).split('\n').filter(Boolean);
-    const sink = { lines: lines.length, distinct: new Set(lines.map((l) => (JSON.parse(l) as { messageId: string }).messageId)).size };
+    const stats = mailApi.stats();
+    const mail = {
+      ...(await auditMail(pool, mailApi.deliveries())),
+      attempts: stats.attempts,
+      outages: stats.outages,
+      repeatsDropped: stats.duplicates,
+      crashes: workers.crashes(),
+      workersKilled: doomed.killedMidBatch() ? 1 : 0,
+    };
     return {
       ours,
       naive,
       dropped: { ours: droppedOurs, naive: proxy.dropped - droppedOurs },
       audit,
-      sink,
-      broken: brokenInvariants(audit, sink.lines, sink.distinct),
+      mail,
+      broken: brokenInvariants(audit, mail),
       seconds: (performance.now() - started) / 1000,
     };
   } finally {
-    await worker.stop();
+    await doomed.kill();
+    await boss.stop({ graceful: false, wait: true });
     await proxy.close();
     await new Promise((resolve) => server.close(resolve));
+    await mailApi.close();
     await pool.end();
-    await rm(sinkDir, { recursive: true, force: true });
   }
+}
+
+/** Calls `fn` once; later calls get the first call's promise. */
+function once<T>(fn: () => Promise<T>): () => Promise<T> {
+  let called: Promise<T> | undefined;
+  return () => (called ??= fn());
+}
+
+/** Starts mail-worker-process.ts; `midBatch` resolves when it hangs in the middle of its batch, `kill()` sends SIGKILL. */
+function startDoomedWorker(databaseUrl: string, mailApiUrl: string) {
+  const file = fileURLToPath(new URL('./mail-worker-process.ts', import.meta.url));
+  const child = spawn(process.execPath, ['--import', 'tsx', file, databaseUrl, mailApiUrl], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  let midBatch = false;
+  let output = '';
+  return {
+    midBatch: new Promise<void>((resolve) => {
+      child.stdout.on('data', (chunk: Buffer) => {
+        output += chunk.toString();
+        if (output.includes('mid-batch')) {
+          midBatch = true;
+          resolve();
+        }
+      });
+    }),
+    killedMidBatch: () => midBatch,
+    async kill(): Promise<void> {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
 }

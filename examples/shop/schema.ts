@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { check, integer, jsonb, pgTable, primaryKey, serial, text, timestamp, uuid } from 'drizzle-orm/pg-core';
+import { check, integer, pgTable, primaryKey, text, timestamp, uuid } from 'drizzle-orm/pg-core';
 
 /** Money taken. `channel` tells the idempotent endpoint from the naive one the demo contrasts it with. */
 export const payments = pgTable('shop_payments', {
@@ -37,12 +37,15 @@ export const orderItems = pgTable(
   (t) => [primaryKey({ columns: [t.orderId, t.sku] })],
 );
 
-/** Messages to send, written in the business transaction, delivered by the worker. */
-export const outbox = pgTable('shop_outbox', {
-  id: serial('id').primaryKey(),
+/**
+ * E-mails the mail workers sent: one row per pg-boss job, written in the
+ * job's idempotent transaction. `ref` is what the e-mail is about (the
+ * welcome request's key, the order's id); `mailKey` the key the mail API got.
+ */
+export const emailLog = pgTable('shop_email_log', {
+  jobId: text('job_id').primaryKey(),
   kind: text('kind').notNull(),
-  payload: jsonb('payload').notNull(),
-  requestKey: text('request_key'),
-  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
-  deliveredAt: timestamp('delivered_at', { withTimezone: true }),
+  ref: text('ref').notNull(),
+  mailKey: text('mail_key').notNull(),
+  sentAt: timestamp('sent_at', { withTimezone: true }).notNull().defaultNow(),
 });

@@ -6,7 +6,9 @@ import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
 import { exitIfUnavailable, startEmbeddedPostgres } from '../../tools/embedded-db.js';
 import { shopApp } from './app.js';
-import { openMailSink, startOutboxWorker } from './outbox-worker.js';
+import { startShopBoss } from './boss.js';
+import { startMailApi } from './mail-api.js';
+import { startMailWorkers } from './mail-worker.js';
 import { migrateAll } from './setup.js';
 
 const root = new URL('../../', import.meta.url).pathname;
@@ -18,11 +20,14 @@ pool.on('error', (error) => console.error(`idle connection lost: ${error.message
 const db = drizzle({ client: pool });
 await migrateAll(db);
 
-const sinkPath = process.env.MAIL_SINK ?? join(root, '.data', 'mail.jsonl');
-await mkdir(dirname(sinkPath), { recursive: true });
-const sink = await openMailSink(sinkPath);
-const worker = startOutboxWorker(db, sink, { onError: (error) => console.error('outbox:', error) });
-const server = shopApp(db).listen(Number(process.env.PORT ?? 3000), '127.0.0.1', () => {
+// The fake mail API (its deliveries also appended to a JSON-lines file), pg-boss and its mail workers.
+const mailLog = process.env.MAIL_SINK ?? join(root, '.data', 'mail.jsonl');
+await mkdir(dirname(mailLog), { recursive: true });
+const mailApi = await startMailApi({ port: Number(process.env.MAIL_API_PORT ?? 0), logPath: mailLog });
+const boss = await startShopBoss(process.env.DATABASE_URL ?? embedded!.url);
+await startMailWorkers(db, boss, mailApi.url);
+console.log(`mail API on ${mailApi.url} (deliveries: GET ${mailApi.url}/messages, and ${mailLog})`);
+const server = shopApp(db, boss).listen(Number(process.env.PORT ?? 3000), '127.0.0.1', () => {
   const address = server.address();
   console.log(`shop listening on http://127.0.0.1:${typeof address === 'object' && address ? address.port : '?'}`);
 });
@@ -32,7 +37,8 @@ async function shutdown() {
   if (stopping) return;
   stopping = true;
   server.close();
-  await worker.stop();
+  await boss.stop({ graceful: true, wait: true });
+  await mailApi.close();
   await pool.end();
   await embedded?.stop();
 }

@@ -33,6 +33,9 @@ export interface IdempotencyOptions {
    * SELECT before opening a transaction. Cheaper replays, one more round trip
    * on first executions. (Default: `false`) */
   lookupFirst?: boolean;
+  /** Also return the key's expiry (database clock) in the outcome of
+   * `withIdempotencyOutcome`, as `expiresAt`. (Default: `false`) */
+  withExpiry?: boolean;
   /** Given a database: the transaction to open (isolation level etc.). (Default: the server's) */
   transaction?: PgTransactionConfig;
   /** Given a database: how often to retry a serialization failure of the claim
@@ -63,6 +66,7 @@ export interface ResolvedOptions {
   maxResultBytes: number;
   schema: string | undefined;
   lookupFirst: boolean;
+  withExpiry: boolean;
   transaction: PgTransactionConfig | undefined;
   serializationRetries: number;
   /** 'auto': named on the library's own node-postgres pool use, with a fallback. */
@@ -101,7 +105,7 @@ export function resolveOptions(key: unknown, options: IdempotencyOptions = {}): 
     throw new IdempotencyOptionsInvalidError('serializationRetries must be an integer from 0 to 100');
   }
   assertValidTransactionConfig(options.transaction);
-  for (const flag of ['prepare', 'lookupFirst'] as const) {
+  for (const flag of ['prepare', 'lookupFirst', 'withExpiry'] as const) {
     if (options[flag] !== undefined && typeof options[flag] !== 'boolean') {
       throw new IdempotencyOptionsInvalidError(`${flag} must be a boolean, got ${JSON.stringify(options[flag])}`);
     }
@@ -122,6 +126,7 @@ export function resolveOptions(key: unknown, options: IdempotencyOptions = {}): 
     maxResultBytes,
     schema: options.schema,
     lookupFirst: options.lookupFirst ?? false,
+    withExpiry: options.withExpiry ?? false,
     transaction: options.transaction ?? undefined,
     serializationRetries,
     prepare: options.prepare === undefined ? 'auto' : options.prepare ? 'always' : 'never',

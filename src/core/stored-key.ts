@@ -1,4 +1,4 @@
-import { sql } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import type { SqlRunner } from '../driver/database.js';
 import { PreparedStatementsRefused, runStatement } from '../driver/statement.js';
 import { keysTable } from '../schema/keys-table.js';
@@ -14,6 +14,19 @@ export interface IdempotentOutcome<T> {
   value: T;
   /** True when `fn` did not run: this is the first execution's stored result. */
   replayed: boolean;
+  /** With `withExpiry: true`: when the key expires (database clock), a TTL after the first execution completed. */
+  expiresAt?: Date;
+}
+
+// Epoch milliseconds as a float8, which node-postgres reads as a number
+// whatever type parsers drizzle or the pool set for timestamps. Selected only
+// with `withExpiry`: otherwise the statements stay as lean as before.
+const EXPIRES_MS = sql.raw(`, (extract(epoch from expires_at) * 1000)::float8 as expires_ms`);
+const NO_COLUMN = sql.raw('');
+
+/** The expiry column for a statement of `o`, when asked for, and the statement's shape with it. */
+export function expiry(statement: string, o: ResolvedOptions): { column: SQL; shape: string } {
+  return o.withExpiry ? { column: EXPIRES_MS, shape: shapeOf(`${statement}+expiry`, o) } : { column: NO_COLUMN, shape: shapeOf(statement, o) };
 }
 
 /** A key row as `readKey` sees it; `status` is null when there is no row. */
@@ -24,6 +37,8 @@ export interface KeyRow {
   reclaimable: boolean | null;
   /** The row completed after this transaction's claim started: the claim waited for it. */
   waited?: boolean | null;
+  /** With `withExpiry` only. */
+  expires_ms?: number | null;
 }
 
 /**
@@ -32,12 +47,13 @@ export interface KeyRow {
  * returns one row, empty when the key is gone.
  */
 export async function readKey(db: SqlRunner, o: ResolvedOptions): Promise<KeyRow> {
+  const { column, shape } = expiry('read', o);
   const rows = await runStatement<KeyRow>(
     db,
     {
-      shape: shapeOf('read', o),
+      shape,
       values: keyValues(o),
-      build: (v) => sql`select k.status, k.fingerprint, k.response, ${reclaimable(sql`k`)} as reclaimable,
+      build: (v) => sql`select k.status, k.fingerprint, k.response, ${reclaimable(sql`k`)} as reclaimable${column},
           k.completed_at >= nullif(current_setting(${CLAIM_STARTED}, true), '')::timestamptz as waited, ${restoreLockTimeout}
         from (select 1) as one
         left join ${keysTable(o.schema)} as k on k.scope = ${v('scope')} and k.key = ${v('key')}`,
@@ -55,13 +71,14 @@ export async function readKey(db: SqlRunner, o: ResolvedOptions): Promise<KeyRow
  */
 export async function lookupStored<T>(db: SqlRunner, o: ResolvedOptions, again = true): Promise<IdempotentOutcome<T> | undefined> {
   let row: KeyRow | undefined;
+  const { column, shape } = expiry('lookup', o);
   try {
     [row] = await runStatement<KeyRow>(
       db,
       {
-        shape: shapeOf('lookup', o),
+        shape,
         values: keyValues(o),
-        build: (v) => sql`select status, fingerprint, response, false as reclaimable from ${keysTable(o.schema)}
+        build: (v) => sql`select status, fingerprint, response, false as reclaimable${column} from ${keysTable(o.schema)}
           where scope = ${v('scope')} and key = ${v('key')} and status = 'completed' and expires_at > statement_timestamp()`,
       },
       o.prepare,
@@ -87,5 +104,10 @@ export function replayOf<T>(row: KeyRow, o: ResolvedOptions): IdempotentOutcome<
       `idempotency key ${JSON.stringify(o.key)} is started and not completed: work in progress, or an unfinished claim that committed (removed by the sweep once its TTL has passed)`,
     );
   }
-  return { value: deserializeResult<T>(row.response), replayed: true };
+  return outcomeOf(deserializeResult<T>(row.response), true, row.expires_ms, o);
+}
+
+/** An outcome, with the expiry only when it was asked for: the others keep their plain shape. */
+export function outcomeOf<T>(value: T, replayed: boolean, expiresMs: number | null | undefined, o: ResolvedOptions): IdempotentOutcome<T> {
+  return o.withExpiry ? { value, replayed, expiresAt: new Date(expiresMs!) } : { value, replayed };
 }

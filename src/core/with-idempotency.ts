@@ -1,6 +1,7 @@
 import { isTransaction, singleConnectionOf, type IdempotencyDatabase, type SqlRunner, type TransactionOf } from '../driver/database.js';
-import { whileListening } from '../driver/client-errors.js';
+import { whileListening, whileListeningIn } from '../driver/client-errors.js';
 import { inSavepoint } from '../driver/savepoint.js';
+import { refuseDriverWithoutTransactions } from '../driver/interactive-transactions.js';
 import { checkoutPoolOf, inPoolTransaction, poolRunner, type Pipeline, type PoolSource } from '../driver/pool-transaction.js';
 import { sqlState } from '../driver/pg-error.js';
 import { PreparedStatementsRefused } from '../driver/statement.js';
@@ -80,6 +81,7 @@ export async function withIdempotencyOutcome<TDb extends IdempotencyDatabase, T>
 ): Promise<IdempotentOutcome<Jsonified<T>>> {
   const o = resolveOptions(key, options);
   assertCallable(db, fn);
+  refuseDriverWithoutTransactions(db, 'withIdempotency');
   refuseReentrantCall(o);
   o.trace = startTrace(o.scope, o.key, o.onInFlight, isTransaction(db) ? 'caller' : 'own');
   // Every path returns the result as jsonb gave it back (storeResult, replayOf): its JSON form.
@@ -174,7 +176,7 @@ async function inOwnTransaction<T>(
     const progress: Progress = { phase: 'claim' };
     try {
       if (pool) return await inPoolTransaction(pool, o.transaction, (p) => claimRunStoreOnPool(p, o, fn, progress));
-      return await db.transaction((tx) => claimRunStore(tx, o, fn, progress), o.transaction);
+      return await db.transaction((tx) => whileListeningIn(tx, () => claimRunStore(tx, o, fn, progress)), o.transaction);
     } catch (error) {
       // Nothing committed: the transaction failed at a named statement the server refused.
       if (error instanceof PreparedStatementsRefused && !refused) {
@@ -194,9 +196,9 @@ async function claimRunStore<T>(tx: IdempotencyDatabase, o: ResolvedOptions, fn:
   const live = await acquire(tx, o, claimKey(tx, o));
   if (live) return replayed(live, o, progress);
   const json = await runFn(tx, o, fn, progress);
-  const value = await storeResult<T>(tx, o, json);
+  const outcome = await storeResult<T>(tx, o, json);
   progress.phase = 'stored';
-  return { value, replayed: false };
+  return outcome;
 }
 
 /**
@@ -224,7 +226,7 @@ async function claimRunStoreOnPool<T>(p: Pipeline, o: ResolvedOptions, fn: Fn<T>
   }
   progress.phase = 'stored';
   if (committed.status === 'rejected') throw committed.reason;
-  return { value: stored.value, replayed: false };
+  return stored.value;
 }
 
 /** Runs `fn` as the running call for this key, and serialises its result. */

@@ -4,6 +4,7 @@ import type { IdempotencyDatabase } from './database.js';
 import type { TextRunner } from './statement.js';
 import { statementName } from './named-statement.js';
 import { beginStatement } from './transaction-config.js';
+import { whileListeningIn } from './client-errors.js';
 
 // The parts of node-postgres and of drizzle's node-postgres session used here,
 // typed by shape: `pg` is an optional peer, so nothing here may import it.
@@ -253,7 +254,7 @@ export function inTransaction<R>(
   fn: (tx: IdempotencyDatabase) => Promise<R>,
 ): Promise<R> {
   const pool = checkoutPoolOf(db);
-  if (!pool) return db.transaction(fn, config);
+  if (!pool) return db.transaction((tx) => whileListeningIn(tx, () => fn(tx)), config);
   return inPoolTransaction(pool, config, async (p) => {
     await p.begin();
     return fn(p.tx);

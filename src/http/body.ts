@@ -1,4 +1,3 @@
-import type { Request } from 'express';
 import { problem, type ProblemDetails } from './problem.js';
 
 /** Default bound on a body the route reads itself (when no parser did): 1 MiB. */
@@ -15,66 +14,12 @@ export class RequestProblem extends Error {
   }
 }
 
-/**
- * Makes the body as received available for the fingerprint (and the
- * handler): a value a parser left in `req.body` is kept; when no parser read
- * the stream, its raw bytes are read here, up to `maxBytes`, into `req.body` as
- * a Buffer. A body that exists but cannot be read never counts as "no body":
- * consumed by other middleware without a value (500), over the bound (413), or
- * cut off by the client (400) answers with a problem, and nothing is claimed.
- *
- * @example
- * await readBodyAsReceived(req, DEFAULT_MAX_BODY_BYTES); // then req.body is the parsed value, a Buffer, or undefined (no body)
- */
-export async function readBodyAsReceived(req: Request, maxBytes: number): Promise<void> {
-  if (req.body !== undefined || !hasBody(req)) return;
-  if (req.readableDidRead || req.readableEnded || req.readableFlowing === true || req.destroyed) {
-    throw new RequestProblem(
-      problem(
-        500,
-        'IDEMPOTENCY_BODY_UNREADABLE',
-        'the request body was read before this route and left no parsed value, so it cannot be compared with the first request of this key',
-        false,
-      ),
-    );
-  }
-  const declared = Number(req.headers['content-length']);
-  if (declared > maxBytes) throw tooLarge(maxBytes);
-  const bytes = await readAll(req, maxBytes);
-  if (bytes.length > 0) req.body = bytes;
-}
-
-/** As body parsers decide it: a request has a body when it declares one of more than zero bytes, or is chunked. */
-function hasBody(req: Request): boolean {
-  if (req.headers['transfer-encoding'] !== undefined) return true;
-  const length = Number(req.headers['content-length']);
-  return Number.isFinite(length) && length > 0;
-}
-
-function readAll(req: Request, maxBytes: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const done = (error?: RequestProblem) => {
-      req.off('data', onData).off('end', onEnd).off('error', onFailure).off('close', onFailure);
-      if (error) {
-        req.pause();
-        reject(error);
-      } else resolve(Buffer.concat(chunks, size));
-    };
-    const onData = (chunk: Buffer | string) => {
-      const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-      size += bytes.length;
-      if (size > maxBytes) return done(tooLarge(maxBytes));
-      chunks.push(bytes);
-    };
-    const onEnd = () => done();
-    const onFailure = () =>
-      done(new RequestProblem(problem(400, 'IDEMPOTENCY_BODY_UNREADABLE', 'the request body ended before it was complete', false), true));
-    req.on('data', onData).on('end', onEnd).on('error', onFailure).on('close', onFailure);
-  });
-}
-
-function tooLarge(maxBytes: number): RequestProblem {
+/** A body over the route's bound: 413, and the connection closes (the rest is unread). */
+export function tooLarge(maxBytes: number): RequestProblem {
   return new RequestProblem(problem(413, 'IDEMPOTENCY_BODY_TOO_LARGE', `the request body is over ${maxBytes} bytes`, false), true);
+}
+
+/** A body the client cut off: 400, and nobody is left to read the rest. */
+export function cutOff(): RequestProblem {
+  return new RequestProblem(problem(400, 'IDEMPOTENCY_BODY_UNREADABLE', 'the request body ended before it was complete', false), true);
 }

@@ -1,13 +1,15 @@
 import { createHash } from 'node:crypto';
-import type { Request } from 'express';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
 import { assertValidScope } from '../shared/key.js';
 import type { Fingerprint } from '../core/fingerprint.js';
 import { resolveOptions, type IdempotencyOptions } from '../core/options.js';
 import { DEFAULT_MAX_BODY_BYTES } from './body.js';
 
-/** Options of `idempotent`: the core's (TTL, wait or reject, …) plus how to read a request. */
-export interface IdempotentRouteOptions
+/**
+ * Options of an idempotent route in any framework: the core's (TTL, wait or
+ * reject, …) plus how to read a request of type `TReq`.
+ */
+export interface RouteOptions<TReq>
   extends Pick<IdempotencyOptions, 'ttl' | 'onInFlight' | 'waitTimeout' | 'maxResultBytes' | 'schema' | 'transaction' | 'serializationRetries' | 'prepare'> {
   /** Answer 400 when a request of an idempotent method has no key; when false, such a
    * request runs once, without a key. (Default: `true`) */
@@ -21,12 +23,12 @@ export interface IdempotentRouteOptions
    * non-empty string (say `undefined`, because the authentication middleware is not
    * mounted) fails the request with `IDEMPOTENCY_OPTIONS_INVALID`: nothing is claimed
    * and the handler does not run. */
-  scope: string | ((req: Request) => string | Promise<string>);
+  scope: string | ((req: TReq) => string | Promise<string>);
   /** What makes two requests "the same": a reused key with another fingerprint gets 422.
    * The method and path are always part of it, so a key never replays another route's
    * answer; this option says what else: a function of the request, or `false` for nothing
    * else. (Default: `requestFingerprint`: the query string and the body as received) */
-  fingerprint?: ((req: Request) => Fingerprint) | false;
+  fingerprint?: ((req: TReq) => Fingerprint) | false;
   /** Largest request body the route reads itself, when no body parser read it, to
    * fingerprint it; a longer one gets 413 `IDEMPOTENCY_BODY_TOO_LARGE`. (Default: 1 MiB) */
   maxBodyBytes?: number;
@@ -39,20 +41,24 @@ export interface IdempotentRouteOptions
   isFinal?: (status: number) => boolean;
   /** `Retry-After` seconds on 409 in flight and other retryable answers. (Default: `1`) */
   retryAfter?: number;
+  /** Send `Idempotency-Key-Expires` (an HTTP-date: when the key expires, by the database
+   * clock) on first answers and on replays, so a client knows until when a retry replays.
+   * (Default: `false`) */
+  expiryHeader?: boolean;
 }
 
 /** Options checked once, when the route is built. */
-export interface ResolvedRouteOptions {
+export interface ResolvedRouteOptions<TReq> {
   required: boolean;
   methods: ReadonlySet<string>;
   /** The request's scope, checked: a non-empty, well-formed string. */
-  scope: (req: Request) => Promise<string>;
-  fingerprint: (req: Request) => Fingerprint;
+  scope: (req: TReq) => Promise<string>;
+  fingerprint: (req: TReq) => Fingerprint;
   maxBodyBytes: number;
   storedHeaders: ReadonlySet<string>;
   isFinal: (status: number) => boolean;
   retryAfter: number;
-  core: Pick<IdempotencyOptions, 'ttl' | 'onInFlight' | 'waitTimeout' | 'maxResultBytes' | 'schema' | 'transaction' | 'serializationRetries' | 'prepare'>;
+  core: Pick<IdempotencyOptions, 'ttl' | 'onInFlight' | 'waitTimeout' | 'maxResultBytes' | 'schema' | 'transaction' | 'serializationRetries' | 'prepare' | 'withExpiry'>;
 }
 
 export const DEFAULT_METHODS = ['POST', 'PATCH'] as const;
@@ -76,6 +82,7 @@ const NEVER_STORED = new Set([
   'upgrade',
   'content-length',
   'idempotent-replayed',
+  'idempotency-key-expires',
 ]);
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
@@ -96,20 +103,19 @@ export function isFinalByDefault(status: number): boolean {
   return status < 500 && !NOT_NOW.has(status);
 }
 
-/**
- * The default fingerprint: method, path, query string (as received, undecoded)
- * and body as received, so a reused key on another request is caught. The body
- * is what a parser left in `req.body` (any plain JSON value), or the SHA-256 of
- * its raw bytes when it is bytes (`express.raw()`, or no parser at all: the
- * route then reads them itself), or null when the request has none. Compose it
- * to add more, e.g. a header that selects behaviour.
- *
- * @example
- * idempotent(db, handler, { scope, fingerprint: (req) => ({ ...requestFingerprint(req), currency: req.get('x-currency') ?? null }) })
- */
-export function requestFingerprint(req: Request): { method: string; path: string; query: string | null; body: Fingerprint } {
-  const { path, query } = splitUrl(req.originalUrl);
-  return { method: req.method.toUpperCase(), path, query, body: bodyFingerprint(req.body) };
+/** How a framework's request shows what every fingerprint needs. */
+export interface RequestView<TReq> {
+  method(req: TReq): string;
+  /** The request target as received: path and query string, undecoded. */
+  target(req: TReq): string;
+  /** The default fingerprint (the adapter's `requestFingerprint`). */
+  fingerprint(req: TReq): Fingerprint;
+}
+
+/** The parts of the default fingerprint, from what every framework has. */
+export function fingerprintParts(method: string, target: string, body: unknown): { method: string; path: string; query: string | null; body: Fingerprint } {
+  const { path, query } = splitUrl(target);
+  return { method: method.toUpperCase(), path, query, body: bodyFingerprint(body) };
 }
 
 /** `/a/b?x=1` as `{ path: '/a/b', query: 'x=1' }`; no `?` is no query (null), not an empty one. */
@@ -134,11 +140,11 @@ const SCOPE_FIX =
  * is being built rather than on the first request.
  *
  * @example
- * resolveRouteOptions({ scope: 'billing-service', onInFlight: 'reject' })
+ * resolveRouteOptions({ scope: 'billing-service', onInFlight: 'reject' }, adapter) // adapter: the framework's RequestView
  */
-export function resolveRouteOptions(options: IdempotentRouteOptions): ResolvedRouteOptions {
+export function resolveRouteOptions<TReq>(options: RouteOptions<TReq>, view: RequestView<TReq>): ResolvedRouteOptions<TReq> {
   if (typeof options !== 'object' || options === null) throw invalid(`idempotent() needs options with a scope: ${SCOPE_FIX}`);
-  const { required, methods, scope, fingerprint, maxBodyBytes, storedHeaders, isFinal, retryAfter, ...core } = options;
+  const { required, methods, scope, fingerprint, maxBodyBytes, storedHeaders, isFinal, retryAfter, expiryHeader, ...core } = options;
   // The core's own checks (ttl, wait bound, policy, sizes, schema), with a stand-in key.
   resolveOptions('option-check', core);
   if (required !== undefined && typeof required !== 'boolean') throw invalid('required must be a boolean');
@@ -146,6 +152,7 @@ export function resolveRouteOptions(options: IdempotentRouteOptions): ResolvedRo
     throw invalid('fingerprint must be a function of the request, or false');
   }
   if (isFinal !== undefined && typeof isFinal !== 'function') throw invalid('isFinal must be a function of the status');
+  if (expiryHeader !== undefined && typeof expiryHeader !== 'boolean') throw invalid('expiryHeader must be a boolean');
   const maxBody = maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   if (!Number.isSafeInteger(maxBody) || maxBody < 0) throw invalid('maxBodyBytes must be a whole number of bytes');
   const seconds = retryAfter ?? 1;
@@ -153,13 +160,14 @@ export function resolveRouteOptions(options: IdempotentRouteOptions): ResolvedRo
   return {
     required: required ?? true,
     methods: new Set(tokens(methods ?? DEFAULT_METHODS, 'methods').map((m) => m.toUpperCase())),
-    scope: scopeOf(scope),
-    fingerprint: routeFingerprint(fingerprint === false ? undefined : (fingerprint ?? requestFingerprint)),
+    scope: scopeOf<TReq>(scope),
+    fingerprint: routeFingerprint(view, fingerprint === false ? undefined : (fingerprint ?? view.fingerprint)),
     maxBodyBytes: maxBody,
     storedHeaders: new Set(storedHeaderNames(storedHeaders ?? DEFAULT_STORED_HEADERS)),
     isFinal: isFinal ?? isFinalByDefault,
     retryAfter: seconds,
-    core,
+    // The outcome carries the expiry only for the header: no Date per request otherwise.
+    core: expiryHeader === true ? { ...core, withExpiry: true } : core,
   };
 }
 
@@ -168,10 +176,10 @@ export function resolveRouteOptions(options: IdempotentRouteOptions): ResolvedRo
  * there: with a fingerprint that leaves it out (or none), the same key sent to
  * another route would replay that route's answer.
  */
-function routeFingerprint(more: ((req: Request) => Fingerprint) | undefined): (req: Request) => Fingerprint {
+function routeFingerprint<TReq>(view: RequestView<TReq>, more: ((req: TReq) => Fingerprint) | undefined): (req: TReq) => Fingerprint {
   return (req) => {
-    const { path } = splitUrl(req.originalUrl);
-    const route = [req.method.toUpperCase(), path];
+    const { path } = splitUrl(view.target(req));
+    const route = [view.method(req).toUpperCase(), path];
     return more === undefined ? { route } : { route, request: more(req) };
   };
 }
@@ -181,7 +189,7 @@ function routeFingerprint(more: ((req: Request) => Fingerprint) | undefined): (r
  * every caller would replay one customer's answer (amount, card, location) to
  * another who sent the same key, so each route says whose keys these are.
  */
-function scopeOf(scope: unknown): (req: Request) => Promise<string> {
+function scopeOf<TReq>(scope: unknown): (req: TReq) => Promise<string> {
   if (typeof scope === 'string') {
     checkScope(scope, 'the fixed scope is');
     return () => Promise.resolve(scope);
@@ -190,7 +198,7 @@ function scopeOf(scope: unknown): (req: Request) => Promise<string> {
     throw invalid(scope === undefined ? `idempotent() needs a scope: ${SCOPE_FIX}` : `scope must be a string or a function: ${SCOPE_FIX}`);
   }
   return async (req) => {
-    const value: unknown = await (scope as (req: Request) => unknown)(req);
+    const value: unknown = await (scope as (req: TReq) => unknown)(req);
     checkScope(value, 'the scope function returned');
     return value;
   };

@@ -1,7 +1,5 @@
 import { validateHeaderName, validateHeaderValue } from 'node:http';
-import type { Response } from 'express';
 import { IdempotencyResultInvalidError } from '../shared/errors.js';
-import { REPLAYED_HEADER } from '../shared/header.js';
 
 /** A header value as a handler may give it. */
 export type HeaderValue = string | number | readonly string[];
@@ -68,39 +66,29 @@ export function storedForm(response: NormalizedResponse, storedHeaders: Readonly
 const JSON_TYPE = /^\s*application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 const CHARSET = /;\s*charset\s*=/i;
 
+/** Whether a body goes out as UTF-8 text rather than as JSON: a string under a content-type that is not JSON. */
+export function isTextBody(body: unknown, type: unknown): body is string {
+  return typeof body === 'string' && typeof type === 'string' && !JSON_TYPE.test(type);
+}
+
 /**
- * Writes a response; `replayed` adds `Idempotent-Replayed: true`. A string body
- * under a content-type that is not JSON is sent as UTF-8 text, anything else
- * as JSON, as Express would. It uses only `setHeader` and `end` with values
- * checked before COMMIT, never Express's content-type parsing, because what it
- * throws after COMMIT would fail every replay of the stored answer too.
+ * The content-type an answer goes out with: the handler's, with `charset=utf-8`
+ * added when it names none, or JSON's when it gave none (as Express would).
  *
  * @example
- * sendResponse(res, { status: 201, body: { id: 1 }, headers: { location: '/payments/1' } }, false)
+ * contentTypeOf('text/csv') // 'text/csv; charset=utf-8'
  */
-export function sendResponse(res: Response, response: NormalizedResponse, replayed: boolean): void {
-  res.statusCode = response.status;
-  for (const [name, value] of Object.entries(response.headers)) res.setHeader(name, value);
-  if (replayed) res.setHeader(REPLAYED_HEADER, 'true');
-  const { body, status } = response;
-  if (status === 204 || status === 304) {
-    // As Express does: these carry no body and no framing headers, whatever the handler gave.
-    for (const name of ['content-type', 'content-length', 'transfer-encoding']) res.removeHeader(name);
-    res.end();
-    return;
-  }
-  if (body === undefined || status === 205) {
-    res.removeHeader('transfer-encoding');
-    res.setHeader('content-length', 0);
-    res.end();
-    return;
-  }
-  const type = res.getHeader('content-type');
-  const text = typeof body === 'string' && typeof type === 'string' && !JSON_TYPE.test(type);
-  if (typeof type !== 'string') res.setHeader('content-type', 'application/json; charset=utf-8');
-  else if (!CHARSET.test(type)) res.setHeader('content-type', `${type}; charset=utf-8`);
-  const payload = Buffer.from(text ? body : JSON.stringify(body), 'utf8');
-  // Ours, not the handler's: a wrong length would break the message framing.
-  if (res.getHeader('transfer-encoding') === undefined) res.setHeader('content-length', payload.length);
-  res.end(payload);
+export function contentTypeOf(type: unknown): string {
+  if (typeof type !== 'string') return 'application/json; charset=utf-8';
+  return CHARSET.test(type) ? type : `${type}; charset=utf-8`;
+}
+
+/** The bytes of a body: UTF-8 text, or its JSON. */
+export function payloadOf(body: unknown, text: boolean): Buffer {
+  return Buffer.from(text ? (body as string) : JSON.stringify(body), 'utf8');
+}
+
+/** Statuses whose answers carry no body and no framing headers, whatever the handler gave. */
+export function hasNoBody(status: number): boolean {
+  return status === 204 || status === 304;
 }

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { sql } from 'drizzle-orm';
 import { queryRows, type IdempotencyDatabase } from '../driver/database.js';
 import { listenForIdleErrors } from '../driver/pool-transaction.js';
+import { refuseDriverWithoutTransactions } from '../driver/interactive-transactions.js';
 import { assertValidSchemaName } from './keys-table.js';
 import { IdempotencyMigrationConflictError, IdempotencySerializationError } from '../shared/errors.js';
 import { DUPLICATE_TABLE, SERIALIZATION_FAILURE, sqlState } from '../driver/pg-error.js';
@@ -117,6 +118,7 @@ async function claim(tx: IdempotencyDatabase, m: Migration): Promise<boolean> {
 export async function migrate(db: IdempotencyDatabase, options: MigrateOptions = {}): Promise<MigrateResult> {
   const { schema } = options;
   if (schema !== undefined) assertValidSchemaName(schema);
+  refuseDriverWithoutTransactions(db, 'migrate');
   listenForIdleErrors(db);
   const migrations = await readMigrations();
   return db.transaction(async (tx: IdempotencyDatabase) => {

@@ -12,7 +12,8 @@ export type IdempotencyErrorCode =
   | 'IDEMPOTENCY_TRANSACTION_ABORTED'
   | 'IDEMPOTENCY_CONNECTION_LOST'
   | 'IDEMPOTENCY_COMMIT_FAILED'
-  | 'IDEMPOTENCY_MIGRATION_CONFLICT';
+  | 'IDEMPOTENCY_MIGRATION_CONFLICT'
+  | 'IDEMPOTENCY_DRIVER_UNSUPPORTED';
 
 /**
  * Base class: a stable `code` to branch on and the HTTP `status` it maps to.
@@ -140,5 +141,15 @@ export class IdempotencyCommitFailedError extends IdempotencyError {
  * drizzle-kit migrations): use one path, not both. */
 export class IdempotencyMigrationConflictError extends IdempotencyError {
   readonly code = 'IDEMPOTENCY_MIGRATION_CONFLICT';
+  readonly status = 500;
+}
+
+/**
+ * The Drizzle driver has no interactive transactions (neon-http, pg-proxy,
+ * xata-http): the key, the writes of `fn` and the stored result could not
+ * commit together. Nothing was sent; the message names a driver to use instead.
+ */
+export class IdempotencyDriverUnsupportedError extends IdempotencyError {
+  readonly code = 'IDEMPOTENCY_DRIVER_UNSUPPORTED';
   readonly status = 500;
 }

@@ -42,4 +42,20 @@ describe('a key\'s lifetime', () => {
     expect(calls).toBe(1);
     expect(await count(t.pool, 'charges', 'ref = $1', [key])).toBe(1);
   });
+
+  it('tells the key\'s expiry as the database holds it when asked, on the first execution and on replays, on a pool and in the caller\'s transaction', async () => {
+    const expiryOf = async (key: string) =>
+      (await t.pool.query<{ ms: number }>(`select (extract(epoch from expires_at) * 1000)::float8 as ms from idempotency_keys where key = $1`, [key])).rows[0]!.ms;
+    const options = { ttl: '1h', withExpiry: true } as const;
+    const first = await withIdempotencyOutcome(t.db, 'tells-expiry', async () => 'done', options);
+    const replay = await withIdempotencyOutcome(t.db, 'tells-expiry', async () => 'again', options);
+    const inTx = await t.db.transaction((tx) => withIdempotencyOutcome(tx, 'tells-expiry-tx', async () => 'done', options));
+    const plain = await withIdempotencyOutcome(t.db, 'tells-expiry', async () => 'again', { ttl: '1h' });
+    expect(replay.replayed).toBe(true);
+    expect(first.expiresAt!.getTime()).toBe(Math.trunc(await expiryOf('tells-expiry')));
+    expect(replay.expiresAt!.getTime()).toBe(first.expiresAt!.getTime());
+    expect(inTx.expiresAt!.getTime()).toBe(Math.trunc(await expiryOf('tells-expiry-tx')));
+    expect(plain).toEqual({ value: 'done', replayed: true });
+    expect(Object.keys(plain)).toEqual(['value', 'replayed']);
+  });
 });

@@ -1,10 +1,9 @@
 import { drizzle } from 'drizzle-orm/node-postgres';
-import { mkdtemp, readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { shopApp } from '../../examples/shop/app.js';
-import { openMailSink, startOutboxWorker } from '../../examples/shop/outbox-worker.js';
+import { startShopBoss } from '../../examples/shop/boss.js';
+import { startMailApi } from '../../examples/shop/mail-api.js';
+import { startMailWorkers } from '../../examples/shop/mail-worker.js';
 import { migrateAll } from '../../examples/shop/setup.js';
 import { testDatabase } from '../support/db.js';
 import { count } from '../support/fixtures.js';
@@ -12,8 +11,13 @@ import { listen } from '../support/http.js';
 
 const t = await testDatabase({ max: 50 });
 await migrateAll(drizzle({ client: t.pool }));
-const shop = await listen(shopApp(drizzle({ client: t.pool })));
-afterAll(() => shop.close());
+// Connections the database drop ends after the file are no news.
+const boss = await startShopBoss(t.url, () => {});
+const shop = await listen(shopApp(drizzle({ client: t.pool }), boss));
+afterAll(async () => {
+  await shop.close();
+  await boss.stop({ graceful: false, wait: true });
+});
 
 async function call(method: string, path: string, options: { user?: string; key?: string; body?: unknown } = {}) {
   const headers: Record<string, string> = { 'content-type': 'application/json' };
@@ -119,9 +123,7 @@ describe('POST /orders', () => {
 });
 
 describe('POST /notifications/welcome', () => {
-  it('queues one e-mail per key, and the worker delivers each once', async () => {
-    const sinkPath = join(await mkdtemp(join(tmpdir(), 'shop-test-')), 'mail.jsonl');
-    const sink = await openMailSink(sinkPath);
+  it('enqueues one pg-boss job per key, and the mail API delivers the e-mail once though it failed and a worker crashed', async () => {
     const answers = await Promise.all(
       Array.from({ length: 10 }, () => call('POST', '/notifications/welcome', { user: 'gus', key: 'welcome-gus', body: { email: 'gus@example.test' } })),
     );
@@ -135,14 +137,38 @@ describe('POST /notifications/welcome', () => {
     }
     const retried = await call('POST', '/notifications/welcome', { user: 'gus', key: 'welcome-gus', body: { email: 'gus@example.test' } });
     expect(new Set([...accepted, retried].map((a) => JSON.stringify(a.body))).size).toBe(1);
-    // Two workers share the queue: SKIP LOCKED keeps them off each other's rows.
-    const workers = [startOutboxWorker(drizzle({ client: t.pool }), sink, { every: 5 }), startOutboxWorker(drizzle({ client: t.pool }), sink, { every: 5 })];
-    await Promise.all(workers.map((w) => w.drain()));
-    await Promise.all(workers.map((w) => w.stop()));
-    const lines = (await readFile(sinkPath, 'utf8')).split('\n').filter(Boolean);
-    expect(lines).toHaveLength(1);
-    expect(JSON.parse(lines[0]!)).toMatchObject({ to: 'gus@example.test' });
-    expect(await count(t.pool, 'shop_outbox', `request_key = 'welcome-gus' and delivered_at is not null`)).toBe(1);
-    expect(await count(t.pool, 'shop_outbox', `request_key = 'welcome-gus'`)).toBe(1);
+    const jobId = retried.body!.jobId as string;
+    expect(await count(t.pool, 'pgboss.job', `name = 'welcome-email'`)).toBe(1);
+
+    // The mail API answers one send with 500, and the welcome's first handler run crashes after sending: redelivered, it sends again.
+    const mail = await startMailApi();
+    mail.failNext(1);
+    let runs = 0;
+    const crashAfterSend = (job: { data: { ref: string } }) => job.data.ref === 'welcome-gus' && ++runs === 1;
+    const workers = await startMailWorkers(drizzle({ client: t.pool }), boss, mail.url, { crashAfterSend });
+    try {
+      await workers.drain();
+    } finally {
+      await mail.close();
+    }
+    expect(workers.crashes()).toBe(1);
+    expect(mail.stats()).toMatchObject({ outages: 1, duplicates: 1 }); // the repeat after the crash, dropped by the API
+    expect(mail.deliveries().filter((d) => d.ref === 'welcome-gus')).toEqual([
+      { key: expect.stringMatching(/^di-/), to: 'gus@example.test', subject: 'Welcome to the shop', ref: 'welcome-gus' },
+    ]);
+    expect((await boss.getJobById('welcome-email', jobId))?.state).toBe('completed');
+    expect(await count(t.pool, 'shop_email_log', `ref = 'welcome-gus'`)).toBe(1);
+  });
+});
+
+describe('POST /orders and its confirmation e-mail', () => {
+  it('enqueues the confirmation with the order, once per order, and none for a refused order', async () => {
+    await call('PUT', '/inventory/cog', { body: { stock: 1 } });
+    const placed = await call('POST', '/orders', { user: 'hal', key: 'order-cog', body: { items: [{ sku: 'cog', quantity: 1 }] } });
+    await call('POST', '/orders', { user: 'hal', key: 'order-cog', body: { items: [{ sku: 'cog', quantity: 1 }] } });
+    const refused = await call('POST', '/orders', { user: 'hal', key: 'order-cog-2', body: { items: [{ sku: 'cog', quantity: 1 }] } });
+    expect([placed.status, refused.status]).toEqual([201, 409]);
+    const { rows } = await t.pool.query(`select data from pgboss.job where name = 'order-confirmation' and data->>'to' = 'hal@shop.example'`);
+    expect(rows).toEqual([{ data: { to: 'hal@shop.example', ref: placed.body!.id } }]);
   });
 });

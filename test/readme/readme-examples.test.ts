@@ -28,6 +28,10 @@ import { testDatabase } from '../support/db.js';
 import { drizzleMajor } from '../support/drizzle-version.js';
 import { waitForLockWaiters } from '../support/activity.js';
 import { count, deferred, sleep } from '../support/fixtures.js';
+import { listen, type Listening } from '../support/http.js';
+import { webListener } from '../support/web-server.js';
+import { jobState } from '../support/boss.js';
+import { startMailApi, type MailApi } from '../../examples/shop/mail-api.js';
 
 const examples = readmeExamples(readReadme());
 const files = writeExamples(examples, String(process.pid));
@@ -82,7 +86,11 @@ describe('the README', () => {
       'drizzle-kit-schema',
       'drizzle-kit-schema-billing',
       'express-server',
+      'fastify-server',
+      'hono-server',
       'client',
+      'messages',
+      'outbox',
       'sweeper',
       'support-desk',
       'telemetry-log',
@@ -318,6 +326,58 @@ describe('On node-postgres: named statements and pipeline mode, by default', asy
   });
 });
 
+describe('Messages: a consumer that runs once', async () => {
+  const t = await testDatabase({ migrated: true });
+  type Outcome = { value: { id: number; customerId: string; amount: number }; replayed: boolean };
+  let example: { sqsFirst: Outcome; sqsAgain: Outcome; kafkaBoth: Outcome[]; batch: Outcome[]; db: Database };
+
+  beforeAll(async () => {
+    await t.pool.query(`create table charges (id serial primary key, customer_id text not null, amount integer not null)`);
+    example = await load('messages', { DATABASE_URL: t.url });
+  });
+  afterAll(() => example?.db.$client.end());
+
+  it('charges once per message, replays redeliveries, and runs a message twice in one batch once', async () => {
+    expect(example.sqsFirst).toEqual({ value: { id: expect.any(Number), customerId: 'alice', amount: 1999 }, replayed: false });
+    expect(example.sqsAgain).toEqual({ value: example.sqsFirst.value, replayed: true });
+    expect(example.kafkaBoth.map((o) => [o.value.customerId, o.replayed])).toEqual([['bob', false], ['bob', true]]);
+    expect(example.batch.map((o) => [o.value.customerId, o.replayed])).toEqual([['carol', false], ['carol', true]]);
+    const { rows } = await t.pool.query(`select customer_id, count(*)::int as n from charges group by customer_id order by customer_id`);
+    expect(rows).toEqual([{ customer_id: 'alice', n: 1 }, { customer_id: 'bob', n: 1 }, { customer_id: 'carol', n: 1 }]);
+    expect((await t.pool.query(`select scope, key from idempotency_keys order by scope, key`)).rows).toEqual([
+      { scope: 'kafka:payments', key: '0/4711' },
+      { scope: 'sqs:payments', key: '5fea7756-0ea4-451a-a703-a558b933e274' },
+      { scope: 'sqs:payments', key: 'e1f3c9a2-7b4d-4c1e-9f00-2b6a8d5c4e10' },
+    ]);
+  });
+});
+
+describe('A transactional outbox on pg-boss', async () => {
+  const t = await testDatabase({ migrated: true });
+  let example: { signUp(key: string, email: string): Promise<{ email: string; jobId: string | null }>; boss: import('pg-boss'); db: Database };
+  let mail: MailApi;
+
+  beforeAll(async () => {
+    await t.pool.query(`create table signups (email text primary key); create table email_log (id serial primary key, job_id text not null, "to" text not null)`);
+    mail = await startMailApi();
+    example = await load('outbox', { DATABASE_URL: t.url, MAIL_API_URL: mail.url });
+  });
+  afterAll(async () => {
+    await example?.boss.stop({ graceful: false, wait: true });
+    await example?.db.$client.end();
+    await mail?.close();
+  });
+
+  it('enqueues one job per signup, however often the signup is retried, and the e-mail goes out once', async () => {
+    const first = await example.signUp('signup-1', 'ann@example.test');
+    expect(await example.signUp('signup-1', 'ann@example.test')).toEqual(first);
+    expect(await count(t.pool, 'pgboss.job', `name = 'welcome-email'`)).toBe(1);
+    expect(await jobState(example.boss, 'welcome-email', first.jobId!)).toBe('completed');
+    expect(await count(t.pool, 'email_log')).toBe(1);
+    expect(mail.deliveries()).toEqual([{ key: expect.stringMatching(/^di-/), to: 'ann@example.test', subject: 'Welcome to the shop' }]);
+  });
+});
+
 describe('Migrations', async () => {
   const regclass = async (pool: pg.Pool, name: string) =>
     (await pool.query<{ found: boolean }>(`select to_regclass($1) is not null as found`, [name])).rows[0]!.found;
@@ -455,6 +515,77 @@ describe('HTTP: the Express server and the fetchWithRetry client', async () => {
     } finally {
       log.mockRestore();
     }
+  });
+});
+
+describe('HTTP: the Fastify and Hono examples', () => {
+  const payments = `
+    create table payments (id serial primary key, customer_id text not null, sku text not null, amount integer not null)`;
+  const payment = (url: string, key: string, body: object, customer: string | null = 'alice') =>
+    fetch(`${url}/payments`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'idempotency-key': key,
+        ...(customer === null ? {} : { authorization: `Bearer ${customer}` }),
+      },
+      body: JSON.stringify(body),
+    });
+
+  /** The shared part of both examples: one payment per key, replayed with its location, 422 on another body, 401 unauthenticated. */
+  async function paysOnce(url: string, pool: pg.Pool) {
+    const first = await payment(url, 'f-1', { sku: 'mug', amount: 1200 });
+    const body = (await first.json()) as { id: number };
+    const retry = await payment(url, 'f-1', { sku: 'mug', amount: 1200 });
+    expect(first.status).toBe(201);
+    expect(body).toEqual({ id: expect.any(Number), customerId: 'alice', sku: 'mug', amount: 1200 });
+    expect([retry.status, retry.headers.get('idempotent-replayed'), retry.headers.get('location')]).toEqual([201, 'true', `/payments/${body.id}`]);
+    expect(await retry.json()).toEqual(body);
+    expect((await payment(url, 'f-1', { sku: 'mug', amount: 9 })).status).toBe(422);
+    expect((await payment(url, 'f-2', { sku: 'mug', amount: 1 }, null)).status).toBe(401);
+    expect(await count(pool, 'payments')).toBe(1);
+    return { first, retry };
+  }
+
+  describe('Fastify', async () => {
+    const t = await testDatabase({ migrated: false });
+    let example: { app: { server: Server; close(): Promise<void> }; db: Database };
+    beforeAll(async () => {
+      await t.pool.query(payments);
+      example = await load('fastify-server', { DATABASE_URL: t.url, PORT: '0' });
+    });
+    afterAll(async () => {
+      await example?.app.close();
+      await example?.db.$client.end();
+    });
+
+    it('creates a payment once, replays it with Idempotency-Key-Expires, and refuses another body and an unauthenticated caller', async () => {
+      const url = `http://127.0.0.1:${(example.app.server.address() as AddressInfo).port}`;
+      const { first, retry } = await paysOnce(url, t.pool);
+      const { rows } = await t.pool.query<{ at: Date }>(`select date_trunc('second', expires_at) as at from idempotency_keys where key = 'f-1'`);
+      expect(first.headers.get('idempotency-key-expires')).toBe(rows[0]!.at.toUTCString());
+      expect(retry.headers.get('idempotency-key-expires')).toBe(rows[0]!.at.toUTCString());
+    });
+  });
+
+  describe('Hono', async () => {
+    const t = await testDatabase({ migrated: false });
+    let example: { app: { fetch: (request: Request) => Response | Promise<Response> }; db: Database };
+    let server: Listening;
+    beforeAll(async () => {
+      await t.pool.query(payments);
+      example = await load('hono-server', { DATABASE_URL: t.url });
+      server = await listen(webListener(example.app.fetch));
+    });
+    afterAll(async () => {
+      await server?.close();
+      await example?.db.$client.end();
+    });
+
+    it('creates a payment once, replays it, and refuses another body and an unauthenticated caller', async () => {
+      const { first } = await paysOnce(server.url, t.pool);
+      expect(first.headers.get('idempotency-key-expires')).toBeNull();
+    });
   });
 });
 

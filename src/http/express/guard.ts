@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { ServerResponse } from 'node:http';
 import type { Response } from 'express';
+import { writeError, type ResponseGuard } from '../route.js';
 
 // Node's primitives through which every part of an answer leaves (headers,
 // status line, body): each of Express' methods (send, json, set, cookie,
@@ -38,16 +39,6 @@ const SENDING_METHODS = [
 // Which guard's handler, if any, the running code belongs to: its own calls,
 // and the timers and promises it starts, carry it along.
 const handlerContext = new AsyncLocalStorage<GuardState>();
-
-/** A response whose sending methods throw when the handler calls them, until `release()`. */
-export interface ResponseGuard {
-  /** The first method the handler called, even if it caught the error. */
-  readonly violation: string | undefined;
-  /** Runs the handler: what it calls, now or later, is checked. */
-  run<T>(handler: () => T): T;
-  /** From now on every method behaves as it did before the guard. */
-  release(): void;
-}
 
 interface GuardState {
   res: object;
@@ -130,12 +121,4 @@ export function guardResponse(res: Response): ResponseGuard {
     }
   }
   return state.guard;
-}
-
-/** The error a handler gets (or the route throws) when the handler wrote to `res`. */
-export function writeError(method: string): Error {
-  return new Error(
-    `an idempotent handler must return its response ({ status, body, headers }), not call res.${method}(): ` +
-      'the answer may leave only after COMMIT',
-  );
 }

@@ -21,7 +21,7 @@ interceptQueries(pool, (text, send) => {
   if (text !== 'commit') return send();
   return spec.point === 'before-commit' ? park() : send().then(park);
 });
-const deps = { db: drizzle(pool), redis: new Redis(spec.redisUrl), redisOptions: spec.redisOptions };
+const deps = { db: drizzle({ client: pool }), redis: new Redis(spec.redisUrl), redisOptions: spec.redisOptions };
 
 for (const r of spec.requests) {
   request(spec.approach, deps, r).then(

@@ -35,7 +35,7 @@ export async function openEnvironment(log: (line: string) => void): Promise<Benc
   await recreateDatabase(server.url);
   const pool = new pg.Pool({ connectionString: url, max: 1 });
   try {
-    await migrate(drizzle(pool));
+    await migrate(drizzle({ client: pool }));
     await createBusinessSchema(pool);
   } finally {
     await pool.end();

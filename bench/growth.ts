@@ -50,7 +50,7 @@ export const growthModule: BenchModule = {
     const bySize: SizeResult[] = [];
     try {
       // Start from empty tables: earlier parts left their keys in the public one.
-      await migrate(drizzle(admin), { schema: SMALL_TABLE_SCHEMA });
+      await migrate(drizzle({ client: admin }), { schema: SMALL_TABLE_SCHEMA });
       await admin.query(`truncate idempotency_keys, ${SMALL_TABLE_SCHEMA}.idempotency_keys`);
       const setup = await openPool(env.url, 8);
       const [replayKeys, smallReplayKeys] = await Promise.all([

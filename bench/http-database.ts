@@ -21,7 +21,7 @@ export async function createBenchDatabase(serverUrl: string): Promise<string> {
   const url = withDatabase(serverUrl, HTTP_BENCH_DATABASE);
   const pool = new pg.Pool({ connectionString: url, max: 1 });
   try {
-    await migrateAll(drizzle(pool));
+    await migrateAll(drizzle({ client: pool }));
   } finally {
     await pool.end();
   }

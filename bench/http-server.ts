@@ -20,7 +20,7 @@ plainPool.on('error', (error) => console.error(`bench server: idle connection lo
 const redis = new Redis(config.redisUrl, { lazyConnect: true });
 await redis.connect();
 
-const server = benchHttpApp(drizzle(pool), drizzle(plainPool), pool, redis, config.redisPrefix).listen(0, '127.0.0.1', () => {
+const server = benchHttpApp(drizzle({ client: pool }), drizzle({ client: plainPool }), pool, redis, config.redisPrefix).listen(0, '127.0.0.1', () => {
   process.send!({ port: (server.address() as AddressInfo).port } satisfies ListeningMessage);
 });
 

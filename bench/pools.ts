@@ -35,7 +35,7 @@ export async function openPool(url: string, size: number, intercept?: QueryInter
   } finally {
     for (const client of clients) client.release();
   }
-  return { pool, db: drizzle(pool), backendPids, close: () => pool.end() };
+  return { pool, db: drizzle({ client: pool }), backendPids, close: () => pool.end() };
 }
 
 /** The processes the CPU probe watches while `pool` is measured. */

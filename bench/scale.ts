@@ -66,7 +66,7 @@ async function measure(url: string, processes: number, copies: number): Promise<
 const url = await recreateDatabase();
 const pool = new pg.Pool({ connectionString: url, max: 2 });
 try {
-  await migrateAll(drizzle(pool));
+  await migrateAll(drizzle({ client: pool }));
   const rounds: Record<string, LoadResult>[] = [];
   for (let round = 0; round < ROUNDS; round++) {
     const results: Record<string, LoadResult> = {};

@@ -161,7 +161,7 @@ export const handWritten: Scenario = {
            on conflict (scope, key) do nothing returning 1`,
         )) as unknown as pg.QueryResult[];
         if (claimed[1]!.rowCount !== 1) throw new Error('a new key was not claimed');
-        const result = await charge(drizzle(client), key, sku);
+        const result = await charge(drizzle({ client }), key, sku);
         await client.query(
           `update idempotency_keys set status = 'completed', response = ${client.escapeLiteral(JSON.stringify({ value: result }))}::jsonb,
              completed_at = now(), expires_at = now() + interval '1 day' where ${where}; commit`,

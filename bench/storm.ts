@@ -62,7 +62,7 @@ const log = (line: string) => process.stderr.write(`${line}\n`);
 const environment = await openEnvironment(log);
 try {
   const pool = new pg.Pool({ connectionString: environment.url, max: POOL });
-  const db = drizzle(pool);
+  const db = drizzle({ client: pool });
   const lines = ['| duplicates of the storm key | quiet p99 (ms) | storm p99 (ms) | storm ÷ quiet, median (min–max) |', '|---|---|---|---|'];
   for (const mode of ['given the database', 'in their own transactions'] as const) {
     const rounds: { quiet: number; storm: number }[] = [];

@@ -155,8 +155,8 @@ const writerPool = new pg.Pool({ connectionString: url.toString(), max: WRITERS 
 const sweepPool = new pg.Pool({ connectionString: url.toString(), max: 1 });
 // DROP DATABASE … WITH (FORCE) at the end may reach a connection still closing.
 for (const pool of [writerPool, sweepPool]) pool.on('error', () => {});
-const writerDb = drizzle(writerPool);
-const sweepDb = drizzle(sweepPool);
+const writerDb = drizzle({ client: writerPool });
+const sweepDb = drizzle({ client: sweepPool });
 const log = (text: string) => (args.json ? undefined : console.log(text));
 
 try {

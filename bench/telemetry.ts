@@ -39,7 +39,7 @@ if (server) {
   const url = new URL(server);
   url.pathname = `/${name}`;
   const pool = new pg.Pool({ connectionString: url.href, max: 4 });
-  const db = drizzle(pool);
+  const db = drizzle({ client: pool });
   await migrate(db);
   await withIdempotency(db, 'bench-telemetry', async () => ({ ok: true }));
   const cpuPerReplay = async (n: number) => {

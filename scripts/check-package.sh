@@ -5,8 +5,12 @@
 # and TypeScript with node10 and nodenext resolution, as the README says), and takes
 # the README's drizzle-kit path (generate, migrate) against databases of its
 # own on DATABASE_URL's server (default: the local PostgreSQL, as in .ci/run).
+# Then the same tarball in a second project on drizzle-orm and drizzle-kit 1.0
+# (release candidates, scripts/drizzle1-versions.sh): installed without
+# --force, run, type-checked, and the README's migration paths 2 and 3 taken.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/drizzle1-versions.sh
 npm run build >/dev/null
 root=$(pwd)
 server_url=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
@@ -230,8 +234,8 @@ echo "package: the README's TypeScript examples and the ESM and CommonJS samples
 # the table, `drizzle-kit generate`, `drizzle-kit migrate`, then the library on
 # that table; migrate() refuses it. Once for the public schema, once for a named one.
 kit_path() {
-  local example=$1 schema=$2
-  local database="pkgcheck_$$_${schema}"
+  local example=$1 schema=$2 tag=${3:-}
+  local database="pkgcheck_$$_${tag}${schema}"
   local url
   url=$(cd "$root" && node scripts/pg-databases.mjs create "$server_url" "$database")
   mkdir -p "$example/src/db"
@@ -243,7 +247,8 @@ TS
   # drizzle-kit can exit 0 without generating anything (a schema file it could
   # not load), and print nothing but a spinner when a migration fails: check
   # what it made, and show its output when it did not.
-  if ! (cd "$example" && npx --no-install drizzle-kit generate && ls drizzle/*.sql && npx --no-install drizzle-kit migrate) > "$example.log" 2>&1; then
+  # drizzle-kit 0.31 writes drizzle/<tag>.sql, 1.0 drizzle/<timestamp>_<name>/migration.sql.
+  if ! (cd "$example" && npx --no-install drizzle-kit generate && { compgen -G 'drizzle/*.sql' || compgen -G 'drizzle/*/migration.sql'; } && npx --no-install drizzle-kit migrate) > "$example.log" 2>&1; then
     cat "$example.log" >&2
     echo "package: drizzle-kit generate + migrate failed with the README's $example block" >&2
     exit 1
@@ -263,11 +268,74 @@ assert.deepEqual([await once(), await once()], [{ run: 1 }, { run: 1 }]);
 await assert.rejects(migrate(db, { schema }), IdempotencyMigrationConflictError);
 await db.$client.end();
 JS
-  echo "package: drizzle-kit generate + migrate with the README's $example block, then withIdempotency on $schema.idempotency_keys"
+  echo "package: drizzle-kit $(node -p "require('./node_modules/drizzle-kit/package.json').version") generate + migrate with the README's $example block, then withIdempotency on $schema.idempotency_keys"
 }
 # Side by side: each has its own folder and database. Databases are named up front, for cleanup.
 databases+=("pkgcheck_$$_public" "pkgcheck_$$_billing")
 kit_path drizzle-kit-schema public & public=$!
 kit_path drizzle-kit-schema-billing billing & billing=$!
+wait "$public"
+wait "$billing"
+
+# drizzle-orm 1.0: a project of its own next to the first, with the 1.0
+# release candidates of drizzle-orm and drizzle-kit. A plain install (no
+# --force, no --legacy-peer-deps) shows that the peer range takes them.
+mkdir -p "$work/d1"
+cd "$work/d1"
+npm init -y >/dev/null
+npm pkg set type=module >/dev/null
+npm install --no-audit --no-fund --prefer-offline "../$tarball" "drizzle-orm@$DRIZZLE1_ORM_VERSION" "drizzle-kit@$DRIZZLE1_KIT_VERSION" pg express @types/pg @types/express @types/node@20 typescript@~5.9 >/dev/null
+installed=$(node -p "require('./node_modules/drizzle-orm/package.json').version")
+[ "$installed" = "$DRIZZLE1_ORM_VERSION" ] || { echo "package: expected drizzle-orm $DRIZZLE1_ORM_VERSION, got $installed" >&2; exit 1; }
+echo "package: installs with drizzle-orm $installed and drizzle-kit $DRIZZLE1_KIT_VERSION, no --force"
+# And refuses what it does not cover: older releases, and release candidates
+# before the one tested (a dry run, in an empty project of its own).
+mkdir -p "$work/range"
+echo '{ "name": "range", "private": true }' > "$work/range/package.json"
+for refused in 0.43.1 1.0.0-rc.4; do
+  if (cd "$work/range" && npm install --dry-run --loglevel=error --no-audit --no-fund --prefer-offline "../$tarball" "drizzle-orm@$refused") > "refused-$refused.log" 2>&1 ||
+    ! grep -q 'Could not resolve dependency' "refused-$refused.log"; then
+    cat "refused-$refused.log" >&2
+    echo "package: npm install with drizzle-orm@$refused should fail on the peer range (ERESOLVE)" >&2
+    exit 1
+  fi
+done
+echo "package: the peer range refuses drizzle-orm 0.43.1 and 1.0.0-rc.4"
+
+# The README's examples and the ESM sample, type-checked against 1.0.
+(cd "$root" && npx --no-install tsx scripts/readme-examples.ts write "$work/d1/readme")
+cp ../check.ts .
+npx tsc --noEmit --strict --noUncheckedIndexedAccess --target es2022 --module nodenext --moduleResolution nodenext --skipLibCheck --types node check.ts readme/*.ts
+echo "package: the README's TypeScript examples type-check against drizzle-orm $installed"
+
+# Run on 1.0: replay, a transaction of the caller's, path 2 with the folder in
+# drizzle-kit 1.0's layout (and the old one refused by 1.0's migrator), then
+# migrate() refusing the table it did not create.
+databases+=("pkgcheck_$$_d1run")
+d1_url=$(cd "$root" && node scripts/pg-databases.mjs create "$server_url" "pkgcheck_$$_d1run")
+node --input-type=module - "$d1_url" <<'JS'
+import assert from 'node:assert/strict';
+import { drizzle } from 'drizzle-orm/node-postgres';
+import { migrate as drizzleMigrate } from 'drizzle-orm/node-postgres/migrator';
+import { IdempotencyMigrationConflictError, migrationsFolder, migrationsFolderForDrizzle1, withIdempotency } from 'drizzle-idempotency';
+const db = drizzle(process.argv[2]);
+const config = { migrationsTable: '__idempotency_migrations' };
+await assert.rejects(drizzleMigrate(db, { ...config, migrationsFolder }), /old drizzle-kit migration folders/);
+await drizzleMigrate(db, { ...config, migrationsFolder: migrationsFolderForDrizzle1 });
+let runs = 0;
+const charge = (on) => withIdempotency(on, 'd1-key', async () => ({ run: ++runs }), { scope: 'alice', fingerprint: { amount: 1 } });
+assert.deepEqual(await charge(db), { run: 1 });
+assert.deepEqual(await db.transaction((tx) => charge(tx)), { run: 1 });
+assert.deepEqual(await db.transaction((tx) => withIdempotency(tx, 'd1-in-tx', async () => ++runs)), 2);
+const { migrate } = await import('drizzle-idempotency');
+await assert.rejects(migrate(db), IdempotencyMigrationConflictError);
+await db.$client.end();
+JS
+echo "package: runs on drizzle-orm $installed (replay, the caller's transaction, migrationsFolderForDrizzle1 with 1.0's migrator)"
+
+# Path 3 with drizzle-kit 1.0, public and named schema.
+databases+=("pkgcheck_$$_d1public" "pkgcheck_$$_d1billing")
+kit_path drizzle-kit-schema public d1 & public=$!
+kit_path drizzle-kit-schema-billing billing d1 & billing=$!
 wait "$public"
 wait "$billing"

@@ -11,7 +11,7 @@ export { DEFAULT_MAX_RESULT_BYTES } from './core/result.js';
 export type { Jsonified } from './core/result.js';
 export { idempotencyKeys, idempotencyKeysIn, IDEMPOTENCY_KEYS_TABLE } from './schema/table.js';
 export type { IdempotencyKeyStatus } from './schema/table.js';
-export { migrate, migrationsFolder } from './schema/migrate.js';
+export { migrate, migrationsFolder, migrationsFolderForDrizzle1 } from './schema/migrate.js';
 export type { MigrateOptions } from './schema/migrate.js';
 export {
   IdempotencyError,

@@ -49,7 +49,7 @@ const json = <T>(res: Response, status: number, body: T) => res.status(status).j
  * order confirmation) are pg-boss jobs enqueued in the request's transaction.
  *
  * @example
- * const app = shopApp(drizzle(pool), boss); app.listen(3000);
+ * const app = shopApp(drizzle({ client: pool }), boss); app.listen(3000);
  */
 export function shopApp(db: ShopDb, boss: PgBoss) {
   const app = express();

@@ -76,7 +76,7 @@ export async function runDemo(databaseUrl: string, o: DemoOptions): Promise<Demo
   const started = performance.now();
   const pool = new pg.Pool({ connectionString: databaseUrl, max: o.concurrency + 4 });
   pool.on('error', () => {});
-  const db = drizzle(pool);
+  const db = drizzle({ client: pool });
   await migrateAll(db);
   const initialStock = Object.fromEntries(SKUS.map((sku) => [sku, o.stock]));
   for (const sku of SKUS) await pool.query('insert into shop_inventory (sku, stock) values ($1, $2) on conflict (sku) do update set stock = $2', [sku, o.stock]);

@@ -16,7 +16,7 @@ const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
 pool.on('error', () => {});
 const boss = await startShopBoss(databaseUrl, () => {}, { supervise: false });
 let sent = 0;
-await startMailWorkers(drizzle(pool), boss, mailApiUrl, {
+await startMailWorkers(drizzle({ client: pool }), boss, mailApiUrl, {
   queues: [WELCOME_QUEUE],
   workers: 1,
   batchSize: 3,

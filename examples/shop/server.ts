@@ -17,12 +17,12 @@ const embedded = process.env.DATABASE_URL
   : await startEmbeddedPostgres({ dataDir: join(root, '.data', 'postgres') }).catch(exitIfUnavailable);
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL ?? embedded!.url, max: Number(process.env.POOL_SIZE ?? 20) });
 pool.on('error', (error) => console.error(`idle connection lost: ${error.message}`));
-// The outbox worker's transactions are drizzle's own, not the library's: while
-// one holds a connection between two statements (writing the e-mail), a
+// Transactions that are drizzle's own, not the library's (the mail workers'): while
+// one holds a connection between two statements, a
 // server restart is an 'error' event on that client, which ends the process
 // when nobody listens. The statement that runs next fails, as it should.
 pool.on('connect', (client) => client.on('error', (error) => console.error(`connection lost: ${error.message}`)));
-const db = drizzle(pool);
+const db = drizzle({ client: pool });
 await migrateAll(db);
 
 // The fake mail API (its deliveries also appended to a JSON-lines file), pg-boss and its mail workers.

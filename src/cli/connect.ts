@@ -57,7 +57,7 @@ export async function connect(url: string): Promise<CliDatabase> {
       { cause: error },
     );
   }
-  return { db: drizzle(pool), where, close };
+  return { db: drizzle({ client: pool }), where, close };
 }
 
 /** Fails with exit code 4 and the command that fixes it when the keys table is not there. */

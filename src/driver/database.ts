@@ -1,5 +1,5 @@
-import { entityKind, is, type SQL, type SQLWrapper } from 'drizzle-orm';
-import { PgTransaction, type PgTransactionConfig } from 'drizzle-orm/pg-core';
+import { entityKind, type SQL, type SQLWrapper } from 'drizzle-orm';
+import type { PgTransactionConfig } from 'drizzle-orm/pg-core';
 import { executeNamed } from './named-statement.js';
 import { redact } from './redacted-error.js';
 
@@ -32,9 +32,19 @@ export function singleConnectionOf(db: IdempotencyDatabase): object | undefined 
   return undefined;
 }
 
+// drizzle-orm 0.44/0.45 call the base class of PostgreSQL transactions
+// PgTransaction; 1.0 renamed it PgAsyncTransaction and no longer exports the
+// old one. Classes are matched by their drizzle entity name, as drizzle's own
+// `is()` does, so that neither name has to be imported.
+const TRANSACTION_KINDS = new Set(['PgTransaction', 'PgAsyncTransaction']);
+
 /** Whether `db` is already a transaction (then we nest a savepoint in it). */
 export function isTransaction(db: IdempotencyDatabase): boolean {
-  return is(db, PgTransaction);
+  for (let proto: unknown = Object.getPrototypeOf(db); proto; proto = Object.getPrototypeOf(proto)) {
+    const kind = (proto as { constructor?: { [entityKind]?: unknown } }).constructor?.[entityKind];
+    if (typeof kind === 'string' && TRANSACTION_KINDS.has(kind)) return true;
+  }
+  return false;
 }
 
 /**

@@ -30,9 +30,17 @@ interface Dialect {
 interface NodePgSessionParts {
   client: unknown;
   dialect: Dialect;
-  schema: unknown;
+  /** drizzle-orm 0.44/0.45: the relational schema, third argument of the session and transaction constructors. */
+  schema?: unknown;
+  /** drizzle-orm 1.0: the relations, in the same place. */
+  relations?: unknown;
   options: unknown;
 }
+
+// The session and transaction constructors as both drizzle-orm 0.44+ and 1.0
+// take them (1.0 adds optional trailing arguments; its declarations make them required).
+type SessionConstructor = new (client: unknown, dialect: unknown, schemaOrRelations: unknown, options: unknown) => object;
+type TransactionConstructor = new (dialect: unknown, session: object, schemaOrRelations: unknown) => IdempotencyDatabase;
 
 /** A node-postgres database over a `pg.Pool`. */
 export interface PoolSource {
@@ -120,8 +128,11 @@ export async function inPoolTransaction<R>(
 ): Promise<R> {
   const begin = beginStatement(config);
   nodePg ??= import('drizzle-orm/node-postgres');
-  const { NodePgSession, NodePgTransaction } = await nodePg;
-  const { dialect, schema, options } = source.session;
+  const nodePgClasses = await nodePg;
+  const NodePgSession = nodePgClasses.NodePgSession as unknown as SessionConstructor;
+  const NodePgTransaction = nodePgClasses.NodePgTransaction as unknown as TransactionConstructor;
+  const { dialect, options } = source.session;
+  const schema = 'relations' in source.session ? source.session.relations : source.session.schema;
   // Set when this connection must not go back to the pool: the server ended it
   // (node-postgres notices only a tick later), or it could not roll back.
   let broken: Error | undefined;
@@ -135,8 +146,8 @@ export async function inPoolTransaction<R>(
   // behind any pooler; the client goes back in the mode it came in.
   const pipelining = client.pipeline === false && source.pool.options?.pipeline !== false;
   if (pipelining) client.pipeline = true;
-  const session = new NodePgSession(client as never, dialect as never, schema as never, options as never);
-  const tx = new NodePgTransaction(dialect as never, session, schema as never) as unknown as IdempotencyDatabase;
+  const session = new NodePgSession(client, dialect, schema, options);
+  const tx = new NodePgTransaction(dialect, session, schema);
 
   const queryText = (text: string, values: unknown[], name: string | undefined) => client.query(name ? { name, text, values } : { text, values });
   const send = (query: SQL, named: boolean) => {

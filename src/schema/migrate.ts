@@ -20,6 +20,16 @@ import { DUPLICATE_TABLE, SERIALIZATION_FAILURE, sqlState } from '../driver/pg-e
  */
 export const migrationsFolder = fileURLToPath(new URL('../../migrations', import.meta.url));
 
+/**
+ * The same migrations in drizzle-kit 1.0's layout (a folder per migration),
+ * for drizzle-orm 1.0's migrator, which refuses `migrationsFolder` (the
+ * layout of drizzle-kit 0.31 that drizzle-orm 0.44 and 0.45 read).
+ *
+ * @example
+ * await drizzleMigrate(db, { migrationsFolder: migrationsFolderForDrizzle1, migrationsTable: '__idempotency_migrations' });
+ */
+export const migrationsFolderForDrizzle1 = join(migrationsFolder, 'drizzle-1');
+
 /** Options of `migrate`. */
 export interface MigrateOptions {
   /** Postgres schema to create the table in; created if missing. (Default: the first schema of the search_path) */

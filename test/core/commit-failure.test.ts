@@ -42,7 +42,7 @@ const keyRows = async (key: string) =>
 describe('a COMMIT that fails in the transaction withIdempotency opened', () => {
   it.each([
     ['a pg pool', () => t.db],
-    ['a pg pool in pipeline mode (the store and COMMIT sent together)', () => drizzle(t.newPool(2, { pipeline: true }))],
+    ['a pg pool in pipeline mode (the store and COMMIT sent together)', () => drizzle({ client: t.newPool(2, { pipeline: true }) })],
   ])('on %s: IdempotencyCommitFailedError, retryable, and nothing committed', async (_name, make) => {
     const db = make();
     const key = `commit-fails ${_name}`;
@@ -73,7 +73,7 @@ describe('a COMMIT that fails in the transaction withIdempotency opened', () => 
 
   describe('on PGlite', () => {
     const client = new PGlite();
-    const db = drizzlePglite(client);
+    const db = drizzlePglite({ client });
     afterAll(() => client.close());
 
     it('is the same typed error', async () => {

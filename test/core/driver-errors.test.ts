@@ -207,7 +207,7 @@ describe("node-postgres' query_timeout shorter than the wait", () => {
   it('ends the wait with IDEMPOTENCY_IN_FLIGHT, retryable', async () => {
     const held = await holdKey('client-timeout');
     const { drizzle } = await import('drizzle-orm/node-postgres');
-    const impatient = drizzle(t.newPool(2, { query_timeout: 300 }));
+    const impatient = drizzle({ client: t.newPool(2, { query_timeout: 300 }) });
     const error = await withIdempotency(impatient, 'client-timeout', async () => 'second', { waitTimeout: '30s' }).catch((e: unknown) => e);
     held.release();
     await held.done;

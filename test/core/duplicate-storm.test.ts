@@ -15,7 +15,7 @@ const DUPLICATES = 200;
 describe('200 duplicates of one key on a pool of 10', () => {
   it('take at most one connection between them, so other keys complete while the first still runs', async () => {
     const pool = t.newPool(10);
-    const db = drizzle(pool);
+    const db = drizzle({ client: pool });
     const entered = deferred();
     const release = deferred();
     let calls = 0;
@@ -51,7 +51,7 @@ describe('200 duplicates of one key on a pool of 10', () => {
 
   it("answer in flight at once under 'reject', after one look for a completed key, holding no connection while the first runs", async () => {
     const pool = t.newPool(10);
-    const db = drizzle(pool);
+    const db = drizzle({ client: pool });
     const entered = deferred();
     const release = deferred();
     const first = withIdempotencyOutcome(db, 'storm-reject', async () => {

@@ -24,7 +24,7 @@ describe('a key\'s lifetime', () => {
 
   it.each([
     ['in this process', () => t.db],
-    ['from another pool', () => drizzle(t.newPool(2))],
+    ['from another pool', () => drizzle({ client: t.newPool(2) })],
   ])('replays to a duplicate that waited %s while fn outlived the TTL', async (_where, duplicateDb) => {
     const key = `outlived-${_where.replace(/\W/g, '-')}`;
     let calls = 0;

@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm';
 import { describe, expect, it } from 'vitest';
 import { IdempotencyOptionsInvalidError, withIdempotencyOutcome } from '../../src/index.js';
+import { queryRows } from '../../src/driver/database.js';
 import { waitForLockWaiters } from '../support/activity.js';
 import { testDatabase } from '../support/db.js';
 import { keyRows } from '../support/fixtures.js';
@@ -9,8 +10,7 @@ import { keyRows } from '../support/fixtures.js';
 // own statements: the caller's own lock_timeout must be back afterwards.
 const t = await testDatabase();
 
-const showLockTimeout = async (tx: typeof t.db) =>
-  ((await tx.execute(sql`select current_setting('lock_timeout') as v`)).rows[0] as { v: string }).v;
+const showLockTimeout = async (tx: typeof t.db) => (await queryRows<{ v: string }>(tx, sql`select current_setting('lock_timeout') as v`))[0]?.v;
 
 describe("the caller's lock_timeout", () => {
   it('is restored after a claim, a replay and a reclaim', async () => {

@@ -137,10 +137,10 @@ describe('the first execution returns the stored JSON, as every replay does', ()
   const paths: [string, () => Path][] = [
     ['given a database on a pg pool', () => ({ db: t.db })],
     ['given a transaction', () => ({ db: t.db, inTransaction: true })],
-    ['given a database on a pipelined pg pool', () => ({ db: drizzle(t.newPool(2, { pipeline: true })) })],
+    ['given a database on a pipelined pg pool', () => ({ db: drizzle({ client: t.newPool(2, { pipeline: true }) }) })],
     ['with prepare: true', () => ({ db: t.db, prepare: true })],
     // A driver that hands jsonb over unparsed, as text.
-    ['on a pg pool that returns jsonb as text', () => ({ db: drizzle(t.newPool(2, { types: { getTypeParser: jsonbAsText } })) })],
+    ['on a pg pool that returns jsonb as text', () => ({ db: drizzle({ client: t.newPool(2, { types: { getTypeParser: jsonbAsText } }) }) })],
   ];
 
   it.each(paths)('%s', async (name, make) => {
@@ -158,7 +158,7 @@ describe('the first execution returns the stored JSON, as every replay does', ()
 
   describe('on PGlite (jsonb parsed by the driver)', () => {
     const client = new PGlite();
-    const db = drizzlePglite(client);
+    const db = drizzlePglite({ client });
     afterAll(() => client.close());
 
     it('given the database and given a transaction', async () => {

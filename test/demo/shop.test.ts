@@ -10,10 +10,10 @@ import { count } from '../support/fixtures.js';
 import { listen } from '../support/http.js';
 
 const t = await testDatabase({ max: 50 });
-await migrateAll(drizzle(t.pool));
+await migrateAll(drizzle({ client: t.pool }));
 // Connections the database drop ends after the file are no news.
 const boss = await startShopBoss(t.url, () => {});
-const shop = await listen(shopApp(drizzle(t.pool), boss));
+const shop = await listen(shopApp(drizzle({ client: t.pool }), boss));
 afterAll(async () => {
   await shop.close();
   await boss.stop({ graceful: false, wait: true });
@@ -145,7 +145,7 @@ describe('POST /notifications/welcome', () => {
     mail.failNext(1);
     let runs = 0;
     const crashAfterSend = (job: { data: { ref: string } }) => job.data.ref === 'welcome-gus' && ++runs === 1;
-    const workers = await startMailWorkers(drizzle(t.pool), boss, mail.url, { crashAfterSend });
+    const workers = await startMailWorkers(drizzle({ client: t.pool }), boss, mail.url, { crashAfterSend });
     try {
       await workers.drain();
     } finally {

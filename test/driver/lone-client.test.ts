@@ -14,7 +14,7 @@ await createBusinessTables(t.pool);
 const client = new pg.Client({ connectionString: t.url });
 client.on('error', () => {});
 await client.connect();
-const db = drizzle(client);
+const db = drizzle({ client });
 afterAll(() => client.end());
 
 describe('a database on one pg.Client', () => {
@@ -72,7 +72,7 @@ describe('a client checked out of a pool, given as the database', () => {
     const checkedOut = await pool.connect();
     checkedOut.removeAllListeners('error'); // as pg-pool hands it over: nobody listens
     const pid = (await checkedOut.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
-    const error = await withIdempotency(drizzle(checkedOut), 'checked-out', async (tx) => {
+    const error = await withIdempotency(drizzle({ client: checkedOut }), 'checked-out', async (tx) => {
       await insertCharge(tx, 'checked-out', 1);
       await t.pool.query('select pg_terminate_backend($1)', [pid]);
       await sleep(200);

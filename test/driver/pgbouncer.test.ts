@@ -24,7 +24,7 @@ function onePooledClient() {
   const pool = new pg.Pool({ connectionString: url, max: 1 });
   pool.on('error', () => {});
   pools.push(pool);
-  return drizzle(pool);
+  return drizzle({ client: pool });
 }
 
 /**

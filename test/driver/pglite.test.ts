@@ -17,7 +17,7 @@ import {
 } from '../../src/index.js';
 
 const client = new PGlite();
-const db = drizzle(client);
+const db = drizzle({ client });
 
 async function charges(ref: string): Promise<number> {
   const result = await client.query<{ n: number }>('select count(*)::int as n from charges where ref = $1', [ref]);

@@ -3,7 +3,7 @@ import { drizzle } from 'drizzle-orm/node-postgres';
 import { describe, expect, it } from 'vitest';
 import { idempotent } from '../../src/express.js';
 import { IdempotencyOptionsInvalidError, lookupReplay, withIdempotencyOutcome } from '../../src/index.js';
-import type { IdempotencyDatabase } from '../../src/driver/database.js';
+import { queryRows, type IdempotencyDatabase } from '../../src/driver/database.js';
 import { testDatabase } from '../support/db.js';
 import { count, createBusinessTables, deferred, insertCharge, keyRows, sleep } from '../support/fixtures.js';
 import { logStatements } from '../support/query-log.js';
@@ -12,7 +12,7 @@ const t = await testDatabase();
 await createBusinessTables(t.pool);
 const pipelinedPool = t.newPool(60, { pipeline: true });
 const events = logStatements(pipelinedPool);
-const db = drizzle(pipelinedPool);
+const db = drizzle({ client: pipelinedPool });
 
 const backendPid = async (tx: IdempotencyDatabase) =>
   ((await tx.execute(sql`select pg_backend_pid() as pid`)) as { rows: { pid: number }[] }).rows[0]!.pid;
@@ -146,7 +146,7 @@ describe('on a node-postgres pool created with pipeline: true', () => {
         deferrable initially deferred for each row execute function doom();`);
     const single = t.newPool(1, { pipeline: true });
     const running = deferred();
-    const call = withIdempotencyOutcome(drizzle(single), 'piped-doomed', async (tx) => {
+    const call = withIdempotencyOutcome(drizzle({ client: single }), 'piped-doomed', async (tx) => {
       await tx.execute(sql`insert into doomed values (1)`);
       running.resolve();
       return 'done';
@@ -199,13 +199,13 @@ describe('the transaction option, whose values become SQL text in BEGIN', () => 
 
 describe('prepare: true', () => {
   it('sends the library statements as named prepared statements, one per text and connection', async () => {
-    const single = drizzle(t.newPool(1));
+    const single = drizzle({ client: t.newPool(1) });
     const run = (key: string) => withIdempotencyOutcome(single, key, (tx) => insertCharge(tx, key, 1), { prepare: true });
     await run('prepared-1');
     await run('prepared-2');
     await run('prepared-1'); // claim conflicts: the read is prepared too
     expect(await lookupReplay(single, 'prepared-2', { prepare: true })).toMatchObject({ replayed: true });
-    const names = (await single.execute(sql`select name, statement from pg_prepared_statements order by name`)).rows as { name: string; statement: string }[];
+    const names = await queryRows<{ name: string; statement: string }>(single, sql`select name, statement from pg_prepared_statements order by name`);
     const ours = names.filter((n) => n.name.startsWith('drizzle_idempotency_'));
     expect(ours.map((n) => n.statement.trim().split(/\s+/).slice(0, 2).join(' ')).sort()).toEqual([
       'insert into', // claim
@@ -217,26 +217,26 @@ describe('prepare: true', () => {
   });
 
   const preparedCount = async (db: ReturnType<typeof drizzle>) =>
-    ((await db.execute(sql`select count(*)::int as n from pg_prepared_statements where name like 'drizzle_idempotency_%'`)).rows[0] as { n: number }).n;
+    (await queryRows<{ n: number }>(db, sql`select count(*)::int as n from pg_prepared_statements where name like 'drizzle_idempotency_%'`))[0]?.n;
 
   it('prepares nothing with prepare: false', async () => {
-    const single = drizzle(t.newPool(1));
+    const single = drizzle({ client: t.newPool(1) });
     await withIdempotencyOutcome(single, 'unprepared', (tx) => insertCharge(tx, 'unprepared', 1), { prepare: false });
     expect(await preparedCount(single)).toBe(0);
   });
 
   it("prepares the library's statements by default on a pool it uses itself, and none in the caller's transaction", async () => {
-    const single = drizzle(t.newPool(1));
+    const single = drizzle({ client: t.newPool(1) });
     await withIdempotencyOutcome(single, 'prepared-default', (tx) => insertCharge(tx, 'prepared-default', 1), { lookupFirst: true });
     expect(await preparedCount(single)).toBe(3); // lookup, claim, store
-    const other = drizzle(t.newPool(1));
+    const other = drizzle({ client: t.newPool(1) });
     await other.transaction((tx) => withIdempotencyOutcome(tx, 'prepared-caller', (tx) => insertCharge(tx, 'prepared-caller', 1)));
     expect(await preparedCount(other)).toBe(0);
   });
 
   it('goes back to unnamed statements, and runs the call again, when the server refuses a named one (as PgBouncer without prepared statements does)', async () => {
     const pool = t.newPool(1);
-    const single = drizzle(pool);
+    const single = drizzle({ client: pool });
     await withIdempotencyOutcome(single, 'refused-1', (tx) => insertCharge(tx, 'refused-1', 1), { lookupFirst: true });
     // The server forgets the statements behind node-postgres' back, as a pooler
     // that hands the next transaction another server connection would.
@@ -258,7 +258,7 @@ describe('prepare: true', () => {
     await t.pool.query('create schema if not exists tenant_b');
     const { migrate } = await import('../../src/index.js');
     await migrate(t.db, { schema: 'tenant_b' });
-    const single = drizzle(t.newPool(1, { pipeline: true }));
+    const single = drizzle({ client: t.newPool(1, { pipeline: true }) });
     const a = await withIdempotencyOutcome(single, 'both-schemas', () => Promise.resolve('public'), { prepare: true });
     const b = await withIdempotencyOutcome(single, 'both-schemas', () => Promise.resolve('tenant_b'), { prepare: true, schema: 'tenant_b' });
     expect([a, b]).toEqual([{ value: 'public', replayed: false }, { value: 'tenant_b', replayed: false }]);
@@ -280,7 +280,7 @@ describe("a store that node-postgres' query_timeout gives up on", () => {
       drop trigger if exists slow_store on idempotency_keys;
       create trigger slow_store before update on idempotency_keys for each row execute function slow_store();`);
     const key = `timed-out-${pipeline}`;
-    const impatient = drizzle(t.newPool(2, { query_timeout: 200, pipeline }));
+    const impatient = drizzle({ client: t.newPool(2, { query_timeout: 200, pipeline }) });
     try {
       const error = await withIdempotencyOutcome(impatient, key, (tx) => insertCharge(tx, key, 1)).catch((e: unknown) => e);
       expect((error as { code?: string }).code).toBe('IDEMPOTENCY_COMMIT_FAILED');
@@ -297,14 +297,13 @@ describe("a store that node-postgres' query_timeout gives up on", () => {
 describe('queries fn leaves running when its transaction ends', () => {
   it('never reach the next user of the connection: the connection is not given back', async () => {
     const pool = t.newPool(1);
-    const db = drizzle(pool);
+    const db = drizzle({ client: pool });
     for (let i = 0; i < 10; i++) {
       await withIdempotencyOutcome(db, `forgotten-${i}`, async (tx) => {
         await insertCharge(tx, `forgotten-${i}`, 1);
         // A forgotten await: a read, then writes sent when it answers, while COMMIT is on its way.
-        void tx
-          .execute(sql`select g from generate_series(1, 3) g`)
-          .then((found) => Promise.all(found.rows.map((r) => tx.execute(sql`select 'late-' || ${String(r.g)} as v`))))
+        void queryRows<{ g: number }>(tx, sql`select g from generate_series(1, 3) g`)
+          .then((found) => Promise.all(found.map((r) => tx.execute(sql`select 'late-' || ${String(r.g)} as v`))))
           .catch(() => {});
         return 'ok';
       });
@@ -319,7 +318,7 @@ describe('queries fn leaves running when its transaction ends', () => {
 
   it('refuses what fn asks of its transaction after the transaction ended, instead of running it on a connection that is not ours', async () => {
     const pool = t.newPool(1);
-    const db = drizzle(pool);
+    const db = drizzle({ client: pool });
     let kept: Parameters<Parameters<typeof db.transaction>[0]>[0] | undefined;
     await withIdempotencyOutcome(db, 'kept-tx', async (tx) => {
       kept = tx;

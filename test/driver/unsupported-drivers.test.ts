@@ -25,7 +25,7 @@ neonConfig.fetchFunction = (url: string) => {
 afterAll(() => {
   neonConfig.fetchFunction = originalFetch;
 });
-const neonHttp = drizzleNeonHttp(neon('postgres://postgres@127.0.0.1:5432/test'));
+const neonHttp = drizzleNeonHttp({ client: neon('postgres://postgres@127.0.0.1:5432/test') });
 
 // pg-proxy forwards each statement to a callback: here, straight to the test database.
 const forwarded: string[] = [];

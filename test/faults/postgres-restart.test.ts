@@ -21,7 +21,7 @@ describe.skipIf(unavailable)(`PostgreSQL restarted in the middle of a storm${una
     onTestFinished(async () => {
       for (const cleanup of cleanups.reverse()) await cleanup();
     });
-    await migrateAll(drizzle(pool));
+    await migrateAll(drizzle({ client: pool }));
     await pool.query(`insert into shop_inventory (sku, stock) values ($1, $2)`, [SKU, STOCK]);
     const cluster = await startShopCluster(server.url, 2, { poolSize: 6 });
     cleanups.push(() => cluster.stop());

@@ -346,7 +346,7 @@ describe.each(adapters)('the $name adapter', (adapter) => {
 
   it('answers 409 IDEMPOTENCY_SERIALIZATION_FAILURE under REPEATABLE READ when a duplicate on another pool committed first, and the retry replays', async () => {
     const pools = [t.newPool(4), t.newPool(4)];
-    const [one, two] = await Promise.all(pools.map((pool) => adapter.serve(drizzle(pool), repeatableRead)));
+    const [one, two] = await Promise.all(pools.map((pool) => adapter.serve(drizzle({ client: pool }), repeatableRead)));
     const key = `${name}-rr`;
     const release = deferred();
     const inside = deferred();

@@ -65,7 +65,7 @@ describe.each(SETUPS)('50 concurrent POSTs with one key, $name pool', ({ name, p
   let db: NodePgDatabase;
   beforeAll(() => {
     pool = t.newPool(DUPLICATES + 5, config);
-    db = drizzle(pool);
+    db = drizzle({ client: pool });
   });
   afterAll(() => pool.end());
 

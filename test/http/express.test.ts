@@ -170,7 +170,7 @@ describe('a completed key', () => {
   });
 
   it('replays with one SELECT and no transaction', async () => {
-    const observed = drizzle(t.pool);
+    const observed = drizzle({ client: t.pool });
     const counted = `${await serve((app) => app.post('/charges', chargeRoute(observed, () => ({ status: 201 }))))}/charges`;
     const init = json({ ref: 'cheap' }, { 'idempotency-key': 'cheap' });
     expect((await fetch(counted, init)).status).toBe(201);

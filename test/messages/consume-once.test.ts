@@ -79,7 +79,7 @@ describe('consumeOnce', () => {
   });
 
   it('runs a message once when two workers consume it at the same time, and both get its result', async () => {
-    const other = drizzle(t.newPool(2));
+    const other = drizzle({ client: t.newPool(2) });
     const inside = deferred();
     const release = deferred();
     let runs = 0;

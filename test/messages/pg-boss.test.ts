@@ -142,10 +142,10 @@ describe('the pg-boss outbox', () => {
         await release.promise; // past the job's expiry: pg-boss puts it back, and the second worker fetches it
       });
       // Two worker pools, as two processes: the second waits in the database on the first's key.
-      await slow.work(queue, WORK, idempotentJobHandler(drizzle(t.newPool(2)), handler));
+      await slow.work(queue, WORK, idempotentJobHandler(drizzle({ client: t.newPool(2) }), handler));
       const { jobId } = await signUp(queue, 'dan@example.test');
       await inside.promise;
-      await other.work(queue, WORK, idempotentJobHandler(drizzle(t.newPool(2)), handler));
+      await other.work(queue, WORK, idempotentJobHandler(drizzle({ client: t.newPool(2) }), handler));
       await waitForLockWaiters(t.pool, 1, 20_000);
       release.resolve();
       await expectOneEmailPerJob(queue, [jobId!]);

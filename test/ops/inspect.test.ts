@@ -149,7 +149,7 @@ describe('inspectKey and evictKey on PGlite (one connection: the look and its pr
   it('looks at a completed key, finds a missing one, and evicts it so that the next call runs again', async () => {
     const client = new PGlite();
     try {
-      const db = drizzle(client);
+      const db = drizzle({ client });
       await migrate(db);
       let runs = 0;
       const call = () => withIdempotency(db, 'k', async () => ({ run: ++runs }));

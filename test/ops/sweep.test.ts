@@ -192,8 +192,8 @@ describe('bad options', () => {
 describe('sweeping alongside others', () => {
   it('two sweepers at once: no errors, and their counts add up to the expired total', async () => {
     await seedKeys(t.pool, { expired: 100_000, live: 10_000 });
-    const a = drizzle(t.newPool(2));
-    const b = drizzle(t.newPool(2));
+    const a = drizzle({ client: t.newPool(2) });
+    const b = drizzle({ client: t.newPool(2) });
 
     const [ra, rb] = await Promise.all([sweepExpiredKeys(a, { batchSize: 500 }), sweepExpiredKeys(b, { batchSize: 500 })]);
 
@@ -221,7 +221,7 @@ describe('sweeping alongside others', () => {
       firstAnswers.set(`live-${i}`, value);
     }
     const chargesBefore = await count(t.pool, 'charges');
-    const writers = drizzle(t.newPool(8));
+    const writers = drizzle({ client: t.newPool(8) });
     const neverRuns = async (): Promise<never> => {
       throw new Error('fn ran for a live key');
     };

@@ -7,7 +7,7 @@ import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '
 import pg from 'pg';
 
 export { charges } from './schema.js';
-export const db = drizzle(new pg.Pool({ connectionString: process.env.DATABASE_URL }));
+export const db = drizzle({ client: new pg.Pool({ connectionString: process.env.DATABASE_URL }) });
 
 export const spans = new InMemorySpanExporter();
 export const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(spans)] });

@@ -25,6 +25,7 @@ import {
 } from '../../src/index.js';
 import { readmeExamples, readReadme, ROOT, writeExamples, type ReadmeExample } from '../../scripts/readme-examples.js';
 import { testDatabase } from '../support/db.js';
+import { drizzleMajor } from '../support/drizzle-version.js';
 import { waitForLockWaiters } from '../support/activity.js';
 import { count, deferred, sleep } from '../support/fixtures.js';
 import { listen, type Listening } from '../support/http.js';
@@ -81,6 +82,7 @@ describe('the README', () => {
       'migrate',
       'drizzle-config',
       'migrations-folder',
+      'migrations-folder-drizzle1',
       'drizzle-kit-schema',
       'drizzle-kit-schema-billing',
       'express-server',
@@ -120,7 +122,9 @@ describe('the README', () => {
   });
 
   it('has examples that type-check strictly, each with its prelude', () => {
-    const config = ts.getParsedCommandLineOfConfigFile(`${ROOT}tsconfig.json`, {}, { ...ts.sys, onUnRecoverableConfigFileDiagnostic: () => {} })!;
+    // Against the drizzle-orm this run resolves (scripts/test-drizzle1.sh: the 1.0 copy).
+    const tsconfig = drizzleMajor === 1 ? 'tsconfig.drizzle1.json' : 'tsconfig.json';
+    const config = ts.getParsedCommandLineOfConfigFile(`${ROOT}${tsconfig}`, {}, { ...ts.sys, onUnRecoverableConfigFileDiagnostic: () => {} })!;
     expect(config.options.strict).toBe(true);
     const program = ts.createProgram([...files.values()], { ...config.options, noEmit: true });
     const byFile = new Map([...files].map(([id, file]) => [file, examples.find((e) => e.id === id)!]));
@@ -393,11 +397,14 @@ describe('Migrations', async () => {
     });
   });
 
-  describe('2. migrationsFolder with your own migrator', async () => {
+  // The block for the drizzle-orm this run is on works; the other one's folder is refused by its migrator.
+  const [own, other] = drizzleMajor === 1 ? ['migrations-folder-drizzle1', 'migrations-folder'] : ['migrations-folder', 'migrations-folder-drizzle1'];
+
+  describe(`2. migrationsFolder with your own migrator (drizzle-orm ${drizzleMajor === 1 ? '1.0' : '0.44+'}: the ${own} block)`, async () => {
     const t = await testDatabase({ migrated: false });
     let example: { db: Database };
     beforeAll(async () => {
-      example = await load('migrations-folder', { DATABASE_URL: t.url });
+      example = await load(own, { DATABASE_URL: t.url });
     });
     afterAll(() => example?.db.$client.end());
 
@@ -406,6 +413,12 @@ describe('Migrations', async () => {
       expect(await regclass(t.pool, 'drizzle.__idempotency_migrations')).toBe(true);
       expect(await withIdempotency(example.db, 'k', async () => 'stored')).toBe('stored');
       await expect(migrate(example.db)).rejects.toBeInstanceOf(IdempotencyMigrationConflictError);
+    });
+
+    it(`fails with the ${other} block, whose folder has the other layout, creating no table`, async () => {
+      const elsewhere = await testDatabase({ migrated: false });
+      await expect(load(other, { DATABASE_URL: elsewhere.url })).rejects.toThrow();
+      expect(await regclass(elsewhere.pool, 'public.idempotency_keys')).toBe(false);
     });
   });
 

@@ -5,7 +5,7 @@ import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
 
 export const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
-export const db = drizzle(pool);
+export const db = drizzle({ client: pool });
 
 const app = express();
 app.get('/healthz', async (_req, res) => {

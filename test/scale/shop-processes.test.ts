@@ -12,7 +12,7 @@ const SKU = 'scale-widget';
 const STOCK = 30;
 
 const t = await testDatabase({ max: 5 });
-await migrateAll(drizzle(t.pool));
+await migrateAll(drizzle({ client: t.pool }));
 await t.pool.query(`insert into shop_inventory (sku, stock) values ($1, $2)`, [SKU, STOCK]);
 const cluster = await startShopCluster(t.url, PROCESSES, { poolSize: 8 });
 // A seeded generator: which answers get lost is the same every run.

@@ -1,16 +1,23 @@
 import { execFile } from 'node:child_process';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { migrate as drizzleMigrate } from 'drizzle-orm/node-postgres/migrator';
 import { describe, expect, it } from 'vitest';
-import { IdempotencyOptionsInvalidError, migrate, migrationsFolder, withIdempotency } from '../../src/index.js';
+import { IdempotencyOptionsInvalidError, migrate, migrationsFolder, migrationsFolderForDrizzle1, withIdempotency } from '../../src/index.js';
 import { MIGRATION_LOCK, MIGRATIONS_TABLE } from '../../src/schema/migrate.js';
 import { waitForLockWaiters } from '../support/activity.js';
 import { testDatabase } from '../support/db.js';
+import { drizzleMajor } from '../support/drizzle-version.js';
 
 const run = promisify(execFile);
 const t = await testDatabase({ migrated: false });
+
+// The bundled migrations in the layout of the drizzle-orm this run is on, and in the other one.
+const ownFolder = drizzleMajor === 1 ? migrationsFolderForDrizzle1 : migrationsFolder;
+const otherFolder = drizzleMajor === 1 ? migrationsFolder : migrationsFolderForDrizzle1;
 
 async function tables(): Promise<string[]> {
   const { rows } = await t.pool.query<{ name: string }>(
@@ -55,15 +62,60 @@ describe('migrate()', () => {
     expect(await tables()).toEqual(before);
   });
 
-  it("works with drizzle's own migrator through the exported folder, and refuses to mix both paths", async () => {
+  it(`works with drizzle's own migrator (drizzle-orm ${drizzleMajor === 1 ? '1.0' : '0.44+'}) through the exported folder of its layout, and refuses to mix both paths`, async () => {
     const other = await testDatabase({ migrated: false });
-    const db = drizzle(other.pool);
-    await drizzleMigrate(db, { migrationsFolder, migrationsSchema: 'public', migrationsTable: '__idempotency_migrations' });
+    const db = drizzle({ client: other.pool });
+    await drizzleMigrate(db, { migrationsFolder: ownFolder, migrationsSchema: 'public', migrationsTable: '__idempotency_migrations' });
     expect(await withIdempotency(db, 'k', async () => 1)).toBe(1);
     // Mixing both paths is refused with a clear error, and changes nothing.
     await expect(migrate(db)).rejects.toMatchObject({ code: 'IDEMPOTENCY_MIGRATION_CONFLICT' });
     const { rows } = await other.pool.query(`select count(*)::int as n from information_schema.tables where table_name = 'drizzle_idempotency_migrations'`);
     expect(rows).toEqual([{ n: 0 }]);
+  });
+
+  it(`refuses, through drizzle's migrator (drizzle-orm ${drizzleMajor === 1 ? '1.0' : '0.44+'}), the folder of the other layout, creating nothing`, async () => {
+    const other = await testDatabase({ migrated: false });
+    const db = drizzle({ client: other.pool });
+    await expect(drizzleMigrate(db, { migrationsFolder: otherFolder, migrationsSchema: 'public', migrationsTable: '__idempotency_migrations' })).rejects.toThrow();
+    const { rows } = await other.pool.query(`select count(*)::int as n from information_schema.tables where table_name = 'idempotency_keys'`);
+    expect(rows).toEqual([{ n: 0 }]);
+  });
+
+  it("creates the same table from either folder's SQL as migrate() does", async () => {
+    const describeTable = async (pool: typeof t.pool) =>
+      (
+        await pool.query<{ what: string }>(
+          `select format('column %s %s %s default %s', attname, format_type(atttypid, atttypmod), case when attnotnull then 'not null' else 'null' end, coalesce(pg_get_expr(d.adbin, d.adrelid), '-')) as what
+             from pg_attribute a left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+            where attrelid = 'idempotency_keys'::regclass and attnum > 0 and not attisdropped
+           union all
+           select format('constraint %s %s', conname, pg_get_constraintdef(oid)) from pg_constraint where conrelid = 'idempotency_keys'::regclass
+           union all
+           select format('index %s', pg_get_indexdef(indexrelid)) from pg_index where indrelid = 'idempotency_keys'::regclass
+           order by 1`,
+        )
+      ).rows.map((r) => r.what);
+    // Each migration's SQL as written, statement by statement, without any migrator.
+    const applySql = async (pool: typeof t.pool, files: string[]) => {
+      for (const file of files) {
+        for (const statement of (await readFile(file, 'utf8')).split('--> statement-breakpoint')) await pool.query(statement);
+      }
+    };
+    const byMigrate = await testDatabase({ migrated: false });
+    await migrate(byMigrate.db);
+    const expected = await describeTable(byMigrate.pool);
+    expect(expected).toContain("constraint idempotency_keys_pkey PRIMARY KEY (scope, key)");
+
+    const fromKit031 = await testDatabase({ migrated: false });
+    const journal = JSON.parse(await readFile(join(migrationsFolder, 'meta', '_journal.json'), 'utf8')) as { entries: { tag: string }[] };
+    await applySql(fromKit031.pool, journal.entries.map((e) => join(migrationsFolder, `${e.tag}.sql`)));
+    expect(await describeTable(fromKit031.pool)).toEqual(expected);
+
+    const fromKit1 = await testDatabase({ migrated: false });
+    const folders = (await readdir(migrationsFolderForDrizzle1)).sort();
+    expect(folders.length).toBe(journal.entries.length);
+    await applySql(fromKit1.pool, folders.map((f) => join(migrationsFolderForDrizzle1, f, 'migration.sql')));
+    expect(await describeTable(fromKit1.pool)).toEqual(expected);
   });
 
   describe.each(['read committed', 'repeatable read', 'serializable'])('on a database whose default isolation is %s', (level) => {
@@ -118,7 +170,7 @@ describe('migrate()', () => {
         d.db.transaction(
           async (tx) => {
             await tx.execute(sql`select 1`);
-            await migrate(drizzle(d.newPool(1)));
+            await migrate(drizzle({ client: d.newPool(1) }));
             return migrate(tx);
           },
           { isolationLevel },

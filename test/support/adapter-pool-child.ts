@@ -10,7 +10,7 @@ import { executeSqlOn } from '../../src/pg-boss.js';
 
 const [url] = process.argv.slice(2) as [string];
 const pool = new pg.Pool({ connectionString: url, max: 1 });
-const adapter = executeSqlOn(drizzle(pool));
+const adapter = executeSqlOn(drizzle({ client: pool }));
 const { rows } = await adapter.executeSql('select pg_backend_pid() as pid');
 process.stdout.write(`idle ${(rows[0] as { pid: number }).pid}\n`);
 await new Promise((resolve) => setTimeout(resolve, 1_000));

@@ -8,7 +8,7 @@ import { startBoss, WORK } from './boss.js';
 import { welcomeHandler } from './welcome.js';
 
 const [url, queue, mailUrl] = process.argv.slice(2) as [string, string, string];
-const db = drizzle(new pg.Pool({ connectionString: url, max: 2 }));
+const db = drizzle({ client: new pg.Pool({ connectionString: url, max: 2 }) });
 const boss = await startBoss(url, { supervise: false });
 let handled = 0;
 await boss.work(

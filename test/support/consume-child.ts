@@ -8,7 +8,7 @@ import { consumeOnce } from '../../src/messages.js';
 import { insertCharge } from './fixtures.js';
 
 const [url, messageId, point] = process.argv.slice(2) as [string, string, 'effect' | 'consumed'];
-const db = drizzle(new pg.Pool({ connectionString: url, max: 2 }));
+const db = drizzle({ client: new pg.Pool({ connectionString: url, max: 2 }) });
 const hang = () => new Promise<never>(() => {});
 await consumeOnce(
   db,

@@ -7,7 +7,7 @@ import { insertCharge } from './fixtures.js';
 
 const [url, key] = process.argv.slice(2) as [string, string];
 const pool = new pg.Pool({ connectionString: url, max: 1 });
-const db = drizzle(pool);
+const db = drizzle({ client: pool });
 await db.transaction(async (tx) => {
   await withIdempotency(tx, key, (inner) => insertCharge(inner, key, 42));
   process.stdout.write('stored\n');

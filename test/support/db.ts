@@ -44,5 +44,5 @@ export async function testDatabase(options: { migrated?: boolean; max?: number }
     await cleanup.query(`drop database if exists ${name} with (force)`);
     await cleanup.end();
   });
-  return { url, name, pool, db: drizzle(pool), newPool };
+  return { url, name, pool, db: drizzle({ client: pool }), newPool };
 }

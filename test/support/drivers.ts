@@ -40,14 +40,14 @@ function nodePg(config: pg.PoolConfig): (url: string) => Promise<OpenDriver> {
   return async (url) => {
     const pool = new pg.Pool({ ...config, connectionString: url, max: MAX });
     pool.on('error', () => {});
-    return { db: drizzleNodePg(pool), close: () => pool.end() };
+    return { db: drizzleNodePg({ client: pool }), close: () => pool.end() };
   };
 }
 
 function postgresJs(config: postgres.Options<Record<string, postgres.PostgresType>> = {}): (url: string) => Promise<OpenDriver> {
   return async (url) => {
     const client = postgres(url, { ...config, max: MAX, onnotice: () => {} });
-    return { db: drizzlePostgresJs(client), close: () => client.end({ timeout: 5 }) };
+    return { db: drizzlePostgresJs({ client }), close: () => client.end({ timeout: 5 }) };
   };
 }
 
@@ -65,12 +65,12 @@ async function neonPool(url: string): Promise<OpenDriver> {
   neonConfig.forceDisablePgSSL = true;
   const pool = new NeonPool({ connectionString: url, max: MAX });
   pool.on('error', () => {});
-  return { db: drizzleNeon(pool), close: () => pool.end() };
+  return { db: drizzleNeon({ client: pool }), close: () => pool.end() };
 }
 
 async function pglite(): Promise<OpenDriver> {
   const client = new PGlite();
-  const db = drizzlePglite(client);
+  const db = drizzlePglite({ client });
   await migrate(db);
   return { db, close: () => client.close() };
 }

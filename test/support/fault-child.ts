@@ -11,7 +11,7 @@ import { startSweeper, withIdempotency } from '../../src/index.js';
 
 const [url, mode, applicationName] = process.argv.slice(2) as [string, string, string];
 const pool = new pg.Pool({ connectionString: url, application_name: applicationName });
-const db = drizzle(pool);
+const db = drizzle({ client: pool });
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 if (mode === 'caller-transaction') {

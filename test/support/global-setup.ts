@@ -48,7 +48,7 @@ export default async function setup(project: TestProject) {
   }
   const pool = new pg.Pool({ connectionString: withDatabase(server.url, TEMPLATE_DATABASE), max: 1 });
   try {
-    await migrate(drizzle(pool));
+    await migrate(drizzle({ client: pool }));
   } finally {
     await pool.end();
   }

@@ -8,7 +8,7 @@ import { idempotent } from '../../src/express.js';
 import { insertCharge } from './fixtures.js';
 
 const [url, applicationName] = process.argv.slice(2) as [string, string];
-const db = drizzle(new pg.Pool({ connectionString: url, max: 8, application_name: applicationName }));
+const db = drizzle({ client: new pg.Pool({ connectionString: url, max: 8, application_name: applicationName }) });
 const app = express();
 app.use(express.json());
 app.post(

@@ -30,7 +30,7 @@ export interface ShopsBehindLink {
  * const setup = await startShopsBehindLink(t, 2); const { results, cuts } = await setup.stormWithCuts('w', 15, 4);
  */
 export async function startShopsBehindLink(t: TestDatabase, processes: number): Promise<ShopsBehindLink> {
-  await migrateAll(drizzle(t.pool));
+  await migrateAll(drizzle({ client: t.pool }));
   const link = await startPgLinkProxy({ port: Number(new URL(t.url).port || 5432) });
   const throughLink = new URL(t.url);
   throughLink.host = `127.0.0.1:${link.port}`;

@@ -12,7 +12,7 @@ await createBusinessTables(t.pool);
 describe('a call run again because the server refused a named statement (as PgBouncer without prepared statements does)', () => {
   it('tells the attempt whose store was refused as rolled back, so that each claim is followed by its end', async () => {
     const pool = t.newPool(1);
-    const single = drizzle(pool);
+    const single = drizzle({ client: pool });
     await withIdempotencyOutcome(single, 'fallback-warm', async () => 'warm'); // claim and store now named on the connection
     const events = recordEvents();
     let runs = 0;

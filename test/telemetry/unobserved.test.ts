@@ -16,7 +16,7 @@ async function claimsSentBy(run: (db: ReturnType<typeof drizzle>) => Promise<unk
     if (/^\s*insert into/i.test(text) && text.includes('on conflict')) texts.push(text);
     return send();
   });
-  await run(drizzle(pool));
+  await run(drizzle({ client: pool }));
   return texts;
 }
 

@@ -3,6 +3,25 @@ import pg from 'pg';
 import { createMailQueues } from './notifications.js';
 
 /**
+ * pg-boss 10 does not await its own complete() and fail() after a handler
+ * returns: when the connection drops at that moment, their rejection is
+ * nobody's, and Node ends the process. The job is only left active: it expires
+ * and is redelivered, and its key replays. So a lost connection there is
+ * logged; any other unhandled rejection still ends the process. For the shop's
+ * own process only: a test runner has its own handler.
+ */
+export function surviveLostConnectionsInPgBoss(): void {
+  process.on('unhandledRejection', (reason) => {
+    if (reason instanceof Error && LOST_CONNECTION.test(reason.message)) {
+      console.error(`pg-boss (unawaited): ${reason.message}`);
+      return;
+    }
+    throw reason;
+  });
+}
+const LOST_CONNECTION = /Connection terminated|ECONNRESET|ECONNREFUSED|terminating connection|the database system is (shutting down|starting up)/;
+
+/**
  * pg-boss on the shop's database (its tables in the schema `pgboss`), with the
  * mail queues created. Maintenance every second: it puts jobs whose worker died
  * back in the queue once they expire.

@@ -10,7 +10,7 @@ import { count, createBusinessTables } from '../support/fixtures.js';
 const t = await testDatabase();
 await createBusinessTables(t.pool);
 const client = postgres(t.url, { max: 2, onnotice: () => {} });
-const db = drizzle(client);
+const db = drizzle({ client });
 afterAll(() => client.end({ timeout: 5 }));
 
 describe("the caller's postgres.js transaction", () => {

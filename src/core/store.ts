@@ -24,8 +24,11 @@ import { expiry, outcomeOf, type IdempotentOutcome } from './stored-key.js';
  */
 export async function storeResult<T>(db: SqlRunner, o: ResolvedOptions, json: string, failInSql = false): Promise<IdempotentOutcome<T>> {
   const { column, shape } = expiry(failInSql ? 'store-or-fail' : 'store', o);
+  // `json` is JSON text already: the parameter is text, cast to jsonb by the
+  // server. Typed jsonb, a driver that JSON-encodes such values (postgres.js
+  // under drizzle-orm 1.0, which no longer turns that off) would store a JSON string.
   const update = (v: (name: string) => unknown) => sql`update ${keysTable(o.schema)}
-        set status = 'completed', response = ${v('json')}::jsonb, completed_at = statement_timestamp(),
+        set status = 'completed', response = ${v('json')}::text::jsonb, completed_at = statement_timestamp(),
             expires_at = statement_timestamp() + ${v('ttlMs')} * interval '1 millisecond'
         where scope = ${v('scope')} and key = ${v('key')} and status = 'started' and fingerprint is not distinct from ${v('fingerprint')}
         returning response::text as response${column}`;

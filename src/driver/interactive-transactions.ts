@@ -15,6 +15,11 @@ const WITHOUT_TRANSACTIONS: Readonly<Record<string, { driver: string; instead: s
     driver: 'drizzle-orm/prisma/pg',
     instead: "use node-postgres or postgres.js on the same database (Prisma's own $transaction cannot hold drizzle statements)",
   },
+  // drizzle-orm 1.0's own HTTP driver (and its Neon form, drizzle-orm/postgres/http/neon).
+  PostgresHttpSession: {
+    driver: 'drizzle-orm/postgres/http',
+    instead: 'use a wire-protocol driver on the same database: drizzle-orm/node-postgres, drizzle-orm/postgres-js or drizzle-orm/neon-serverless',
+  },
   XataHttpSession: { driver: 'drizzle-orm/xata-http', instead: "use node-postgres or postgres.js on Xata's PostgreSQL connection string" },
 };
 

@@ -1,7 +1,7 @@
-import { sql, type SQL } from 'drizzle-orm';
+import { entityKind, sql, type SQL } from 'drizzle-orm';
 import { isTransaction, queryRows, type IdempotencyDatabase } from '../driver/database.js';
 import { checkoutPoolOf } from '../driver/pool-transaction.js';
-import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
+import { IdempotencyDriverUnsupportedError, IdempotencyOptionsInvalidError } from '../shared/errors.js';
 
 /** pg-boss's database adapter: what its `db` option (of `send`, `insert`, `complete`, `fetch`, …) calls. */
 export interface ExecuteSql {
@@ -17,6 +17,7 @@ export interface ExecuteSql {
  */
 export function executeSqlOn(db: IdempotencyDatabase): ExecuteSql {
   if (typeof db?.execute !== 'function') throw new IdempotencyOptionsInvalidError('executeSqlOn: db must be a Drizzle PostgreSQL database or transaction');
+  refuseJsonEncodingPostgresJs(db);
   // On a node-postgres pool: listen for its idle connections' errors, as every call of the library does (an unheard one ends the process).
   if (!isTransaction(db)) checkoutPoolOf(db);
   return {
@@ -24,6 +25,37 @@ export function executeSqlOn(db: IdempotencyDatabase): ExecuteSql {
       return { rows: await queryRows<unknown>(db, withParameters(text, values)) };
     },
   };
+}
+
+const JSONB = 3802;
+
+/**
+ * Throws IDEMPOTENCY_DRIVER_UNSUPPORTED, before anything is sent, for drizzle's
+ * postgres.js whose client JSON-encodes values bound to json and jsonb
+ * parameters (postgres.js' default, which drizzle-orm 0.44+ turns off on the
+ * client and 1.0 leaves on). pg-boss's JSON values arrive here as JSON text,
+ * as node-postgres sends them; encoded once more, a job's data would be
+ * stored as a JSON string. A transaction's client (postgres.js' scoped `sql`)
+ * carries no options: there drizzle-orm 1.0 (PgAsyncTransaction) is the sign.
+ */
+function refuseJsonEncodingPostgresJs(db: IdempotencyDatabase): void {
+  const session = (db as { session?: { client?: { options?: { serializers?: Record<number, unknown> } }; constructor: unknown } }).session;
+  if ((session?.constructor as { [entityKind]?: string } | undefined)?.[entityKind] !== 'PostgresJsSession') return;
+  const serialize = session!.client?.options?.serializers?.[JSONB];
+  const encodes = typeof serialize === 'function' ? serialize('{}') !== '{}' : isTransaction(db) && isDrizzle1(db);
+  if (!encodes) return;
+  throw new IdempotencyDriverUnsupportedError(
+    "executeSqlOn: this postgres.js client JSON-encodes json and jsonb parameters (drizzle-orm 1.0 leaves postgres.js' default on), so pg-boss's job data " +
+      'would be stored as a JSON string; give pg-boss a node-postgres database or transaction, or turn the encoding off on the client ' +
+      "(serializers 114 and 3802 as (x) => x, which is what drizzle-orm 0.44+ does)",
+  );
+}
+
+function isDrizzle1(db: object): boolean {
+  for (let proto: unknown = Object.getPrototypeOf(db); proto; proto = Object.getPrototypeOf(proto)) {
+    if ((proto as { constructor?: { [entityKind]?: unknown } }).constructor?.[entityKind] === 'PgAsyncTransaction') return true;
+  }
+  return false;
 }
 
 /**

@@ -32,3 +32,18 @@ describe(`on drizzle-orm ${drizzleMajor === 1 ? '1.0' : '0.44+'}`, () => {
     expect((await keyRows(t.pool)).filter((r) => r.key === 'joined')).toHaveLength(1);
   });
 });
+
+describe('the transaction option', () => {
+  // drizzle-orm 1.0's transaction config adds `snapshot` (SET TRANSACTION
+  // SNAPSHOT); the transaction the library opens itself on a node-postgres pool
+  // would leave it out without a word, while drizzle's own applies it.
+  it('refuses a snapshot with IDEMPOTENCY_OPTIONS_INVALID before anything runs, on any driver', async () => {
+    let ran = false;
+    const call = withIdempotency(t.db, 'with-snapshot', async () => (ran = true), {
+      transaction: { isolationLevel: 'repeatable read', snapshot: '00000003-0000001B-1' } as never,
+    });
+    await expect(call).rejects.toMatchObject({ code: 'IDEMPOTENCY_OPTIONS_INVALID' });
+    expect(ran).toBe(false);
+    expect((await keyRows(t.pool)).filter((r) => r.key === 'with-snapshot')).toHaveLength(0);
+  });
+});

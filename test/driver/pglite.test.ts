@@ -82,7 +82,7 @@ describe("the library's other calls on a PGlite database inside fn", () => {
   // PGlite runs one transaction at a time, and every query waits for the open
   // one: a lookup on the database inside fn would wait for its own caller.
   const own = new PGlite();
-  const ownDb = drizzle(own);
+  const ownDb = drizzle({ client: own });
   beforeAll(() => migrate(ownDb));
   afterAll(() => own.close());
 

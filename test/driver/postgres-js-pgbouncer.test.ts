@@ -25,7 +25,7 @@ afterAll(() => Promise.all(clients.map((c) => c.end({ timeout: 5 }))));
 function onePostgresJsConnection() {
   const client = postgres(url, { max: 1, onnotice: () => {} });
   clients.push(client);
-  return drizzle(client);
+  return drizzle({ client });
 }
 
 /** Runs `next` while another client holds the server connection the previous transaction used (see pgbouncer.test.ts). */

@@ -16,7 +16,7 @@ afterAll(() => Promise.all(clients.map((c) => c.end({ timeout: 5 }))));
 function postgresJs(options: postgres.Options<Record<string, postgres.PostgresType>> = {}) {
   const client = postgres(t.url, { ...options, max: 2, onnotice: () => {} });
   clients.push(client);
-  return drizzle(client);
+  return drizzle({ client });
 }
 
 describe.each([

@@ -4,14 +4,20 @@
 import { neon, neonConfig } from '@neondatabase/serverless';
 import { drizzle as drizzleNeonHttp } from 'drizzle-orm/neon-http';
 import { drizzle as drizzlePgProxy } from 'drizzle-orm/pg-proxy';
-import { PgDatabase, PgDialect } from 'drizzle-orm/pg-core';
-import { PrismaPgSession } from 'drizzle-orm/prisma/pg/session';
+import { PgDialect } from 'drizzle-orm/pg-core';
 import { afterAll, describe, expect, it } from 'vitest';
 import { idempotent } from '../../src/express.js';
 import { IdempotencyDriverUnsupportedError, lookupReplay, migrate, withIdempotency } from '../../src/index.js';
 import type { IdempotencyDatabase } from '../../src/driver/database.js';
 import { testDatabase } from '../support/db.js';
+import { drizzleMajor } from '../support/drizzle-version.js';
 import { count } from '../support/fixtures.js';
+
+// Modules of one drizzle-orm line only, loaded by a name the type checker does
+// not follow (it checks this file against 0.45 and against 1.0).
+const onlyOn = (major: 0 | 1, specifier: string): Promise<Record<string, unknown>> | undefined =>
+  drizzleMajor === major ? (import(/* @vite-ignore */ specifier) as Promise<Record<string, unknown>>) : undefined;
+type Constructor = new (...args: unknown[]) => object;
 
 const t = await testDatabase();
 
@@ -67,24 +73,67 @@ describe('drizzle-orm/pg-proxy (no interactive transactions)', () => {
   });
 });
 
-describe("drizzle-orm/prisma/pg (the Prisma extension's $drizzle: no interactive transactions)", () => {
+// drizzle-orm 1.0 has no prisma/pg.
+const prismaModules = await Promise.all([onlyOn(0, 'drizzle-orm/prisma/pg/session'), onlyOn(0, 'drizzle-orm/pg-core')]);
+
+describe.skipIf(drizzleMajor !== 0)("drizzle-orm/prisma/pg (the Prisma extension's $drizzle: no interactive transactions)", () => {
   // The extension's database needs @prisma/client; its session is the same without it.
   const sent: string[] = [];
-  const dialect = new PgDialect();
   const prisma = {
     $queryRawUnsafe: async (text: string) => {
       sent.push(text);
       return [];
     },
   };
-  const prismaDb = new PgDatabase(dialect, new PrismaPgSession(dialect, prisma as never, {}), undefined) as unknown as IdempotencyDatabase;
+  const prismaDb = () => {
+    const [session, pgCore] = prismaModules as [Record<string, unknown>, Record<string, unknown>];
+    const PrismaPgSession = session.PrismaPgSession as Constructor;
+    const PgDatabase = pgCore.PgDatabase as Constructor;
+    const dialect = new PgDialect();
+    return new PgDatabase(dialect, new PrismaPgSession(dialect, prisma, {}), undefined) as unknown as IdempotencyDatabase;
+  };
 
   it('fails withIdempotency, migrate and idempotent() with IDEMPOTENCY_DRIVER_UNSUPPORTED, sending nothing', async () => {
-    const error = await withIdempotency(prismaDb, 'prisma-1', async () => 'must not run').catch((e: unknown) => e);
+    const db = prismaDb();
+    const error = await withIdempotency(db, 'prisma-1', async () => 'must not run').catch((e: unknown) => e);
     expect(error).toBeInstanceOf(IdempotencyDriverUnsupportedError);
     expect((error as Error).message).toContain('drizzle-orm/prisma/pg');
-    await expect(migrate(prismaDb)).rejects.toBeInstanceOf(IdempotencyDriverUnsupportedError);
-    expect(() => idempotent(prismaDb, async () => ({ status: 200, body: {} }), { scope: 'tenant' })).toThrow(IdempotencyDriverUnsupportedError);
+    await expect(migrate(db)).rejects.toBeInstanceOf(IdempotencyDriverUnsupportedError);
+    expect(() => idempotent(db, async () => ({ status: 200, body: {} }), { scope: 'tenant' })).toThrow(IdempotencyDriverUnsupportedError);
+    expect(sent).toEqual([]);
+  });
+});
+
+// drizzle-orm 1.0's own HTTP driver (drizzle-orm/postgres/http, and its Neon
+// form): one request per statement or batch; its transaction() throws.
+// Its session is built here as the driver builds it, without @drizzle-team/minipg (whose client it takes).
+const postgresHttp = await Promise.all([onlyOn(1, 'drizzle-orm/postgres/http/session'), onlyOn(1, 'drizzle-orm/pg-core')]);
+
+describe.skipIf(drizzleMajor !== 1)('drizzle-orm/postgres/http of drizzle-orm 1.0 (no interactive transactions)', () => {
+  // A stand-in for minipg's HTTP client that records what it is asked to send.
+  const sent: string[] = [];
+  const client = {
+    query: async (text: string) => {
+      sent.push(text);
+      return { rows: [], fields: [] };
+    },
+  };
+  const httpDb = () => {
+    const [session, pgCore] = postgresHttp as [Record<string, unknown>, Record<string, unknown>];
+    const PostgresHttpSession = session.PostgresHttpSession as Constructor;
+    const PgAsyncDatabase = pgCore.PgAsyncDatabase as Constructor;
+    const dialect = new PgDialect();
+    return new PgAsyncDatabase(dialect, new PostgresHttpSession(client, async () => [], dialect, {}, {}), {}) as unknown as IdempotencyDatabase;
+  };
+
+  it('fails withIdempotency, migrate and idempotent() with IDEMPOTENCY_DRIVER_UNSUPPORTED, naming a driver to use instead, sending nothing', async () => {
+    const db = httpDb();
+    const error = await withIdempotency(db, 'postgres-http-1', async () => 'must not run').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(IdempotencyDriverUnsupportedError);
+    expect(error).toMatchObject({ code: 'IDEMPOTENCY_DRIVER_UNSUPPORTED' });
+    expect((error as Error).message).toContain('drizzle-orm/postgres/http');
+    await expect(migrate(db)).rejects.toBeInstanceOf(IdempotencyDriverUnsupportedError);
+    expect(() => idempotent(db, async () => ({ status: 200, body: {} }), { scope: 'tenant' })).toThrow(IdempotencyDriverUnsupportedError);
     expect(sent).toEqual([]);
   });
 });

@@ -79,7 +79,7 @@ describe('the outbox on postgres.js', () => {
   it('enqueues with sendInTransaction and completes through executeSqlOn, as on node-postgres (undefined, objects and arrays as parameters)', async () => {
     const client = postgres(t.url, { max: 2, onnotice: () => {} });
     try {
-      const db = drizzlePostgresJs(client);
+      const db = drizzlePostgresJs({ client });
       await boss.createQueue('postgres-js', { name: 'postgres-js' });
       const data = { n: 'postgres.js', list: [1, { a: 'b' }] };
       const id = await db.transaction((tx) => sendInTransaction(boss, tx, 'postgres-js', data, { priority: 1 }));

@@ -30,7 +30,7 @@ beforeEach(async () => {
 const charge = (key: string) => withIdempotency(t.db, key, (tx) => insertCharge(tx, key, 1999), { scope: 'tenant-1' });
 
 describe.each(['repeatable read', 'serializable'])('under default_transaction_isolation = %s', (level) => {
-  const db = () => drizzle(t.newPool(4, { options: `-c default_transaction_isolation=${level.replace(' ', '\\ ')}` }));
+  const db = () => drizzle({ client: t.newPool(4, { options: `-c default_transaction_isolation=${level.replace(' ', '\\ ')}` }) });
 
   it('inspectKey never fails on a key whose claim commits while it looks', async () => {
     const operator = db();
@@ -144,7 +144,7 @@ describe('a schema without idempotency_keys', () => {
 describe('a statement_timeout shorter than the wait of evict --force', () => {
   it('ends the wait with IDEMPOTENCY_IN_FLIGHT that names statement_timeout, and removes nothing', async () => {
     const held = await holdKey(t.db, 'order-1', { scope: 'tenant-1' });
-    const impatient = drizzle(t.newPool(2, { options: '-c statement_timeout=200' }));
+    const impatient = drizzle({ client: t.newPool(2, { options: '-c statement_timeout=200' }) });
     try {
       const error = await evictKey(impatient, 'order-1', { scope: 'tenant-1', force: true, waitTimeout: '30s' }).catch((e: unknown) => e);
 

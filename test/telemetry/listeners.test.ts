@@ -21,7 +21,7 @@ describe('a listener that calls the library', () => {
     const client = new pg.Client({ connectionString: t.url });
     await client.connect();
     onTestFinished(() => client.end());
-    const db = drizzle(client);
+    const db = drizzle({ client });
     const audits: Promise<unknown>[] = [];
     listen((name) => {
       // An audit log that records claims through the library, not awaited (a listener is synchronous).

@@ -13,7 +13,7 @@ describe('a call its own transaction retries', () => {
   it('ends as its last attempt did: an attempt rolled back, the retry refused as key reused, is told key-reused', async () => {
     const events = recordEvents();
     // Another process (its own pool) sends the same key with another body while the first attempt holds it.
-    const elsewhere = drizzle(t.newPool(2));
+    const elsewhere = drizzle({ client: t.newPool(2) });
     const holding = deferred();
     const release = deferred();
     const call = withIdempotency(

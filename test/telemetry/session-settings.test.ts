@@ -16,7 +16,7 @@ const sessions = {
 describe('a session with its own DateStyle and TimeZone', () => {
   for (const [name, options] of Object.entries(sessions)) {
     it(`${name}: a duplicate replays, listened to or not, in its own transaction and in the caller’s`, async () => {
-      const db = drizzle(t.newPool(4, { options }));
+      const db = drizzle({ client: t.newPool(4, { options }) });
       const key = `datestyle-${name}`;
       await withIdempotency(db, key, async () => 'first');
       expect(await withIdempotencyOutcome(db, key, async () => 'second')).toEqual({ value: 'first', replayed: true });

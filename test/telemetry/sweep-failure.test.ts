@@ -22,7 +22,7 @@ describe('a sweep that fails after some batches committed', () => {
     let killing: Promise<unknown> | undefined;
     try {
       await expect(
-        sweepExpiredKeys(drizzle(sweeper), {
+        sweepExpiredKeys(drizzle({ client: sweeper }), {
           batchSize: 1,
           // Once a few batches committed, its connection is killed.
           onBatch: ({ batches }) => {

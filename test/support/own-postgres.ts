@@ -2,7 +2,7 @@
 // port, that the test may stop and restart: never the machine's server.
 // As root it runs as the system user "postgres" (PostgreSQL refuses root).
 import { execFile } from 'node:child_process';
-import { access, chmod, chown, mkdtemp, rm } from 'node:fs/promises';
+import { access, appendFile, chmod, chown, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -13,6 +13,8 @@ const BIN = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
 
 export interface OwnPostgres {
   url: string;
+  /** Through the Unix socket: reaches the server whatever happens to its TCP address. */
+  socketUrl: string;
   port: number;
   /** Stops and starts the server: 'fast' ends sessions cleanly, 'immediate' is a crash and recovery. */
   restart(mode: 'fast' | 'immediate'): Promise<void>;
@@ -26,13 +28,21 @@ export async function ownPostgresUnavailable(): Promise<string | undefined> {
   return undefined;
 }
 
+export interface OwnPostgresOptions {
+  /** TCP address to listen on (default 127.0.0.1). */
+  listenAddress?: string;
+  /** Network namespace to run the server in (`ip netns exec`), so that its TCP traffic crosses a link the test controls. */
+  netns?: string;
+}
+
 /**
  * initdb (trust auth, no fsync: nothing here survives the test) and start.
  *
  * @example
  * const pg = await startOwnPostgres(); await pg.restart('immediate'); await pg.stop();
  */
-export async function startOwnPostgres(): Promise<OwnPostgres> {
+export async function startOwnPostgres(options: OwnPostgresOptions = {}): Promise<OwnPostgres> {
+  const address = options.listenAddress ?? '127.0.0.1';
   const folder = await mkdtemp(join(tmpdir(), 'own-postgres-'));
   const asRoot = process.getuid?.() === 0;
   if (asRoot) {
@@ -40,16 +50,23 @@ export async function startOwnPostgres(): Promise<OwnPostgres> {
     await chown(folder, Number(uid.stdout), Number(gid.stdout));
   }
   await chmod(folder, 0o700);
-  const run = (command: string, args: string[]) => (asRoot ? exec('runuser', ['-u', 'postgres', '--', join(BIN, command), ...args]) : exec(join(BIN, command), args));
+  const asUser = (command: string, args: string[]): [string, string[]] => (asRoot ? ['runuser', ['-u', 'postgres', '--', join(BIN, command), ...args]] : [join(BIN, command), args]);
+  const run = (command: string, args: string[]) => {
+    const [file, rest] = asUser(command, args);
+    return options.netns ? exec('ip', ['netns', 'exec', options.netns, file, ...rest]) : exec(file, rest);
+  };
   const data = join(folder, 'data');
   const port = await freePort();
   await run('initdb', ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8']);
-  const options = `-p ${port} -k ${folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60`;
-  const start = () => run('pg_ctl', ['-D', data, '-o', options, '-l', join(folder, 'log'), '-w', 'start']);
+  // initdb trusts only loopback; the clients of another address come from its subnet.
+  if (options.listenAddress) await appendFile(join(data, 'pg_hba.conf'), 'host all all samenet trust\n');
+  const serverOptions = `-p ${port} -k ${folder} -c listen_addresses=${address} -c fsync=off -c max_connections=60`;
+  const start = () => run('pg_ctl', ['-D', data, '-o', serverOptions, '-l', join(folder, 'log'), '-w', 'start']);
   const stopWith = (mode: string) => run('pg_ctl', ['-D', data, '-m', mode, '-w', 'stop']);
   await start();
   return {
-    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    url: `postgres://postgres@${address}:${port}/postgres`,
+    socketUrl: `postgres://postgres@/postgres?host=${encodeURIComponent(folder)}&port=${port}`,
     port,
     async restart(mode) {
       await stopWith(mode);

@@ -9,7 +9,7 @@ import pg from 'pg';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { migrateAll } from '../../examples/shop/setup.js';
 import { runKeyStorm, shopRequests } from '../support/key-storm.js';
-import { lossyLinkUnavailable, startLossyLink } from '../support/lossy-link.js';
+import { lossyLinkLeftovers, lossyLinkUnavailable, startLossyLink } from '../support/lossy-link.js';
 import { ownPostgresUnavailable, startOwnPostgres } from '../support/own-postgres.js';
 import { startRoundRobinProxy } from '../support/round-robin-proxy.js';
 import { startShopCluster } from '../support/shop-cluster.js';
@@ -53,4 +53,8 @@ describe.skipIf(unavailable)(`${LOSS_PERCENT} % packet loss between two shop pro
     expect(await brokenAfterStorm(pool, results, { sku: SKU, initialStock: STOCK })).toEqual([]);
     for (const shop of cluster.shops) expect((await fetch(`http://127.0.0.1:${shop.port}/healthz`)).status).toBe(200);
   }, 60_000);
+
+  it('leaves no namespace or veth interface behind', async () => {
+    expect(await lossyLinkLeftovers()).toEqual([]);
+  });
 });

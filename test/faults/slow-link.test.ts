@@ -1,9 +1,10 @@
-// Packet loss and latency between the app and PostgreSQL. tc netem cannot
-// produce them on this machine: its kernel is built without the netem qdisc
-// (CONFIG_NET_SCH_NETEM is not set, and there is no module support to load
-// it), so `tc qdisc add ... netem` answers "Specified qdisc kind is unknown".
-// The link proxy stands in: every chunk waits 1-20 ms in each direction (in
-// order), and the link is cut at COMMIT now and then, as a lost link is.
+// Latency between the app and PostgreSQL. tc netem would add it, but this
+// machine's kernel is built without the netem qdisc (CONFIG_NET_SCH_NETEM is
+// not set, and there is no module support to load it), so `tc qdisc add ...
+// netem` answers "Specified qdisc kind is unknown". The link proxy stands in:
+// every chunk waits 1-20 ms in each direction (in order), and the link is cut
+// at COMMIT now and then, as a lost link is. Packet loss, which netem would
+// also make, is made with nftables instead: test/faults/packet-loss.test.ts.
 import { afterAll, describe, expect, it } from 'vitest';
 import { testDatabase } from '../support/db.js';
 import { CUT_MOMENTS, startShopsBehindLink } from '../support/shops-behind-link.js';

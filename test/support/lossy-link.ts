@@ -23,6 +23,13 @@ export interface LossyLink {
   close(): Promise<void>;
 }
 
+/** Namespaces and interfaces of this process's lossy links that still exist: none, after every close(). */
+export async function lossyLinkLeftovers(): Promise<string[]> {
+  const [namespaces, links] = await Promise.all([exec('ip', ['netns', 'list']), exec('ip', ['-o', 'link', 'show'])]);
+  const names = new Set([`pktloss-${process.pid}`, `plh${process.pid}`.slice(0, 15)]);
+  return [...namespaces.stdout.matchAll(/^(\S+)/gm), ...links.stdout.matchAll(/^\d+: ([^:@]+)/gm)].map((m) => m[1]!).filter((n) => names.has(n));
+}
+
 /** Why this machine cannot make a lossy link, or undefined when it can. */
 export async function lossyLinkUnavailable(): Promise<string | undefined> {
   if (process.getuid?.() !== 0) return 'not root: network namespaces and nftables need it';

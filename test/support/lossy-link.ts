@@ -45,8 +45,11 @@ export async function lossyLinkUnavailable(): Promise<string | undefined> {
  * const link = await startLossyLink(); await link.setLoss(5432, 8); (await link.counters()).droppedIn; await link.close();
  */
 export async function startLossyLink(): Promise<LossyLink> {
-  // The process id keeps names and the subnet apart from another test run's.
-  const id = process.pid % 250;
+  // The process id keeps names apart from another test run's; the subnet is
+  // the first one from there that no interface here uses yet.
+  const { stdout: inUse } = await exec('ip', ['-o', '-4', 'addr', 'show']);
+  let id = process.pid % 250;
+  for (let tries = 0; tries < 250 && inUse.includes(` 10.213.${id}.`); tries++) id = (id + 1) % 250;
   const netns = `pktloss-${process.pid}`;
   const hostSide = `plh${process.pid}`.slice(0, 15);
   const nsSide = `pln${process.pid}`.slice(0, 15);

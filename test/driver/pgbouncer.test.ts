@@ -11,6 +11,7 @@ import { withIdempotencyOutcome } from '../../src/index.js';
 import { testDatabase } from '../support/db.js';
 import { pgbouncerUrl } from '../support/drivers.js';
 import { count, createBusinessTables, insertCharge } from '../support/fixtures.js';
+import { onAnotherServerConnection } from '../support/pgbouncer.js';
 import { withDatabase } from '../support/urls.js';
 
 const t = await testDatabase();
@@ -27,30 +28,12 @@ function onePooledClient() {
   return drizzle({ client: pool });
 }
 
-/**
- * Runs `next` while another client holds, in an open transaction, the server
- * connection the previous transaction used: PgBouncer hands the most recently
- * used idle server connection out first, so `next` gets a different one.
- */
-async function onAnotherServerConnection<T>(next: () => Promise<T>): Promise<T> {
-  const other = new pg.Client({ connectionString: url });
-  await other.connect();
-  try {
-    await other.query('begin');
-    await other.query('select 1');
-    return await next();
-  } finally {
-    await other.query('commit').catch(() => undefined);
-    await other.end();
-  }
-}
-
 describe.skipIf(!pgbouncerUrl)('behind PgBouncer in transaction mode (PGBOUNCER_URL)', () => {
   it('with prepare unset: goes back to unnamed statements when PgBouncer hands the claim to a server connection that lacks it, and runs fn once', async () => {
     const db = onePooledClient();
     await withIdempotencyOutcome(db, 'bouncer-1', (tx) => insertCharge(tx, 'bouncer-1', 1));
     let calls = 0;
-    const outcome = await onAnotherServerConnection(() =>
+    const outcome = await onAnotherServerConnection(url, () =>
       withIdempotencyOutcome(db, 'bouncer-2', async (tx) => {
         calls++;
         return insertCharge(tx, 'bouncer-2', 1);
@@ -69,7 +52,7 @@ describe.skipIf(!pgbouncerUrl)('behind PgBouncer in transaction mode (PGBOUNCER_
     // already there, while node-postgres remembers only its own.
     const db = onePooledClient();
     const run = (key: string) => withIdempotencyOutcome(db, key, (tx) => insertCharge(tx, key, 1), { prepare: true }).then(() => undefined, (e: unknown) => e);
-    const errors = [await run('bouncer-3'), await onAnotherServerConnection(() => run('bouncer-4'))];
+    const errors = [await run('bouncer-3'), await onAnotherServerConnection(url, () => run('bouncer-4'))];
     const codes = errors.filter((e) => e !== undefined).map(sqlState);
     expect(codes.length).toBeGreaterThan(0);
     for (const code of codes) expect(['26000', '42P05']).toContain(code);
@@ -83,7 +66,7 @@ describe.skipIf(!pgbouncerUrl)('behind PgBouncer in transaction mode (PGBOUNCER_
   it('with prepare: false: runs on any server connection', async () => {
     const db = onePooledClient();
     await withIdempotencyOutcome(db, 'bouncer-5', (tx) => insertCharge(tx, 'bouncer-5', 1), { prepare: false });
-    const outcome = await onAnotherServerConnection(() =>
+    const outcome = await onAnotherServerConnection(url, () =>
       withIdempotencyOutcome(db, 'bouncer-6', (tx) => insertCharge(tx, 'bouncer-6', 1), { prepare: false }),
     );
     expect(outcome.replayed).toBe(false);

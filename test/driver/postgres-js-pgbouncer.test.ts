@@ -6,13 +6,13 @@
 // sends COMMIT again on it, and Postgres turns it into a ROLLBACK without an
 // error (porsager/postgres#1212). A call that returns must have committed.
 import { drizzle } from 'drizzle-orm/postgres-js';
-import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, describe, expect, it } from 'vitest';
 import { withIdempotencyOutcome } from '../../src/index.js';
 import { testDatabase } from '../support/db.js';
 import { chargeOn, pgbouncerUrl } from '../support/drivers.js';
 import { count, createBusinessTables } from '../support/fixtures.js';
+import { onAnotherServerConnection } from '../support/pgbouncer.js';
 import { withDatabase } from '../support/urls.js';
 
 const t = await testDatabase();
@@ -28,27 +28,13 @@ function onePostgresJsConnection() {
   return drizzle({ client });
 }
 
-/** Runs `next` while another client holds the server connection the previous transaction used (see pgbouncer.test.ts). */
-async function onAnotherServerConnection<T>(next: () => Promise<T>): Promise<T> {
-  const other = new pg.Client({ connectionString: url });
-  await other.connect();
-  try {
-    await other.query('begin');
-    await other.query('select 1');
-    return await next();
-  } finally {
-    await other.query('commit').catch(() => undefined);
-    await other.end();
-  }
-}
-
 describe.skipIf(!pgbouncerUrl)("postgres.js with prepare: true (its default) behind PgBouncer's transaction mode", () => {
   it('never returns a first execution whose COMMIT the server turned into a ROLLBACK: what a call returns has committed', async () => {
     const db = onePostgresJsConnection();
     const outcomes: string[] = [];
     for (const key of ['pjs-bouncer-1', 'pjs-bouncer-2', 'pjs-bouncer-3']) {
       const run = () => withIdempotencyOutcome(db, key, (tx) => chargeOn(tx, key, 1));
-      const outcome = await (key === 'pjs-bouncer-1' ? run() : onAnotherServerConnection(run)).then(
+      const outcome = await (key === 'pjs-bouncer-1' ? run() : onAnotherServerConnection(url, run)).then(
         () => 'returned',
         (e: unknown) => `failed: ${(e as { code?: string }).code}`,
       );

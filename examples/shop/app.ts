@@ -1,23 +1,26 @@
+import { randomUUID } from 'node:crypto';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type PgBoss from 'pg-boss';
 import type { TransactionOf } from 'drizzle-idempotency';
-import { idempotent, type IdempotentResponse, type IdempotentRouteOptions } from 'drizzle-idempotency/express';
+import { idempotent, idempotentWorkflow, type IdempotentResponse, type IdempotentRouteOptions } from 'drizzle-idempotency/express';
+import { GatewayDeclinedError, GatewayOutcomeUnknownError, type GatewayClient } from '../gateway/client.js';
+import { crashPoint } from './crash-points.js';
 import { ShopRefusal, type ShopDb } from './db.js';
 import { getStock, reserveAll, setStock } from './inventory.js';
 import { queueOrderConfirmation, queueWelcome } from './notifications.js';
 import { createOrder } from './orders.js';
-import { createPayment, getPayment, listPayments } from './payments.js';
+import { createPendingPayment, getPayment, listPayments, markDeclined, markPaid } from './payments.js';
+import type { PayInput, PaymentWorkflow } from './payment-workflow.js';
+import { problem, PROBLEM } from './problem.js';
 import { parseEmail, parseOrder, parsePayment, parseQuantity, parseSku, parseStock } from './validation.js';
 
-const PROBLEM = 'application/problem+json';
-
-const problem = (status: number, code: string, detail: string) => ({
-  type: `https://shop.example/problems/${code.toLowerCase().replaceAll('_', '-')}`,
-  title: code.replaceAll('_', ' ').toLowerCase(),
-  status,
-  detail,
-  code,
-});
+/** What the shop's payments go through: the gateway, and the workflow that charges it once per key. */
+export interface ShopPayments {
+  gateway: GatewayClient;
+  workflow: PaymentWorkflow;
+  /** Hears of every payment answered 5xx (the gateway failed, its outcome unknown): the key stays started and the retry or the completer resumes it. (Default: a line on stderr) */
+  onError?: (error: unknown) => void;
+}
 
 /** A business refusal as a stored, replayable answer. */
 function refusal(error: unknown): IdempotentResponse {
@@ -45,13 +48,16 @@ const json = <T>(res: Response, status: number, body: T) => res.status(status).j
 
 /**
  * The shop's routes. `POST`s are idempotent per (X-User-Id, Idempotency-Key);
- * the naive payment route is the contrast the demo measures. E-mails (welcome,
- * order confirmation) are pg-boss jobs enqueued in the request's transaction.
+ * the naive payment route is the contrast the demo measures. Payments go
+ * through the payment gateway as leased work (`payments.workflow`); e-mails
+ * (welcome, order confirmation) are pg-boss jobs enqueued in the request's
+ * transaction.
  *
  * @example
- * const app = shopApp(drizzle({ client: pool }), boss); app.listen(3000);
+ * const gateway = gatewayClient(process.env.GATEWAY_URL!);
+ * const app = shopApp(db, boss, { gateway, workflow: paymentWorkflow(gateway) }); app.listen(3000);
  */
-export function shopApp(db: ShopDb, boss: PgBoss) {
+export function shopApp(db: ShopDb, boss: PgBoss, payments: ShopPayments) {
   const app = express();
   app.use(express.json({ limit: '64kb' }));
   // Every POST: scoped by the caller, and business refusals (ShopRefusal) are
@@ -63,12 +69,19 @@ export function shopApp(db: ShopDb, boss: PgBoss) {
 
   app.get('/healthz', (_req, res) => void json(res, 200, { ok: true }));
 
+  // Leased, not one transaction: the gateway is outside the database. The
+  // workflow's steps commit one by one and a crash resumes from the last.
   app.post(
     '/payments',
+    (_req, _res, next) => {
+      crashPoint('before-claim');
+      next();
+    },
     validBody(parsePayment),
-    keyedRoute(async (req, tx) => {
-      const payment = await createPayment(tx, userOf(req), req.body, req.get('idempotency-key') ?? null);
-      return { status: 201, body: payment, headers: { location: `/payments/${payment.id}` } };
+    idempotentWorkflow(db, payments.workflow, {
+      scope: userOf,
+      input: (req): PayInput => ({ userId: userOf(req), requestKey: req.get('idempotency-key') ?? '', ...(req.body as { amount: number; currency: string }) }),
+      ...(payments.onError && { onError: payments.onError }),
     }),
   );
   app.get('/payments', async (req, res) => void json(res, 200, { payments: await listPayments(db, userOf(req)) }));
@@ -78,9 +91,18 @@ export function shopApp(db: ShopDb, boss: PgBoss) {
     json(res, 200, payment);
   });
 
-  // No key: payments that a retry doubles. The demo's storm shows what that costs.
+  // No key of its own: a fresh gateway key per attempt, as a client that
+  // makes one up per request does. Each retry is another charge; the demo's storm shows what that costs.
   app.post('/naive/payments', validBody(parsePayment), async (req, res) => {
-    json(res, 201, await createPayment(db, userOf(req), req.body, req.get('idempotency-key') ?? null, 'naive'));
+    const payment = await createPendingPayment(db, userOf(req), req.body, req.get('idempotency-key') ?? null, 'naive');
+    try {
+      const charge = await payments.gateway.charge({ ...(req.body as { amount: number; currency: string }), reference: payment.id }, { idempotencyKey: randomUUID() });
+      json(res, 201, await markPaid(db, payment.id, charge.id));
+    } catch (error) {
+      if (!(error instanceof GatewayDeclinedError)) throw error;
+      await markDeclined(db, payment.id, error.reason);
+      throw new ShopRefusal(402, 'PAYMENT_DECLINED', `the gateway declined the payment: ${error.reason}`);
+    }
   });
 
   app.put('/inventory/:sku', async (req, res) => json(res, 200, await setStock(db, parseSku(req.params.sku), parseStock(req.body))));
@@ -122,6 +144,8 @@ export function shopApp(db: ShopDb, boss: PgBoss) {
   app.use((error: unknown, _req: Request, res: Response, next: NextFunction) => {
     if (res.headersSent) return next(error);
     if (error instanceof ShopRefusal) return void res.status(error.status).type(PROBLEM).json(problem(error.status, error.code, error.message));
+    // The naive endpoint's charge whose outcome is unknown: it cannot tell whether the money was taken.
+    if (error instanceof GatewayOutcomeUnknownError) return void res.status(502).type(PROBLEM).json(problem(502, 'GATEWAY_OUTCOME_UNKNOWN', error.message));
     const status = (error as { status?: number }).status;
     if (status === 400) return void res.status(400).type(PROBLEM).json(problem(400, 'INVALID_JSON', 'the body is not valid JSON'));
     console.error(error);

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import type { Charge } from '../gateway/client.js';
 
 /** The database's own account of the storm: the source of truth for every invariant. */
 export interface ShopAudit {
@@ -100,9 +101,70 @@ export async function auditMail(pool: pg.Pool, deliveries: readonly { ref?: stri
   };
 }
 
+/** The gateway's ledger against the shop's payments: money taken per payment key. */
+export interface GatewayAudit {
+  /** Succeeded charges in the ledger for the idempotent endpoint's payments. */
+  charges: number;
+  /** Payment keys answered paid, and declined (402, nothing charged). */
+  paidKeys: number;
+  declinedKeys: number;
+  /** Payment keys whose succeeded charges are not exactly one (paid) or not zero (declined). */
+  keysWithoutOneCharge: number;
+  /** Succeeded charges that no paid payment names (its charge_id): money taken that the shop does not know of. */
+  chargesUnaccounted: number;
+  /** Idempotent payments still pending: a workflow never finished. */
+  pendingPayments: number;
+  /** The naive endpoint: its charges, and how many more than the keys its clients sent. */
+  naiveCharges: number;
+  naiveDuplicateCharges: number;
+}
+
+/**
+ * Compares the gateway's ledger (every charge, from `GET /v1/ledger`) with the
+ * shop's payments: one succeeded charge per paid payment key, none per
+ * declined one, none the shop does not know of.
+ *
+ * @example
+ * const audit = await auditGateway(pool, await gateway.ledger());
+ */
+export async function auditGateway(pool: pg.Pool, ledger: readonly Charge[]): Promise<GatewayAudit> {
+  const { rows } = await pool.query<{ id: string; channel: string; request_key: string; status: string; charge_id: string | null }>(
+    `select id::text, channel, request_key, status, charge_id from shop_payments`,
+  );
+  const charged = new Map<string, Charge[]>();
+  for (const c of ledger) if (c.status === 'succeeded') charged.set(c.reference, [...(charged.get(c.reference) ?? []), c]);
+  const keys = new Map<string, { channel: string; statuses: Set<string>; charges: number }>();
+  const known = new Set<string>();
+  for (const p of rows) {
+    const k = keys.get(`${p.channel}:${p.request_key}`) ?? { channel: p.channel, statuses: new Set(), charges: 0 };
+    k.statuses.add(p.status);
+    k.charges += charged.get(p.id)?.length ?? 0;
+    keys.set(`${p.channel}:${p.request_key}`, k);
+    if (p.status === 'paid' && p.charge_id) known.add(p.charge_id);
+  }
+  const ours = [...keys.values()].filter((k) => k.channel === 'idempotent');
+  const naive = [...keys.values()].filter((k) => k.channel === 'naive');
+  const idOf = new Map(rows.map((p) => [p.id, p]));
+  const oursCharges = ledger.filter((c) => c.status === 'succeeded' && idOf.get(c.reference)?.channel === 'idempotent');
+  const naiveCharges = naive.reduce((n, k) => n + k.charges, 0);
+  return {
+    charges: oursCharges.length,
+    paidKeys: ours.filter((k) => k.statuses.has('paid')).length,
+    declinedKeys: ours.filter((k) => k.statuses.has('declined')).length,
+    keysWithoutOneCharge: ours.filter((k) => k.charges !== (k.statuses.has('paid') ? 1 : 0)).length,
+    chargesUnaccounted: oursCharges.filter((c) => !known.has(c.id)).length,
+    pendingPayments: ours.filter((k) => k.statuses.has('pending')).length,
+    naiveCharges,
+    naiveDuplicateCharges: naiveCharges - naive.filter((k) => k.charges > 0).length,
+  };
+}
+
 /** Every invariant the demo promises, with the numbers that break it. Empty when all hold. */
-export function brokenInvariants(audit: ShopAudit, mail: MailAudit): string[] {
+export function brokenInvariants(audit: ShopAudit, mail: MailAudit, gateway?: GatewayAudit): string[] {
   const broken: string[] = [];
+  if (gateway?.keysWithoutOneCharge) broken.push(`${gateway.keysWithoutOneCharge} payment keys without exactly one charge in the gateway's ledger`);
+  if (gateway?.chargesUnaccounted) broken.push(`${gateway.chargesUnaccounted} charges in the gateway's ledger that no paid payment names`);
+  if (gateway?.pendingPayments) broken.push(`${gateway.pendingPayments} payments left pending`);
   if (audit.duplicatePayments) broken.push(`${audit.duplicatePayments} duplicate payments`);
   if (audit.duplicateOrders) broken.push(`${audit.duplicateOrders} duplicate orders`);
   if (audit.duplicateWelcomeJobs) broken.push(`${audit.duplicateWelcomeJobs} duplicate welcome e-mails queued`);

@@ -7,10 +7,17 @@ export interface PaymentInput {
   currency: string;
 }
 
+export type PaymentStatus = 'pending' | 'paid' | 'declined';
+
 export interface Payment {
   id: string;
   amount: number;
   currency: string;
+  status: PaymentStatus;
+  /** The gateway's charge, once paid. */
+  chargeId: string | null;
+  /** The gateway's reason, once declined. */
+  declineCode: string | null;
   createdAt: string;
 }
 
@@ -18,16 +25,71 @@ const toPayment = (row: typeof payments.$inferSelect): Payment => ({
   id: row.id,
   amount: row.amount,
   currency: row.currency,
+  status: row.status as PaymentStatus,
+  chargeId: row.chargeId,
+  declineCode: row.declineCode,
   createdAt: row.createdAt.toISOString(),
 });
 
-/** Takes the money: one row in shop_payments. */
+/**
+ * Takes the money in the database alone: one paid row, in the caller's
+ * transaction (the benchmarks' payment, where no gateway is called).
+ *
+ * @example
+ * await withIdempotency(tx, key, () => createPayment(tx, 'alice', { amount: 1250, currency: 'EUR' }, key));
+ */
 export async function createPayment(tx: ShopDb, userId: string, input: PaymentInput, requestKey: string | null, channel = 'idempotent'): Promise<Payment> {
   const [row] = await tx
     .insert(payments)
     .values({ userId, amount: input.amount, currency: input.currency, requestKey, channel })
     .returning();
   return toPayment(row!);
+}
+
+/**
+ * Records a payment before the gateway charges it: its id is the charge's
+ * reference, and a crash after this leaves a row to resume from.
+ *
+ * @example
+ * const payment = await createPendingPayment(tx, 'alice', { amount: 1250, currency: 'EUR' }, 'key-1');
+ */
+export async function createPendingPayment(tx: ShopDb, userId: string, input: PaymentInput, requestKey: string | null, channel = 'idempotent'): Promise<Payment> {
+  const [row] = await tx
+    .insert(payments)
+    .values({ userId, amount: input.amount, currency: input.currency, requestKey, channel, status: 'pending' })
+    .returning();
+  return toPayment(row!);
+}
+
+/**
+ * The gateway charged it: `pending` becomes `paid` with the charge's id. Only
+ * a pending payment moves, so a second call changes nothing and answers undefined.
+ *
+ * @example
+ * const paid = await markPaid(tx, payment.id, charge.id);
+ */
+export async function markPaid(tx: ShopDb, id: string, chargeId: string): Promise<Payment | undefined> {
+  const [row] = await tx
+    .update(payments)
+    .set({ status: 'paid', chargeId })
+    .where(and(eq(payments.id, id), eq(payments.status, 'pending')))
+    .returning();
+  return row && toPayment(row);
+}
+
+/**
+ * The gateway refused it: `pending` becomes `declined` with the gateway's reason.
+ *
+ * @example
+ * const declined = await markDeclined(tx, payment.id, 'card_declined');
+ */
+export async function markDeclined(tx: ShopDb, id: string, declineCode: string): Promise<Payment | undefined> {
+  const [row] = await tx
+    .update(payments)
+    .set({ status: 'declined', declineCode })
+    .where(and(eq(payments.id, id), eq(payments.status, 'pending')))
+    .returning();
+  return row && toPayment(row);
 }
 
 export async function listPayments(db: ShopDb, userId: string): Promise<Payment[]> {

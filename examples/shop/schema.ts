@@ -1,17 +1,30 @@
 import { sql } from 'drizzle-orm';
 import { check, integer, pgTable, primaryKey, text, timestamp, uuid } from 'drizzle-orm/pg-core';
 
-/** Money taken. `channel` tells the idempotent endpoint from the naive one the demo contrasts it with. */
-export const payments = pgTable('shop_payments', {
-  id: uuid('id').primaryKey().defaultRandom(),
-  userId: text('user_id').notNull(),
-  amount: integer('amount').notNull(),
-  currency: text('currency').notNull(),
-  channel: text('channel').notNull().default('idempotent'),
-  // The key the client sent: lets the audit count effects per key.
-  requestKey: text('request_key'),
-  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
-});
+/**
+ * A payment, charged through the payment gateway. `channel` tells the
+ * idempotent endpoint from the naive one the demo contrasts it with. Its
+ * status moves once: `pending` (recorded before the gateway is called, so a
+ * crash leaves a trace to resume from) to `paid` (with the gateway's charge
+ * id) or `declined` (with the gateway's reason).
+ */
+export const payments = pgTable(
+  'shop_payments',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    userId: text('user_id').notNull(),
+    amount: integer('amount').notNull(),
+    currency: text('currency').notNull(),
+    channel: text('channel').notNull().default('idempotent'),
+    // The key the client sent: lets the audit count effects per key.
+    requestKey: text('request_key'),
+    status: text('status').notNull().default('paid'),
+    chargeId: text('charge_id'),
+    declineCode: text('decline_code'),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [check('shop_payments_status_check', sql`${t.status} in ('pending', 'paid', 'declined')`)],
+);
 
 /** Stock per SKU. The check is a last line of defence; the code never relies on it. */
 export const inventory = pgTable(

@@ -1,14 +1,22 @@
 // `npm run serve`: the shop on PORT (default 3000) against DATABASE_URL, or an
 // embedded PostgreSQL whose data stays in .data/ so a restart keeps it.
+// Payments go through the payment gateway at GATEWAY_URL, or through a fake
+// one this process starts on the same database (schema `gateway`). A
+// completer finishes payments whose process died mid-way.
 import { mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
+import { startCompleter, type Duration } from 'drizzle-idempotency';
 import { exitIfUnavailable, startEmbeddedPostgres } from '../../tools/embedded-db.js';
+import { startGateway } from '../gateway/app.js';
+import { gatewayClient } from '../gateway/client.js';
+import { migrateGateway } from '../gateway/store.js';
 import { shopApp } from './app.js';
 import { startShopBoss, surviveLostConnectionsInPgBoss } from './boss.js';
 import { startMailApi } from './mail-api.js';
 import { startMailWorkers } from './mail-worker.js';
+import { paymentWorkflow } from './payment-workflow.js';
 import { migrateAll } from './setup.js';
 
 const root = new URL('../../', import.meta.url).pathname;
@@ -33,7 +41,21 @@ surviveLostConnectionsInPgBoss();
 const boss = await startShopBoss(process.env.DATABASE_URL ?? embedded!.url);
 await startMailWorkers(db, boss, mailApi.url);
 console.log(`mail API on ${mailApi.url} (deliveries: GET ${mailApi.url}/messages, and ${mailLog})`);
-const server = shopApp(db, boss).listen(Number(process.env.PORT ?? 3000), '127.0.0.1', () => {
+// The gateway: its own service (GATEWAY_URL), or a fake one in this process when none is given.
+const ownGateway = process.env.GATEWAY_URL ? undefined : await migrateGateway(db).then(() => startGateway(db));
+const gateway = gatewayClient(process.env.GATEWAY_URL ?? ownGateway!.url);
+console.log(`payment gateway on ${gateway.url}${ownGateway ? ' (a fake, in this process; ledger: GET /v1/ledger)' : ''}`);
+const payment = paymentWorkflow(gateway, {
+  // Checked by defineWorkflow: a malformed value stops the shop at start with IDEMPOTENCY_OPTIONS_INVALID.
+  lease: (process.env.SHOP_PAYMENT_LEASE ?? '30s') as Duration,
+  callTimeoutMs: Number(process.env.SHOP_CALL_TIMEOUT_MS ?? 2_000),
+});
+// Payments whose process died, or whose client gave up, finish here without a client retry.
+const completer = startCompleter(db, [payment], {
+  interval: (process.env.SHOP_COMPLETER_INTERVAL ?? '5s') as Duration,
+  onError: (error) => console.error(`completer: ${(error as Error).message}`),
+});
+const server = shopApp(db, boss, { gateway, workflow: payment }).listen(Number(process.env.PORT ?? 3000), '127.0.0.1', () => {
   const address = server.address();
   console.log(`shop listening on http://127.0.0.1:${typeof address === 'object' && address ? address.port : '?'}`);
 });
@@ -43,8 +65,10 @@ async function shutdown() {
   if (stopping) return;
   stopping = true;
   server.close();
+  await completer.stop();
   await boss.stop({ graceful: true, wait: true });
   await mailApi.close();
+  await ownGateway?.close();
   await pool.end();
   await embedded?.stop();
 }

@@ -51,6 +51,7 @@ function progress(phase: string, done: number, total: number) {
 
 function print(r: DemoReport) {
   const a = r.audit;
+  const g = r.gateway;
   const rows: [string, string | number, string | number][] = [
     ['requests sent (double clicks included)', r.ours.requests, r.naive.requests],
     ['HTTP attempts', r.ours.attempts, r.naive.attempts],
@@ -60,8 +61,13 @@ function print(r: DemoReport) {
     ['409 in flight (retried)', r.ours.inFlight409, r.naive.inFlight409],
     ['requests never answered', r.ours.unanswered, r.naive.unanswered],
     ['unique payment keys', a.paymentKeys, a.naivePaymentKeys],
-    ['payments (charges) in the database', a.payments, a.naivePayments],
-    ['DUPLICATE CHARGES', a.duplicatePayments, a.naiveDuplicatePayments],
+    ['payments in the database', a.payments, a.naivePayments],
+    ['duplicate payments', a.duplicatePayments, a.naiveDuplicatePayments],
+    ["charges in the gateway's ledger", g.charges, g.naiveCharges],
+    ['DUPLICATE CHARGES (gateway ledger)', g.charges - g.paidKeys, g.naiveDuplicateCharges],
+    ['payments declined by the gateway (402, stored)', g.declinedKeys, '-'],
+    ['gateway: dropped after charging / slow / 500s', `${g.stats.dropped} / ${g.stats.slowed} / ${g.stats.failed500}`, '(both storms)'],
+    ['payments answered 503, resumed by a retry', g.unknownOutcomes, '-'],
     ['orders', a.orders, '-'],
     ['duplicate orders', a.duplicateOrders, '-'],
     ['welcome e-mail jobs (pg-boss)', a.welcomeJobs, '-'],
@@ -78,7 +84,7 @@ function print(r: DemoReport) {
   console.log(`${'-'.repeat(w)}-|---------------------|---------------`);
   for (const [k, ours, naive] of rows) console.log(`${k.padEnd(w)} | ${String(ours).padStart(19)} | ${String(naive).padStart(14)}`);
   console.log(`\nstatuses (ours): ${JSON.stringify(r.ours.answered)}; finished in ${r.seconds.toFixed(1)} s`);
-  console.log(r.broken.length ? `FAILED: ${r.broken.join('; ')}` : 'OK: every key took effect once, stock never went negative, every e-mail went out once (one per welcome request, one per order).');
+  console.log(r.broken.length ? `FAILED: ${r.broken.join('; ')}` : 'OK: every key took effect once (one charge per payment key in the gateway\'s ledger), stock never went negative, every e-mail went out once (one per welcome request, one per order).');
 }
 
 const embedded = process.env.DATABASE_URL ? undefined : await startEmbeddedPostgres().catch(exitIfUnavailable);

@@ -46,7 +46,18 @@ describe('the demo (npm start -- --quick)', () => {
     // transaction rolled back (a crash, the kill) was made again on redelivery, and the mail API dropped it.
     expect(report.mail.workersKilled).toBe(1);
     expect(report.mail.repeatsDropped).toBeGreaterThanOrEqual(report.mail.crashes + 1);
-    expect(await t.pool.query(`select 1 from idempotency_keys where status = 'started'`).then((r) => r.rowCount)).toBe(0);
+    expect(await t.pool.query(`select 1 from idempotency_keys where status <> 'completed'`).then((r) => r.rowCount)).toBe(0);
+    // Payments went through the gateway (its own process, its faults on): in its ledger, one succeeded charge
+    // per paid payment key, under that payment's id, and none for a declined one; no payment left pending.
+    expect(report.gateway.stats.dropped + report.gateway.stats.slowed + report.gateway.stats.failed500).toBeGreaterThan(0);
+    const { rows: perKey } = await t.pool.query<{ status: string; charges: number; named: boolean }>(
+      `select p.status, count(c.id)::int as charges, bool_and(c.id is null or c.id = p.charge_id) as named
+       from shop_payments p left join gateway.gateway_charges c on c.reference = p.id::text and c.status = 'succeeded'
+       where p.channel = 'idempotent' group by p.request_key, p.status`,
+    );
+    expect(perKey).toHaveLength(100);
+    for (const key of perKey) expect(key).toEqual(key.status === 'paid' ? { status: 'paid', charges: 1, named: true } : { status: 'declined', charges: 0, named: true });
+    expect(report.gateway).toMatchObject({ keysWithoutOneCharge: 0, chargesUnaccounted: 0, pendingPayments: 0 });
     expect(report.broken).toEqual([]);
   });
 });

@@ -1,9 +1,13 @@
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { afterAll, describe, expect, it } from 'vitest';
+import { startGateway } from '../../examples/gateway/app.js';
+import { gatewayClient } from '../../examples/gateway/client.js';
+import { migrateGateway } from '../../examples/gateway/store.js';
 import { shopApp } from '../../examples/shop/app.js';
 import { startShopBoss } from '../../examples/shop/boss.js';
 import { startMailApi } from '../../examples/shop/mail-api.js';
 import { startMailWorkers } from '../../examples/shop/mail-worker.js';
+import { paymentWorkflow } from '../../examples/shop/payment-workflow.js';
 import { migrateAll } from '../../examples/shop/setup.js';
 import { testDatabase } from '../support/db.js';
 import { count } from '../support/fixtures.js';
@@ -13,9 +17,13 @@ const t = await testDatabase({ max: 50 });
 await migrateAll(drizzle({ client: t.pool }));
 // Connections the database drop ends after the file are no news.
 const boss = await startShopBoss(t.url, () => {});
-const shop = await listen(shopApp(drizzle({ client: t.pool }), boss));
+await migrateGateway(drizzle({ client: t.pool }));
+const fakeGateway = await startGateway(drizzle({ client: t.pool }));
+const gateway = gatewayClient(fakeGateway.url);
+const shop = await listen(shopApp(drizzle({ client: t.pool }), boss, { gateway, workflow: paymentWorkflow(gateway) }));
 afterAll(async () => {
   await shop.close();
+  await fakeGateway.close();
   await boss.stop({ graceful: false, wait: true });
 });
 
@@ -33,12 +41,30 @@ describe('POST /payments', () => {
     const first = await call('POST', '/payments', { user: 'alice', key: 'pay-1', body: { amount: 1250, currency: 'EUR' } });
     const again = await call('POST', '/payments', { user: 'alice', key: 'pay-1', body: { amount: 1250, currency: 'EUR' } });
     expect(first.status).toBe(201);
-    expect(first.body).toMatchObject({ amount: 1250, currency: 'EUR' });
-    expect(Object.keys(first.body!).sort()).toEqual(['amount', 'createdAt', 'currency', 'id']);
+    expect(first.body).toMatchObject({ amount: 1250, currency: 'EUR', status: 'paid', declineCode: null });
+    expect(Object.keys(first.body!).sort()).toEqual(['amount', 'chargeId', 'createdAt', 'currency', 'declineCode', 'id', 'status']);
     expect(first.headers.get('location')).toBe(`/payments/${first.body!.id}`);
     expect(again).toMatchObject({ status: 201, body: first.body });
     expect(again.headers.get('idempotent-replayed')).toBe('true');
     expect(await count(t.pool, 'shop_payments', `request_key = 'pay-1'`)).toBe(1);
+    // The gateway charged it once, under the payment's id, and the payment names that charge.
+    const charges = (await gateway.ledger()).filter((c) => c.reference === first.body!.id);
+    expect(charges).toEqual([expect.objectContaining({ id: first.body!.chargeId, amount: 1250, currency: 'EUR', status: 'succeeded' })]);
+  });
+
+  it('answers 402 when the gateway declines, stores it, and replays it without asking the gateway again', async () => {
+    const body = { amount: 2_000_000, currency: 'EUR' };
+    const first = await call('POST', '/payments', { user: 'erin', key: 'pay-declined', body });
+    const again = await call('POST', '/payments', { user: 'erin', key: 'pay-declined', body });
+    expect(first.status).toBe(402);
+    expect(first.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(first.body).toMatchObject({ code: 'PAYMENT_DECLINED' });
+    expect(again).toMatchObject({ status: 402, body: first.body });
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    const { rows } = await t.pool.query(`select id::text, status, decline_code from shop_payments where request_key = 'pay-declined'`);
+    expect(rows).toEqual([{ id: expect.any(String), status: 'declined', decline_code: 'card_declined' }]);
+    const charges = (await gateway.ledger()).filter((c) => c.reference === rows[0].id);
+    expect(charges.map((c) => c.status)).toEqual(['declined']);
   });
 
   it("scopes keys by X-User-Id: bob's key never replays alice's payment", async () => {

@@ -1,0 +1,161 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { gatewayClient } from '../../examples/gateway/client.js';
+import { spawnGateway } from '../../examples/gateway/process.js';
+import { CRASH_POINTS } from '../../examples/shop/crash-points.js';
+import { fetchWithRetry } from '../../src/client.js';
+import { testDatabase } from '../support/db.js';
+import { sleep } from '../support/fixtures.js';
+import { settled } from '../support/processes.js';
+import { startShopProcess, type ShopProcess } from '../support/shop-process.js';
+
+// The shop's payments go through the gateway as leased work. Here the shop is
+// killed with SIGKILL at each point a payment passes (SHOP_CRASH_AT, honoured
+// by examples/shop/crash-points.ts), started again, and the clients' retries
+// plus the completer must finish every payment: one charge per key in the
+// gateway's ledger, one paid payment per key, no key left started.
+const t = await testDatabase({ max: 5 });
+const sinkDir = await mkdtemp(join(tmpdir(), 'gateway-crash-'));
+const gatewayProcess = await spawnGateway(t.url);
+const gateway = gatewayClient(gatewayProcess.url);
+const shops: ShopProcess[] = [];
+afterAll(async () => {
+  for (const shop of shops) await shop.kill();
+  await gatewayProcess.stop();
+});
+// A test that failed half-way must not leave the next one a slow gateway or a shop still holding keys.
+afterEach(async () => {
+  await gateway.setFaults({ slowRate: 0 });
+  for (const shop of shops.splice(0)) await shop.kill();
+});
+
+// A short lease, so that a dead owner's key can be taken over within the test; a busy completer.
+const FAST = { GATEWAY_URL: gatewayProcess.url, SHOP_PAYMENT_LEASE: '2s', SHOP_COMPLETER_INTERVAL: '300ms', SHOP_CALL_TIMEOUT_MS: '1000' };
+
+interface Sent {
+  key: string;
+  user: string;
+  amount: number;
+}
+
+const request = (p: Sent) => ({
+  method: 'POST',
+  headers: { 'content-type': 'application/json', 'x-user-id': p.user, 'idempotency-key': p.key },
+  body: JSON.stringify({ amount: p.amount, currency: 'EUR' }),
+});
+
+/** A client that retries with the same key until it has an answer. */
+async function payUntilAnswered(url: string, p: Sent) {
+  const res = await fetchWithRetry(`${url}/payments`, request(p), { idempotencyKey: p.key, retries: 60, baseDelay: 50, maxDelay: 500, timeout: 10_000, maxRetryAfter: 500 });
+  return { status: res.status, body: (await res.json()) as { id: string; chargeId: string } };
+}
+
+/** A client that sends once and never comes back, whatever happens. */
+const payOnce = (url: string, p: Sent) => fetch(`${url}/payments`, request(p)).then((res) => res.status, () => undefined);
+
+/** The payments' keys still started (not completed, not failed). */
+const startedKeys = async (keys: string[]) =>
+  (await t.pool.query<{ key: string }>(`select key from idempotency_keys where key = any($1) and status <> 'completed'`, [keys])).rows.map((r) => r.key);
+
+/**
+ * Each key's story, from the shop's tables and the gateway's ledger: its
+ * payments, their statuses, the succeeded charges whose reference they are,
+ * and whether the payment names that charge.
+ */
+async function auditKeys(keys: string[]) {
+  const ledger = await gateway.ledger();
+  const { rows } = await t.pool.query<{ request_key: string; id: string; status: string; charge_id: string | null }>(
+    `select request_key, id::text, status, charge_id from shop_payments where request_key = any($1)`,
+    [keys],
+  );
+  const { rows: keyRows } = await t.pool.query<{ key: string; status: string }>(`select key, status from idempotency_keys where key = any($1)`, [keys]);
+  return new Map(
+    keys.map((key) => {
+      const payments = rows.filter((r) => r.request_key === key);
+      const charges = ledger.filter((c) => c.status === 'succeeded' && payments.some((p) => p.id === c.reference));
+      return [
+        key,
+        {
+          key: keyRows.find((r) => r.key === key)?.status ?? 'none',
+          payments: payments.map((p) => p.status),
+          charges: charges.length,
+          namesItsCharge: payments.length === 1 && charges.length === 1 && payments[0]!.charge_id === charges[0]!.id,
+          id: payments[0]?.id,
+          chargeId: charges[0]?.id,
+        },
+      ];
+    }),
+  );
+}
+
+const PAID = { key: 'completed', payments: ['paid'], charges: 1, namesItsCharge: true };
+
+describe('the shop killed with SIGKILL at every point of a payment through the gateway', () => {
+  it.each(CRASH_POINTS)('at %s: a restart, the retries and the completer finish every payment, one charge per key', async (point) => {
+    const first = await startShopProcess(t.url, sinkDir, { ...FAST, SHOP_CRASH_AT: point });
+    shops.push(first);
+    // During the call: the gateway charges, then holds its answer, and the shop dies waiting for it.
+    if (point === 'during-charge') await gateway.setFaults({ slowRate: 1, slowMs: 5_000 });
+    const user = `crash-${point}`;
+    // The first payment's client sends once and never retries: only the completer can finish it.
+    const abandoned: Sent = { key: randomUUID(), user, amount: 999 };
+    const once = payOnce(first.url, abandoned);
+    if (point !== 'before-claim') await settled(() => t.pool.query(`select 1 from idempotency_keys where key = $1`, [abandoned.key]), (r) => r.rowCount === 1);
+    // Then eight clients that retry until answered, a double click on every other one.
+    const retrying: Sent[] = Array.from({ length: 8 }, (_, i) => ({ key: randomUUID(), user, amount: 1_000 + i }));
+    const answers = Promise.all(retrying.flatMap((p, i) => (i % 2 ? [p] : [p, p])).map(async (p) => ({ p, answer: await payUntilAnswered(first.url, p) })));
+
+    // It died at the point (or, if no payment ever reached it, this fails instead of waiting forever).
+    expect(await Promise.race([first.process.exited, sleep(20_000).then(() => 'still running')])).toMatchObject({ signal: 'SIGKILL' });
+    await gateway.setFaults({ slowRate: 0 });
+    const second = await startShopProcess(t.url, sinkDir, FAST, first.port);
+    shops.push(second);
+    const answered = await answers;
+    await once;
+    const keys = [abandoned.key, ...retrying.map((p) => p.key)];
+    expect(await settled(() => startedKeys(keys), (left) => left.length === 0)).toEqual([]);
+
+    const audit = await auditKeys(keys);
+    for (const p of retrying) expect(audit.get(p.key)).toMatchObject(PAID);
+    // Every retrying client was told 201 with the payment and the charge the database and the ledger hold.
+    for (const { p, answer } of answered) {
+      expect(answer.status).toBe(201);
+      expect(answer.body).toMatchObject({ id: audit.get(p.key)!.id, chargeId: audit.get(p.key)!.chargeId, status: 'paid' });
+    }
+    // The abandoned payment: killed before its claim, it left nothing; after it, the completer paid it once.
+    expect(audit.get(abandoned.key)).toMatchObject(point === 'before-claim' ? { key: 'none', payments: [], charges: 0 } : PAID);
+  }, 90_000);
+});
+
+describe('a shop paused past its lease while the gateway call is out', () => {
+  it('is taken over by another shop, which pays once; the paused owner, resumed, has its late write refused', async () => {
+    const paused = await startShopProcess(t.url, sinkDir, { ...FAST, SHOP_PAUSE_AT: 'after-charge-before-record', SHOP_COMPLETER_INTERVAL: '1h' });
+    shops.push(paused);
+    const p: Sent = { key: randomUUID(), user: 'paused', amount: 4_242 };
+    const ownersAnswer = fetch(`${paused.url}/payments`, request(p)).then(async (res) => ({ status: res.status, body: (await res.json()) as { code?: string } }));
+    // The gateway charged and answered; the shop stopped (SIGSTOP) before recording it.
+    await paused.process.waitFor(/paused at after-charge-before-record/);
+    const other = await startShopProcess(t.url, sinkDir, FAST);
+    shops.push(other);
+    // The other shop's completer takes the key over once the lease ran out, asks the gateway, and completes it.
+    expect(await settled(() => startedKeys([p.key]), (left) => left.length === 0)).toEqual([]);
+    const done = await auditKeys([p.key]);
+    expect(done.get(p.key)).toMatchObject(PAID);
+    const { rows: before } = await t.pool.query(`select status, response, steps, recovery_point, attempts from idempotency_keys where key = $1`, [p.key]);
+
+    paused.process.child.kill('SIGCONT');
+    // The resumed owner's write of the charge's answer finds another owner's row: refused, and its client is told so.
+    const answer = await ownersAnswer;
+    expect(answer.status).toBe(409);
+    expect(answer.body.code).toBe('IDEMPOTENCY_LEASE_LOST');
+    const { rows: after } = await t.pool.query(`select status, response, steps, recovery_point, attempts from idempotency_keys where key = $1`, [p.key]);
+    expect(after).toEqual(before);
+    expect((await auditKeys([p.key])).get(p.key)).toEqual(done.get(p.key));
+    // The client's retry gets the completed answer: the taker's payment and its one charge.
+    const retried = await payUntilAnswered(paused.url, p);
+    expect(retried).toMatchObject({ status: 201, body: { id: done.get(p.key)!.id, chargeId: done.get(p.key)!.chargeId } });
+  }, 90_000);
+});

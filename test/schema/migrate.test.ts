@@ -13,6 +13,8 @@ import { testDatabase } from '../support/db.js';
 import { drizzleMajor } from '../support/drizzle-version.js';
 
 const run = promisify(execFile);
+// Every bundled migration, in order.
+const ALL = ['0000_init', '0001_leased_workflows'];
 const t = await testDatabase({ migrated: false });
 
 // The bundled migrations in the layout of the drizzle-orm this run is on, and in the other one.
@@ -29,7 +31,7 @@ async function tables(): Promise<string[]> {
 
 describe('migrate()', () => {
   it('creates the table once; a second call applies nothing', async () => {
-    expect(await migrate(t.db)).toEqual({ applied: ['0000_init'] });
+    expect(await migrate(t.db)).toEqual({ applied: ALL });
     expect(await migrate(t.db)).toEqual({ applied: [] });
     expect(await tables()).toEqual(['public.drizzle_idempotency_migrations', 'public.idempotency_keys']);
     expect(await withIdempotency(t.db, 'after-migrate', async () => 'works')).toBe('works');
@@ -40,7 +42,7 @@ describe('migrate()', () => {
       [1, 2, 3].map(() => run(process.execPath, ['--import', 'tsx', 'test/support/migrate-child.ts', t.url, 'concurrent'])),
     );
     const applied = runs.map((r) => (JSON.parse(r.stdout) as { applied: string[] }).applied);
-    expect(applied.flat()).toEqual(['0000_init']);
+    expect(applied.flat()).toEqual(ALL);
     expect((await tables()).filter((name) => name.startsWith('concurrent.'))).toEqual([
       'concurrent.drizzle_idempotency_migrations',
       'concurrent.idempotency_keys',
@@ -146,7 +148,7 @@ describe('migrate()', () => {
         const runs = await Promise.allSettled(children);
         expect(runs.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok'))).toEqual(Array(processes).fill('ok'));
         const applied = runs.map((r) => (JSON.parse((r as PromiseFulfilledResult<{ stdout: string }>).value.stdout) as { applied: string[] }).applied);
-        expect(applied.flat()).toEqual(['0000_init']);
+        expect(applied.flat()).toEqual(ALL);
 
         const where = schema ?? 'public';
         const { rows: created } = await d.pool.query<{ name: string }>(
@@ -154,8 +156,8 @@ describe('migrate()', () => {
           [where],
         );
         expect(created.map((r) => r.name)).toEqual([MIGRATIONS_TABLE, 'idempotency_keys']);
-        const { rows: recorded } = await d.pool.query(`select tag, count(*)::int as n from ${where}.${MIGRATIONS_TABLE} group by tag`);
-        expect(recorded).toEqual([{ tag: '0000_init', n: 1 }]);
+        const { rows: recorded } = await d.pool.query(`select tag, count(*)::int as n from ${where}.${MIGRATIONS_TABLE} group by tag order by tag`);
+        expect(recorded).toEqual(ALL.map((tag) => ({ tag, n: 1 })));
       },
     );
   });
@@ -177,8 +179,8 @@ describe('migrate()', () => {
         );
       await expect(inCallersTransaction()).rejects.toMatchObject({ code: 'IDEMPOTENCY_SERIALIZATION_FAILURE', retryable: true });
       expect(await d.db.transaction((tx) => migrate(tx), { isolationLevel })).toEqual({ applied: [] });
-      const { rows } = await d.pool.query(`select tag from ${MIGRATIONS_TABLE}`);
-      expect(rows).toEqual([{ tag: '0000_init' }]);
+      const { rows } = await d.pool.query(`select tag from ${MIGRATIONS_TABLE} order by tag`);
+      expect(rows).toEqual(ALL.map((tag) => ({ tag })));
     },
   );
 

@@ -29,14 +29,17 @@ describe('runWorkflow', () => {
     expect(first.value).toEqual({ status: 201, body: { paymentId: expect.any(Number), chargeId: expect.stringMatching(/^ch_/) } });
     expect(again).toEqual({ value: first.value, replayed: true });
     const audit = await auditPayment(t.pool, 'first', chargeKey('first'));
-    expect(audit).toEqual({ payments: [{ status: 'paid', charge_id: audit.chargeId }], charges: 1, chargeId: first.value.body.chargeId });
+    expect(audit).toEqual({ payments: [{ status: 'paid', charge_id: audit.chargeId }], charges: 1, chargeId: first.value.body.chargeId, events: ['paid'] });
     const { rows } = await t.pool.query(`select status, owner_token, locked_until, attempts, recovery_point, workflow, input from idempotency_keys where key = 'first'`);
     expect(rows).toEqual([{ status: 'completed', owner_token: null, locked_until: null, attempts: 1, recovery_point: 'mark-paid', workflow: 'shop.pay', input: { ref: 'first', amount: 500 } }]);
   });
 
   it('gives run the input as stored (its JSON form), on the first run too', async () => {
     let seen: unknown;
-    const echo = defineWorkflow('test.echo', async (_ctx, input: { at: Date; gone?: undefined }) => {
+    // The input type names what callers pass; run sees its JSON form (Jsonified): at is a string there.
+    const echo = defineWorkflow<{ at: Date; gone?: undefined }, unknown>('test.echo', async (_ctx, input) => {
+      const at: string = input.at;
+      expect(typeof at).toBe('string');
       seen = input;
       return input;
     });
@@ -103,6 +106,7 @@ describe('runWorkflow', () => {
       const audit = await auditPayment(t.pool, key, chargeKey(key));
       expect(audit.payments).toEqual([{ status: 'paid', charge_id: audit.chargeId }]);
       expect(audit.charges).toBe(1);
+      expect(audit.events).toEqual(['paid']);
     }
     expect(outcomes.filter((o) => !o.replayed)).toHaveLength(keys.length);
     const { rows } = await t.pool.query<{ calls: number }>(`select calls from gateway_ledger where downstream_key = any($1)`, [keys.map((k) => chargeKey(k))]);

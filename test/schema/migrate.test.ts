@@ -6,7 +6,16 @@ import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { migrate as drizzleMigrate } from 'drizzle-orm/node-postgres/migrator';
 import { describe, expect, it } from 'vitest';
-import { IdempotencyOptionsInvalidError, migrate, migrationsFolder, migrationsFolderForDrizzle1, withIdempotency } from '../../src/index.js';
+import {
+  defineWorkflow,
+  IdempotencyOptionsInvalidError,
+  migrate,
+  migrationsFolder,
+  migrationsFolderForDrizzle1,
+  runWorkflow,
+  withIdempotency,
+  withIdempotencyOutcome,
+} from '../../src/index.js';
 import { MIGRATION_LOCK, MIGRATIONS_TABLE } from '../../src/schema/migrate.js';
 import { waitForLockWaiters } from '../support/activity.js';
 import { testDatabase } from '../support/db.js';
@@ -81,6 +90,33 @@ describe('migrate()', () => {
     await expect(drizzleMigrate(db, { migrationsFolder: otherFolder, migrationsSchema: 'public', migrationsTable: '__idempotency_migrations' })).rejects.toThrow();
     const { rows } = await other.pool.query(`select count(*)::int as n from information_schema.tables where table_name = 'idempotency_keys'`);
     expect(rows).toEqual([{ n: 0 }]);
+  });
+
+  it('upgrades a database made by the first migration, with keys in it: old keys replay or expire as before, and leased work runs', async () => {
+    const d = await testDatabase({ migrated: false, max: 4 });
+    // The state migrate() left before 0001: its bookkeeping says 0000_init, and the table has keys.
+    await d.pool.query(`create table ${MIGRATIONS_TABLE} (tag text primary key, hash text not null, applied_at timestamptz not null default now())`);
+    await d.pool.query(`insert into ${MIGRATIONS_TABLE} (tag, hash) values ('0000_init', 'as applied')`);
+    for (const statement of (await readFile(join(migrationsFolder, '0000_init.sql'), 'utf8')).split('--> statement-breakpoint')) await d.pool.query(statement);
+    await d.pool.query(`insert into idempotency_keys (scope, key, fingerprint, status, response, completed_at, expires_at) values
+      ('alice', 'paid', 'fp', 'completed', '{"value": {"id": 1}}', now(), now() + interval '1 day'),
+      ('alice', 'old', null, 'completed', '{"value": {"id": 2}}', now() - interval '2 days', now() - interval '1 day')`);
+
+    expect(await migrate(d.db)).toEqual({ applied: ['0001_leased_workflows'] });
+
+    const { rows } = await d.pool.query(`select key, status, attempts, owner_token, workflow from idempotency_keys order by key`);
+    expect(rows).toEqual([
+      { key: 'old', status: 'completed', attempts: 0, owner_token: null, workflow: null },
+      { key: 'paid', status: 'completed', attempts: 0, owner_token: null, workflow: null },
+    ]);
+    const run = async () => ({ id: 3 });
+    expect(await withIdempotencyOutcome(d.db, 'paid', run, { scope: 'alice', fingerprint: 'fp' })).toEqual({ value: { id: 1 }, replayed: true });
+    expect(await withIdempotencyOutcome(d.db, 'old', run, { scope: 'alice' })).toEqual({ value: { id: 3 }, replayed: false });
+    expect(await d.db.transaction((tx) => withIdempotencyOutcome(tx, 'new', run, { scope: 'alice' }))).toEqual({ value: { id: 3 }, replayed: false });
+    const leased = defineWorkflow('test.after-upgrade', async (ctx) => ctx.step('one', async () => 'leased'));
+    expect(await runWorkflow(d.db, 'leased', leased, null, { scope: 'alice' })).toBe('leased');
+    const { rows: after } = await d.pool.query(`select key, status from idempotency_keys order by key`);
+    expect(after).toEqual(['leased', 'new', 'old', 'paid'].map((key) => ({ key, status: 'completed' })));
   });
 
   it("creates the same table from either folder's SQL as migrate() does", async () => {

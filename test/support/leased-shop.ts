@@ -12,6 +12,7 @@ import { defineWorkflow, type WorkflowOptions } from '../../src/index.js';
 export async function createShopTables(pool: pg.Pool): Promise<void> {
   await pool.query(`
     create table if not exists payments (id serial primary key, ref text not null, amount integer not null, status text not null, charge_id text);
+    create table if not exists payment_events (id serial primary key, ref text not null, event text not null, pid integer not null);
     create table if not exists gateway_ledger (downstream_key text primary key, id text not null, amount integer not null, calls integer not null default 1);
   `);
 }
@@ -88,6 +89,7 @@ export function payWorkflow(gateway: pg.Pool, hooks: ShopHooks = {}, options: Wo
       await at('after-charge', ctx.attempt);
       await ctx.step('mark-paid', async (tx: NodePgDatabase) => {
         await tx.execute(sql`update payments set status = 'paid', charge_id = ${charge.id} where id = ${payment.id}`);
+        await tx.execute(sql`insert into payment_events (ref, event, pid) values (${input.ref}, 'paid', ${process.pid})`);
       });
       await at('before-complete', ctx.attempt);
       return { status: 201, body: { paymentId: payment.id, chargeId: charge.id } };
@@ -100,7 +102,8 @@ export function payWorkflow(gateway: pg.Pool, hooks: ShopHooks = {}, options: Wo
 export async function auditPayment(pool: pg.Pool, ref: string, chargeKey: string) {
   const { rows: payments } = await pool.query<{ status: string; charge_id: string | null }>(`select status, charge_id from payments where ref = $1`, [ref]);
   const { rows: ledger } = await pool.query<{ id: string }>(`select id from gateway_ledger where downstream_key = $1`, [chargeKey]);
-  return { payments, charges: ledger.length, chargeId: ledger[0]?.id };
+  const { rows: events } = await pool.query<{ event: string }>(`select event from payment_events where ref = $1`, [ref]);
+  return { payments, charges: ledger.length, chargeId: ledger[0]?.id, events: events.map((e) => e.event) };
 }
 
 /** Key rows by status, for "nothing left started". */

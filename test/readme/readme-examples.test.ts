@@ -32,6 +32,9 @@ import { listen, type Listening } from '../support/http.js';
 import { webListener } from '../support/web-server.js';
 import { jobState } from '../support/boss.js';
 import { startMailApi, type MailApi } from '../../examples/shop/mail-api.js';
+import { startGateway, type Gateway } from '../../examples/gateway/app.js';
+import { gatewayClient } from '../../examples/gateway/client.js';
+import { migrateGateway } from '../../examples/gateway/store.js';
 
 const examples = readmeExamples(readReadme());
 const files = writeExamples(examples, String(process.pid));
@@ -91,6 +94,7 @@ describe('the README', () => {
       'client',
       'messages',
       'outbox',
+      'gateway-payment',
       'sweeper',
       'support-desk',
       'telemetry-log',
@@ -375,6 +379,61 @@ describe('A transactional outbox on pg-boss', async () => {
     expect(await jobState(example.boss, 'welcome-email', first.jobId!)).toBe('completed');
     expect(await count(t.pool, 'email_log')).toBe(1);
     expect(mail.deliveries()).toEqual([{ key: expect.stringMatching(/^di-/), to: 'ann@example.test', subject: 'Welcome to the shop' }]);
+  });
+});
+
+describe('Payments through a gateway: the full example', async () => {
+  const t = await testDatabase({ migrated: true });
+  let example: { app: import('express').Express; db: Database; completer: { stop(): Promise<void> } };
+  let gateway: Gateway;
+  let server: Server;
+  let url: string;
+
+  beforeAll(async () => {
+    await t.pool.query(`create table payments (id uuid primary key default gen_random_uuid(), user_id text not null, amount integer not null,
+      currency text not null, status text not null, charge_id text)`);
+    await migrateGateway(t.db);
+    gateway = await startGateway(t.db);
+    example = await load('gateway-payment', { DATABASE_URL: t.url, GATEWAY_URL: gateway.url });
+    server = example.app.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    server?.close();
+    await example?.completer.stop();
+    await example?.db.$client.end();
+    await gateway?.close();
+  });
+
+  const pay = (key: string, amount: number) =>
+    fetch(`${url}/payments`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'idempotency-key': key, 'x-user-id': 'ann' },
+      body: JSON.stringify({ amount, currency: 'EUR' }),
+    });
+
+  it('charges once though the gateway drops its answer: reconcile finds the charge; the retry replays the 201', async () => {
+    await gatewayClient(gateway.url).setFaults({ dropAfterCharge: 1 });
+    const first = await pay('pay-1', 1250);
+    await gatewayClient(gateway.url).setFaults({ dropAfterCharge: 0 });
+    const body = (await first.json()) as { id: string; status: string; chargeId: string };
+    expect(first.status).toBe(201);
+    expect(body).toMatchObject({ status: 'paid', chargeId: expect.stringMatching(/^ch_/) });
+    const again = await pay('pay-1', 1250);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(await again.json()).toEqual(body);
+    const charges = (await gatewayClient(gateway.url).ledger()).filter((c) => c.reference === body.id);
+    expect(charges).toEqual([expect.objectContaining({ id: body.chargeId, status: 'succeeded' })]);
+    expect(gateway.stats().dropped).toBe(1);
+  });
+
+  it('answers a decline with a stored 402 and marks the payment declined', async () => {
+    const first = await pay('pay-2', 5_000_000);
+    expect(first.status).toBe(402);
+    expect(await first.json()).toEqual({ code: 'PAYMENT_DECLINED', reason: 'card_declined' });
+    expect((await pay('pay-2', 5_000_000)).headers.get('idempotent-replayed')).toBe('true');
+    expect(await count(t.pool, 'payments', `status = 'declined'`)).toBe(1);
   });
 });
 

@@ -40,6 +40,10 @@ export async function startShopCluster(databaseUrl: string, count: number, optio
         PORT: String(port),
         POOL_SIZE: String(options.poolSize ?? 10),
         MAIL_SINK: join(folder, `mail-${i}.jsonl`),
+        // Payments are leased work: a payment whose write was cut off (or whose process died) holds its key until
+        // its lease ends, 30 s by default; 5 s keeps such a key within a test's patience.
+        SHOP_PAYMENT_LEASE: '5s',
+        SHOP_COMPLETER_INTERVAL: '1s',
       },
     });
     shops.push({ port, process: child, alive: () => child.child.exitCode === null && child.child.signalCode === null });

@@ -21,8 +21,9 @@ export interface GatewayProcess {
 export async function spawnGateway(databaseUrl: string, env: Record<string, string> = {}): Promise<GatewayProcess> {
   const file = fileURLToPath(new URL('./server.ts', import.meta.url));
   const child = spawn(process.execPath, ['--import', 'tsx', file], {
-    env: { ...process.env, ...env, DATABASE_URL: databaseUrl, PORT: env.PORT ?? '0' },
-    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ...env, DATABASE_URL: databaseUrl, PORT: env.PORT ?? '0', GATEWAY_EXIT_WITH_PARENT: '1' },
+    // Its stdin is ours: when this process dies, even by SIGKILL, the pipe closes and the gateway exits.
+    stdio: ['pipe', 'pipe', 'inherit'],
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const url = await new Promise<string>((resolve, reject) => {

@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { completeAbandonedKeys, downstreamKey, runWorkflowOutcome } from '../../src/index.js';
+import { completeAbandonedKeys, downstreamKey, runWorkflow, runWorkflowOutcome } from '../../src/index.js';
 import { testDatabase } from '../support/db.js';
 import { launch } from '../support/processes.js';
 import { settled } from '../support/processes.js';
@@ -103,6 +103,28 @@ describe('a zombie owner (paused past its lease, then resumed)', () => {
       expect(audit).toEqual({ payments: [{ status: 'paid', charge_id: audit.chargeId }], charges: 1, chargeId: outcome.value.body.chargeId, events: ['paid'] });
     } finally {
       zombie.child.kill('SIGKILL');
+    }
+  });
+
+  it('paused inside a local step is still the owner: its open step holds the row, so nobody takes over; resumed, it finishes', async () => {
+    const key = 'paused-in-step';
+    const owner = await childAt(key, 'in-intent', 'stop');
+    try {
+      await settled(() => leaseOf(key), (l) => !l.live, 5_000);
+      const pay = payWorkflow(gateway, {}, { lease: LEASE });
+      // Neither a retry nor the completer waits on the step's row lock for long, nor takes the key.
+      await expect(runWorkflow(t.db, key, pay, { ref: key, amount: 500 }, { onInFlight: 'reject' })).rejects.toMatchObject({ code: 'IDEMPOTENCY_IN_FLIGHT' });
+      expect(await completeAbandonedKeys(t.db, [pay])).toEqual({ completed: 0, failed: 0, retried: 0, skipped: 1 });
+      expect(await leaseOf(key)).toMatchObject({ status: 'started', attempts: 1, recovery_point: null });
+
+      owner.child.kill('SIGCONT');
+      await owner.finished;
+      expect(owner.output()).toMatch(/done .*"status":201/);
+      const audit = await auditPayment(t.pool, key, chargeKey(key));
+      expect(audit).toMatchObject({ payments: [{ status: 'paid' }], charges: 1, events: ['paid'] });
+      expect(await leaseOf(key)).toMatchObject({ status: 'completed', attempts: 1 });
+    } finally {
+      owner.child.kill('SIGKILL');
     }
   });
 });

@@ -18,7 +18,7 @@ export async function createShopTables(pool: pg.Pool): Promise<void> {
 }
 
 /** Places the run may be stopped at, in the order it passes them. */
-export type ShopPoint = 'after-claim' | 'after-intent' | 'charged' | 'after-charge' | 'before-complete';
+export type ShopPoint = 'after-claim' | 'in-intent' | 'after-intent' | 'charged' | 'after-charge' | 'before-complete';
 
 /** What the gateway does besides charging. */
 export type GatewayFault = 'none' | 'drop-answer' | 'slow' | 'refuse';
@@ -66,6 +66,7 @@ export function payWorkflow(gateway: pg.Pool, hooks: ShopHooks = {}, options: Wo
         const { rows } = await tx.execute<{ id: number }>(
           sql`insert into payments (ref, amount, status) values (${input.ref}, ${input.amount}, 'pending') returning id`,
         );
+        await at('in-intent', ctx.attempt);
         return { id: rows[0]!.id };
       });
       await at('after-intent', ctx.attempt);

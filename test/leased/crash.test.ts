@@ -1,16 +1,15 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { completeAbandonedKeys, downstreamKey, runWorkflow, runWorkflowOutcome } from '../../src/index.js';
+import { completeAbandonedKeys, runWorkflow, runWorkflowOutcome } from '../../src/index.js';
 import { testDatabase } from '../support/db.js';
 import { launch } from '../support/processes.js';
 import { settled } from '../support/processes.js';
-import { auditPayment, createShopTables, keysByStatus, payWorkflow, type ShopPoint } from '../support/leased-shop.js';
+import { auditPayment, chargeKey, createShopTables, keysByStatus, payWorkflow, type ShopPoint } from '../support/leased-shop.js';
 
 const t = await testDatabase();
 const gateway = t.newPool(2);
 beforeAll(() => createShopTables(t.pool));
 
 const LEASE = '500ms';
-const chargeKey = (key: string) => downstreamKey({ scope: '', key, step: 'charge' });
 
 /** Runs the payment for `key` in a child process that stops or dies at `point`, once it got there. */
 async function childAt(key: string, point: ShopPoint, how: 'kill' | 'stop') {

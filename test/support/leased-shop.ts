@@ -6,7 +6,7 @@
 import { sql } from 'drizzle-orm';
 import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
 import type pg from 'pg';
-import { defineWorkflow, type WorkflowOptions } from '../../src/index.js';
+import { defineWorkflow, downstreamKey, type WorkflowOptions } from '../../src/index.js';
 
 /** The payments table (our effect) and the gateway's ledger (its effect, one row per downstream key). */
 export async function createShopTables(pool: pg.Pool): Promise<void> {
@@ -98,6 +98,9 @@ export function payWorkflow(gateway: pg.Pool, hooks: ShopHooks = {}, options: Wo
     options,
   );
 }
+
+/** The downstream key the payment of `key` charges the gateway with. */
+export const chargeKey = (key: string, scope = '') => downstreamKey({ scope, key, step: 'charge' });
 
 /** The audit of one payment: our payments for `ref`, the gateway's ledger for its charge key, and the key row. */
 export async function auditPayment(pool: pg.Pool, ref: string, chargeKey: string) {

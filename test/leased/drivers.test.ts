@@ -21,7 +21,9 @@ const flaky = defineWorkflow(
     });
     const charge = await ctx.call('charge', async ({ downstreamKey }) => ({ id: downstreamKey.slice(0, 10) }));
     if (ctx.attempt === 1) throw new Error('crash after the charge');
-    await ctx.step('paid', (tx) => tx.execute(sql`insert into driver_effects (ref, step) values (${input.ref}, 'paid')`).then(() => null));
+    await ctx.step('paid', async (tx) => {
+      await tx.execute(sql`insert into driver_effects (ref, step) values (${input.ref}, 'paid')`);
+    });
     return { intent, charge };
   },
   { lease: '300ms' },

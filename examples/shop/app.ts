@@ -9,7 +9,7 @@ import { ShopRefusal, type ShopDb } from './db.js';
 import { getStock, reserveAll, setStock } from './inventory.js';
 import { queueOrderConfirmation, queueWelcome } from './notifications.js';
 import { createOrder } from './orders.js';
-import { createPendingPayment, getPayment, listPayments, markDeclined, markPaid } from './payments.js';
+import { createPendingPayment, getPayment, listPayments, settlePayment } from './payments.js';
 import type { PayInput, PaymentWorkflow } from './payment-workflow.js';
 import { problem, PROBLEM } from './problem.js';
 import { workflowRoute } from './workflow-route.js';
@@ -98,10 +98,10 @@ export function shopApp(db: ShopDb, boss: PgBoss, payments: ShopPayments) {
     const payment = await createPendingPayment(db, userOf(req), req.body, req.get('idempotency-key') ?? null, 'naive');
     try {
       const charge = await payments.gateway.charge({ ...(req.body as { amount: number; currency: string }), reference: payment.id }, { idempotencyKey: randomUUID() });
-      json(res, 201, await markPaid(db, payment.id, charge.id));
+      json(res, 201, await settlePayment(db, payment.id, { status: 'paid', chargeId: charge.id }));
     } catch (error) {
       if (!(error instanceof GatewayDeclinedError)) throw error;
-      await markDeclined(db, payment.id, error.reason);
+      await settlePayment(db, payment.id, { status: 'declined', declineCode: error.reason });
       throw new ShopRefusal(402, 'PAYMENT_DECLINED', `the gateway declined the payment: ${error.reason}`);
     }
   });

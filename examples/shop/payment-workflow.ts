@@ -3,7 +3,7 @@ import type { IdempotentResponse } from 'drizzle-idempotency/express';
 import { GatewayDeclinedError, type Charge, type GatewayClient } from '../gateway/client.js';
 import { crashPoint } from './crash-points.js';
 import type { ShopDb } from './db.js';
-import { createPendingPayment, markDeclined, markPaid, type Payment } from './payments.js';
+import { createPendingPayment, settlePayment, type Payment } from './payments.js';
 import { problem, PROBLEM } from './problem.js';
 
 /** What the workflow runs on, stored with the key: a retry or the completer resumes from it without the client. */
@@ -83,10 +83,10 @@ export function paymentWorkflow(gateway: GatewayClient, options: PaymentWorkflow
       crashPoint('after-charge');
 
       if (outcome.status === 'declined') {
-        await ctx.step('mark-declined', (tx: Tx) => settled(markDeclined(tx, payment.id, outcome.code)));
+        await ctx.step('mark-declined', (tx: Tx) => settled(settlePayment(tx, payment.id, { status: 'declined', declineCode: outcome.code })));
         return { status: 402, body: problem(402, 'PAYMENT_DECLINED', `the gateway declined the payment: ${outcome.code}`), headers: { 'content-type': PROBLEM } };
       }
-      const paid = await ctx.step('mark-paid', (tx: Tx) => settled(markPaid(tx, payment.id, outcome.chargeId)));
+      const paid = await ctx.step('mark-paid', (tx: Tx) => settled(settlePayment(tx, payment.id, { status: 'paid', chargeId: outcome.chargeId })));
       crashPoint('after-mark-paid');
       return { status: 201, body: paid, headers: { location: `/payments/${paid.id}` } };
     },

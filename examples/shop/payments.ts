@@ -61,32 +61,21 @@ export async function createPendingPayment(tx: ShopDb, userId: string, input: Pa
   return toPayment(row!);
 }
 
-/**
- * The gateway charged it: `pending` becomes `paid` with the charge's id. Only
- * a pending payment moves, so a second call changes nothing and answers undefined.
- *
- * @example
- * const paid = await markPaid(tx, payment.id, charge.id);
- */
-export async function markPaid(tx: ShopDb, id: string, chargeId: string): Promise<Payment | undefined> {
-  const [row] = await tx
-    .update(payments)
-    .set({ status: 'paid', chargeId })
-    .where(and(eq(payments.id, id), eq(payments.status, 'pending')))
-    .returning();
-  return row && toPayment(row);
-}
+/** What the gateway answered: the charge that paid it, or why it declined. */
+export type Settlement = { status: 'paid'; chargeId: string } | { status: 'declined'; declineCode: string };
 
 /**
- * The gateway refused it: `pending` becomes `declined` with the gateway's reason.
+ * The gateway answered: `pending` becomes `paid` with the charge's id, or
+ * `declined` with the gateway's reason. Only a pending payment moves, so a
+ * second call changes nothing and answers undefined.
  *
  * @example
- * const declined = await markDeclined(tx, payment.id, 'card_declined');
+ * const paid = await settlePayment(tx, payment.id, { status: 'paid', chargeId: charge.id });
  */
-export async function markDeclined(tx: ShopDb, id: string, declineCode: string): Promise<Payment | undefined> {
+export async function settlePayment(tx: ShopDb, id: string, settlement: Settlement): Promise<Payment | undefined> {
   const [row] = await tx
     .update(payments)
-    .set({ status: 'declined', declineCode })
+    .set(settlement)
     .where(and(eq(payments.id, id), eq(payments.status, 'pending')))
     .returning();
   return row && toPayment(row);

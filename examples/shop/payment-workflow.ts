@@ -74,8 +74,8 @@ export function paymentWorkflow(gateway: GatewayClient, options: PaymentWorkflow
           timeout: timeoutMs,
           retries: options.callRetries ?? 2,
           // Before a retry, and on resume: did the gateway charge this key? undefined: it did not, charge it.
-          reconcile: async ({ downstreamKey }) => {
-            const found = await gateway.findCharge(downstreamKey, { timeoutMs });
+          reconcile: async ({ downstreamKey, signal }) => {
+            const found = await gateway.findCharge(downstreamKey, { signal, timeoutMs });
             return found && outcomeOf(found);
           },
         },
@@ -106,6 +106,9 @@ async function settled(update: Promise<Payment | undefined>): Promise<Payment> {
 /** Test-only (SHOP_CRASH_AT=during-charge): waits until the gateway has the charge while its answer is still out, then dies. */
 async function untilCharged(gateway: GatewayClient, downstreamKey: string, charging: Promise<unknown>): Promise<void> {
   charging.catch(() => {});
-  while (!(await gateway.findCharge(downstreamKey).catch(() => undefined))) await new Promise((resolve) => setTimeout(resolve, 20));
+  // Bounded: a charge that never lands still dies here, and the test sees no charge rather than a hang.
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline; await new Promise((resolve) => setTimeout(resolve, 20))) {
+    if (await gateway.findCharge(downstreamKey).catch(() => undefined)) break;
+  }
   crashPoint('during-charge');
 }

@@ -82,7 +82,7 @@ describe.concurrent('commands that fail or only print', () => {
     it('lists every option the help of each command shows', async () => {
       const readme = readFileSync(`${ROOT}README.md`, 'utf8');
       const cli = readme.slice(readme.indexOf('### The CLI'), readme.indexOf('### How the sweep stays out of the way'));
-      const runs = await Promise.all(['--help', 'migrate --help', 'sweep --help', 'stats --help'].map((args) => start(args.split(' ')).done));
+      const runs = await Promise.all(['--help', 'migrate --help', 'sweep --help', 'stats --help', 'complete --help'].map((args) => start(args.split(' ')).done));
       const flags = new Set(runs.flatMap((run) => [...run.stdout.matchAll(/(?<=^|[\s,])(--?[a-z][\w-]*)/gm)].map((m) => m[1]!)));
       expect([...flags].filter((flag) => !cli.includes(`\`${flag}`))).toEqual([]);
     });

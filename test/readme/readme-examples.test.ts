@@ -88,6 +88,7 @@ describe('the README', () => {
       'express-server',
       'fastify-server',
       'hono-server',
+      'workflow-route',
       'client',
       'messages',
       'outbox',

@@ -134,8 +134,8 @@ step. A key that runs out of attempts is recorded as failed. Prints the counts
 of each pass on stdout. With --watch it keeps running until SIGTERM or SIGINT,
 which stop it after the current pass (exit code 0); a second one stops it at once.
 
-  --workflows <module>   path of a JavaScript module (or TypeScript, when run with
-                         node --import tsx) whose exports include the workflows
+  --workflows <module>   path of a JavaScript module (or TypeScript, when the CLI
+                         runs under tsx) whose exports include the workflows
                          (every export made by defineWorkflow); required
   --watch                keep running: a pass every --interval
   --interval <duration>  with --watch: time between passes (default: ${COMPLETE_INTERVAL})

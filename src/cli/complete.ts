@@ -1,5 +1,6 @@
 import type { IdempotencyDatabase } from '../driver/database.js';
-import { completeAbandonedKeys, startCompleter, type CompleterPass } from '../leased/completer.js';
+import { completeAbandonedKeys, type AbandonedKey, type CompleteResult } from '../leased/completer.js';
+import { startCompleter } from '../leased/completer-loop.js';
 import type { AnyWorkflow } from '../leased/workflow.js';
 import { toCliError } from './errors.js';
 import { formatCompleted, formatSpan } from './format.js';
@@ -15,10 +16,19 @@ export interface CompleteCommand {
 
 const names = (workflows: AnyWorkflow[]) => workflows.map((w) => w.name).join(', ');
 
+/** One line on stderr for a key whose resumed run failed: it stays for a later pass, or was recorded as failed. */
+function keyFailed(c: CompleteCommand, database: string): (error: unknown, key?: AbandonedKey) => void {
+  return (error, key) => {
+    const { message } = toCliError(error, { schema: c.schema, database });
+    const which = key === undefined ? 'a key' : `${key.workflow}: key ${JSON.stringify(key.key)} in scope ${JSON.stringify(key.scope)}`;
+    process.stderr.write(`complete: ${which}: ${message}\n`);
+  };
+}
+
 /** `complete` once: one pass, its counts on stdout (for cron, a Kubernetes CronJob, a deploy step). */
-export async function completeOnce(db: IdempotencyDatabase, c: CompleteCommand): Promise<void> {
+export async function completeOnce(db: IdempotencyDatabase, c: CompleteCommand, database: string): Promise<void> {
   process.stderr.write(`complete: one pass over abandoned keys of ${names(c.workflows)}\n`);
-  const counts = await completeAbandonedKeys(db, c.workflows, { limit: c.limit, schema: c.schema });
+  const counts = await completeAbandonedKeys(db, c.workflows, { limit: c.limit, schema: c.schema, onError: keyFailed(c, database) });
   process.stdout.write(`${formatCompleted(counts)}\n`);
 }
 
@@ -38,11 +48,12 @@ export async function completeWatch(db: IdempotencyDatabase, c: CompleteCommand,
     interval: c.intervalMs,
     limit: c.limit,
     schema: c.schema,
-    onPass: (counts: CompleterPass) => {
+    onPass: (counts: CompleteResult) => {
       // Quiet passes stay quiet: a line every few seconds saying "nothing" would bury the ones that matter.
       if (counts.completed + counts.failed + counts.retried + counts.skipped > 0) process.stdout.write(`${formatCompleted(counts)}\n`);
     },
-    onError: (error: unknown) => {
+    onError: (error: unknown, key?: AbandonedKey) => {
+      if (key !== undefined) return keyFailed(c, database)(error, key);
       const { message } = toCliError(error, { schema: c.schema, database });
       process.stderr.write(`complete: a pass failed, next one in ${formatSpan(c.intervalMs)}: ${message}\n`);
     },

@@ -64,7 +64,7 @@ async function run(c: Exclude<CliCommand, { command: 'help' | 'version' }>): Pro
         await requireKeysTable(db, c.schema);
         const command = { workflows, limit: c.limit, intervalMs: c.intervalMs, schema: c.schema };
         if (c.watch) await completeWatch(db, command, where);
-        else await completeOnce(db, command);
+        else await completeOnce(db, command, where);
         return;
       }
     }

@@ -29,7 +29,7 @@ export async function loadWorkflows(path: string): Promise<WorkflowsModule> {
     exports = (await import(pathToFileURL(absolute).href)) as Record<string, unknown>;
   } catch (error) {
     if ((error as { code?: unknown } | null)?.code === 'ERR_UNKNOWN_FILE_EXTENSION') {
-      throw usageError(`complete: --workflows: node cannot load ${absolute} as it is; build it to JavaScript, or run the CLI with node --import tsx`);
+      throw usageError(`complete: --workflows: node cannot load ${absolute} as it is; build it to JavaScript, or run the CLI under tsx (NODE_OPTIONS='--import tsx')`);
     }
     throw new CliError(EXIT.failure, `complete: loading ${absolute} failed: ${oneLine(error)}`, { cause: error });
   }

@@ -1,6 +1,6 @@
 import { isTransaction, type IdempotencyDatabase } from '../driver/database.js';
 import { listenForIdleErrors } from '../driver/pool-transaction.js';
-import { runWorkflowOutcome } from '../leased/run-workflow.js';
+import { runWorkflowOutcome } from '../leased/run.js';
 import type { Workflow } from '../leased/workflow.js';
 import { IdempotencyError, IdempotencyKeyInvalidError, IdempotencyOptionsInvalidError } from '../shared/errors.js';
 import { keyFromHeaderLines } from '../shared/header.js';

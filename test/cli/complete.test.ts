@@ -83,7 +83,7 @@ describe('drizzle-idempotency complete', () => {
     expect(run.stderr).toContain('cli.pay');
     for (const key of ['order-1', 'order-2']) {
       // Resumed by a takeover: a second attempt, and no lease or token left behind.
-      expect(await keyRow(key)).toMatchObject({ status: 'completed', workflow: 'cli.pay', attempts: 2, owner_token: null, response: { status: 201, body: { attempt: 2 } } });
+      expect(await keyRow(key)).toMatchObject({ status: 'completed', workflow: 'cli.pay', attempts: 2, owner_token: null, response: { value: { status: 201, body: { attempt: 2 } } } });
       // Each step committed once: the one before the crash was not repeated.
       expect(await count(t.pool, 'charges', 'ref = $1', [key])).toBe(1);
       expect(await count(t.pool, 'charges', 'ref = $1', [`${key}:paid`])).toBe(1);

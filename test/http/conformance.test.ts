@@ -596,7 +596,7 @@ async function gatewayCharge(ref: string, downstreamKey: string, amount: number,
 }
 
 /** A payment through the gateway: a pending charge row, the gateway's charge, the answer. */
-function paymentWorkflow(name: string, options: { maxAttempts?: number } = {}): Workflow<PaymentInput, IdempotentResponse> {
+function paymentWorkflow(name: string, options: { maxAttempts?: number; lease?: string } = {}): Workflow<PaymentInput, IdempotentResponse> {
   return defineWorkflow(
     name,
     async (ctx, input: PaymentInput) => {
@@ -612,7 +612,7 @@ function paymentWorkflow(name: string, options: { maxAttempts?: number } = {}): 
       const charge = await ctx.call('charge', ({ downstreamKey, signal }) => gatewayCharge(input.ref, downstreamKey, input.amount, signal), {
         timeout: '300ms',
         retries: 0,
-        reconcile: ({ downstreamKey }) => {
+        reconcile: async ({ downstreamKey }) => {
           const found = gatewayLedger.get(downstreamKey);
           return found === undefined ? undefined : { id: found.id };
         },
@@ -629,7 +629,8 @@ function paymentWorkflow(name: string, options: { maxAttempts?: number } = {}): 
 
 const workflowRoutes: WorkflowSpec[] = [
   { path: '/pay', workflow: paymentWorkflow('conformance.pay') },
-  { path: '/pay-reject', workflow: paymentWorkflow('conformance.pay'), options: { onInFlight: 'reject' } },
+  // An hour's lease: a Retry-After taken from it cannot be mistaken for the route's default of 1.
+  { path: '/pay-reject', workflow: paymentWorkflow('conformance.pay', { lease: '1h' }), options: { onInFlight: 'reject' } },
   { path: '/pay-doomed', workflow: paymentWorkflow('conformance.doomed', { maxAttempts: 2 }) },
 ];
 
@@ -706,10 +707,10 @@ describe.each(adapters)('a workflow route on the $name adapter', (adapter) => {
     release.resolve();
     expect(duplicate.status).toBe(409);
     expect(await duplicate.json()).toMatchObject({ code: 'IDEMPOTENCY_IN_FLIGHT', retryable: true });
+    // The lease is an hour, and just began: the answer says when it ends.
     const retryAfter = Number(duplicate.headers.get('retry-after'));
-    // The lease is 30s: the answer says when it ends, never "now".
-    expect(retryAfter).toBeGreaterThanOrEqual(1);
-    expect(retryAfter).toBeLessThanOrEqual(30);
+    expect(retryAfter).toBeGreaterThan(3000);
+    expect(retryAfter).toBeLessThanOrEqual(3600);
     expect((await first).status).toBe(201);
     expect((await pay(key, 1200, '/pay-reject')).headers.get('idempotent-replayed')).toBe('true');
     expect(await chargesFor(key)).toBe(1);

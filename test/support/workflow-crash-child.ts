@@ -19,4 +19,6 @@ const unknown = defineWorkflow(
   },
   { lease: '1s' },
 );
-await runWorkflow(db, key, which === 'pay' ? payOrder : unknown, { ref: key, amount: 4200 }, { scope: 'cli' });
+const input = { ref: key, amount: 4200 };
+if (which === 'pay') await runWorkflow(db, key, payOrder, input, { scope: 'cli' });
+else await runWorkflow(db, key, unknown, input, { scope: 'cli' });

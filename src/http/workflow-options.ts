@@ -14,7 +14,8 @@ export interface WorkflowRouteOptions<TReq, I>
   > {
   /** The workflow's input, from the request (required). It is stored with the key, so that a retry
    * or the completer resumes from it: keep it to what the work needs, e.g. `(req) => ({ userId: req.user.id, amount: req.body.amount })`. */
-  input: (req: TReq) => I | Promise<I>;
+  // NoInfer: the workflow says what its input is; `input` must give that, not widen it.
+  input: (req: TReq) => NoInfer<I> | Promise<NoInfer<I>>;
   /** Hears of every run the client got a 5xx for: what the workflow threw (the key stays started: a retry
    * or the completer resumes it), an unknown outcome, a failed key. The client gets a problem without
    * the error's details. (Default: one line on stderr) */

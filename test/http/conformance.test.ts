@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotent as expressIdempotent, idempotentWorkflow as expressWorkflow } from '../../src/express.js';
 import { idempotent as fastifyIdempotent, idempotentWorkflow as fastifyWorkflow } from '../../src/fastify.js';
 import { idempotent as webIdempotent, idempotentWorkflow as webWorkflow } from '../../src/web.js';
-import { defineWorkflow, type Workflow } from '../../src/index.js';
+import { defineWorkflow, type Duration, type Workflow } from '../../src/index.js';
 import type { WorkflowRouteOptions } from '../../src/http/workflow-options.js';
 import type { IdempotencyDatabase } from '../../src/driver/database.js';
 import type { RouteOptions } from '../../src/http/options.js';
@@ -596,7 +596,7 @@ async function gatewayCharge(ref: string, downstreamKey: string, amount: number,
 }
 
 /** A payment through the gateway: a pending charge row, the gateway's charge, the answer. */
-function paymentWorkflow(name: string, options: { maxAttempts?: number; lease?: string } = {}): Workflow<PaymentInput, IdempotentResponse> {
+function paymentWorkflow(name: string, options: { maxAttempts?: number; lease?: Duration } = {}): Workflow<PaymentInput, IdempotentResponse> {
   return defineWorkflow(
     name,
     async (ctx, input: PaymentInput) => {

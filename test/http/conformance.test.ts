@@ -718,6 +718,34 @@ describe.each(adapters)('a workflow route on the $name adapter', (adapter) => {
     expect(await leasedRow(key)).toMatchObject([{ status: 'completed', attempts: 1, owner_token: null }]);
   });
 
+  it('answers 409 IDEMPOTENCY_LEASE_LOST with Retry-After 1 when another process took the key over mid-run: the late write is refused', async () => {
+    const key = `${name}-wf-taken-over`;
+    const release = deferred();
+    const inside = deferred();
+    entered.set(key, inside.resolve);
+    holds.set(key, release.promise);
+    gatewayFaults.set(key, ['hold']);
+    const first = pay(key);
+    await inside.promise;
+    // What a takeover writes: a new owner and a new lease. This run is now a zombie.
+    const { rows } = await t.pool.query<{ token: string }>(
+      `update idempotency_keys set owner_token = gen_random_uuid(), locked_until = now() + interval '1 hour', attempts = attempts + 1
+       where key = $1 returning owner_token::text as token`,
+      [key],
+    );
+    release.resolve();
+    const lost = await first;
+    expect(lost.status).toBe(409);
+    expect(lost.headers.get('retry-after')).toBe('1');
+    expect(await lost.json()).toMatchObject({ code: 'IDEMPOTENCY_LEASE_LOST', retryable: true });
+    // The zombie recorded nothing after the takeover: the charge's answer is the new owner's to find (by its downstream key).
+    const [row] = await leasedRow(key);
+    expect(row).toMatchObject({ status: 'started', attempts: 2, owner_token: rows[0]!.token, lease_running: true });
+    expect(Object.keys(row!.steps ?? {})).toEqual(['record-intent']);
+    expect(await chargesFor(key)).toBe(1);
+    expect(ledgerFor(key)).toHaveLength(1);
+  });
+
   it('answers 503 with Retry-After when the workflow throws; the key stays started, and the retry resumes without repeating the committed step', async () => {
     const key = `${name}-wf-throws`;
     workflowThrows.set(key, 1);

@@ -1,40 +1,17 @@
 // `drizzle-idempotency complete` end to end: workflows abandoned by a process
 // that was killed mid-run (SIGKILL, its lease then runs out), finished by the
 // CLI in a child process of its own, against a real database.
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ROOT, startCli } from '../support/cli.js';
 import { testDatabase } from '../support/db.js';
 import { count, createBusinessTables } from '../support/fixtures.js';
 import { launch, settled, type Launched } from '../support/processes.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const MODULE = 'test/support/completable-workflows.ts';
 const t = await testDatabase();
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Starts `drizzle-idempotency …args` from the sources, on this file's database; stdout and stderr apart. */
-function start(args: string[]): { child: ReturnType<typeof spawn>; done: Promise<Run>; stdout: () => string } {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    cwd: ROOT,
-    env: { ...process.env, DATABASE_URL: t.url },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const done = new Promise<Run>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-  return { child, done, stdout: () => stdout };
-}
+/** Starts `drizzle-idempotency …args` on this file's database. */
+const start = (args: string[]) => startCli(args, { DATABASE_URL: t.url });
 const cli = (args: string[]) => start(args).done;
 
 /** The key row as the completer leaves it. */

@@ -595,6 +595,16 @@ async function gatewayCharge(ref: string, downstreamKey: string, amount: number,
   return { id: charge.id };
 }
 
+/** Makes the gateway's next call for `ref` charge and then wait: `inside` resolves once it waits, `release()` lets it answer. */
+function holdAtGateway(ref: string): { inside: Promise<void>; release: () => void } {
+  const release = deferred();
+  const inside = deferred();
+  entered.set(ref, inside.resolve);
+  holds.set(ref, release.promise);
+  gatewayFaults.set(ref, ['hold']);
+  return { inside: inside.promise, release: release.resolve };
+}
+
 /** A payment through the gateway: a pending charge row, the gateway's charge, the answer. */
 function paymentWorkflow(name: string, options: { maxAttempts?: number; lease?: Duration } = {}): Workflow<PaymentInput, IdempotentResponse> {
   return defineWorkflow(
@@ -696,15 +706,11 @@ describe.each(adapters)('a workflow route on the $name adapter', (adapter) => {
 
   it('answers 409 IDEMPOTENCY_IN_FLIGHT with Retry-After (seconds left on the lease) while the lease holds the key, and the holder completes once', async () => {
     const key = `${name}-wf-in-flight`;
-    const release = deferred();
-    const inside = deferred();
-    entered.set(key, inside.resolve);
-    holds.set(key, release.promise);
-    gatewayFaults.set(key, ['hold']);
+    const { inside, release } = holdAtGateway(key);
     const first = pay(key, 1200, '/pay-reject');
-    await inside.promise;
+    await inside;
     const duplicate = await pay(key, 1200, '/pay-reject');
-    release.resolve();
+    release();
     expect(duplicate.status).toBe(409);
     expect(await duplicate.json()).toMatchObject({ code: 'IDEMPOTENCY_IN_FLIGHT', retryable: true });
     // The lease is an hour, and just began: the answer says when it ends.
@@ -720,20 +726,16 @@ describe.each(adapters)('a workflow route on the $name adapter', (adapter) => {
 
   it('answers 409 IDEMPOTENCY_LEASE_LOST with Retry-After 1 when another process took the key over mid-run: the late write is refused', async () => {
     const key = `${name}-wf-taken-over`;
-    const release = deferred();
-    const inside = deferred();
-    entered.set(key, inside.resolve);
-    holds.set(key, release.promise);
-    gatewayFaults.set(key, ['hold']);
+    const { inside, release } = holdAtGateway(key);
     const first = pay(key);
-    await inside.promise;
+    await inside;
     // What a takeover writes: a new owner and a new lease. This run is now a zombie.
     const { rows } = await t.pool.query<{ token: string }>(
       `update idempotency_keys set owner_token = gen_random_uuid(), locked_until = now() + interval '1 hour', attempts = attempts + 1
        where key = $1 returning owner_token::text as token`,
       [key],
     );
-    release.resolve();
+    release();
     const lost = await first;
     expect(lost.status).toBe(409);
     expect(lost.headers.get('retry-after')).toBe('1');

@@ -25,7 +25,12 @@ function keyFailed(c: CompleteCommand, database: string): (error: unknown, key?:
   };
 }
 
-/** `complete` once: one pass, its counts on stdout (for cron, a Kubernetes CronJob, a deploy step). */
+/**
+ * `complete` once: one pass, its counts on stdout (for cron, a Kubernetes CronJob, a deploy step).
+ *
+ * @example
+ * await completeOnce(db, { workflows: [payOrder], limit: 100, intervalMs: 5_000, schema: undefined }, 'postgres://db/app');
+ */
 export async function completeOnce(db: IdempotencyDatabase, c: CompleteCommand, database: string): Promise<void> {
   process.stderr.write(`complete: one pass over abandoned keys of ${names(c.workflows)}\n`);
   const counts = await completeAbandonedKeys(db, c.workflows, { limit: c.limit, schema: c.schema, onError: keyFailed(c, database) });
@@ -36,6 +41,9 @@ export async function completeOnce(db: IdempotencyDatabase, c: CompleteCommand, 
  * `complete --watch`: the in-process completer until SIGTERM/SIGINT, which
  * stop it after the pass that runs (a resumed workflow is never cut off by
  * the CLI). A pass that fails is reported and the next one comes at its time.
+ *
+ * @example
+ * await completeWatch(db, { workflows: [payOrder], limit: 100, intervalMs: 5_000, schema: undefined }, 'postgres://db/app');
  */
 export async function completeWatch(db: IdempotencyDatabase, c: CompleteCommand, database: string): Promise<void> {
   let stop!: (signal: string) => void;

@@ -27,12 +27,12 @@ async function keyRow(key: string) {
  * Runs a workflow on `key` in a child process, kills it (SIGKILL) right after
  * `step` committed, and waits until its lease has run out: abandoned work.
  */
-async function abandon(key: string, which: 'pay' | 'unknown', step = 'record-intent'): Promise<void> {
+async function abandon(key: string, which: 'pay' | 'once' | 'unknown', step = 'record-intent'): Promise<void> {
   const child: Launched = launch(process.execPath, ['--import', 'tsx', 'test/support/workflow-crash-child.ts', t.url, key, which], {
     cwd: ROOT,
     env: { ...process.env, CRASH_AFTER: step },
   });
-  await child.waitFor(which === 'pay' ? new RegExp(`${step} committed`) : /claimed/);
+  await child.waitFor(which === 'unknown' ? /claimed/ : new RegExp(`${step} committed`));
   child.child.kill('SIGKILL');
   await child.exited;
   const expired = async () => (await t.pool.query<{ out: boolean }>('select locked_until <= now() as out from idempotency_keys where key = $1', [key])).rows[0]?.out;
@@ -66,6 +66,17 @@ describe('drizzle-idempotency complete', () => {
       expect(await count(t.pool, 'charges', 'ref = $1', [`${key}:paid`])).toBe(1);
     }
     expect(await keyRow('stranger')).toMatchObject({ status: 'started', workflow: 'cli.not-exported', attempts: 1 });
+  });
+
+  it('records a key that ran out of attempts as failed, runs none of its steps again, and counts it', async () => {
+    await abandon('last-try', 'once');
+
+    const run = await cli(['complete', '--workflows', MODULE]);
+
+    expect(run).toMatchObject({ code: 0, stdout: 'complete: 0 completed, 1 failed, 0 retried, 0 skipped\n' });
+    expect(await keyRow('last-try')).toMatchObject({ status: 'failed', workflow: 'cli.pay-once', attempts: 1, owner_token: null });
+    expect(await count(t.pool, 'charges', 'ref = $1', ['last-try'])).toBe(1);
+    expect(await count(t.pool, 'charges', 'ref = $1', ['last-try:paid'])).toBe(0);
   });
 
   it('finds nothing to do when no lease ran out, says so, and exits 0', async () => {

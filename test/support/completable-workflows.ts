@@ -1,10 +1,10 @@
-// A module for `drizzle-idempotency complete --workflows`: it exports one
-// workflow (under two names), and other things that are not workflows.
+// A module for `drizzle-idempotency complete --workflows`: it exports two
+// workflows (one under two names), and other things that are not workflows.
 // Step by step it writes rows to `charges`, so an audit shows which steps ran
 // and how often. Under CRASH_AFTER=<step>, it prints "<step> committed" once
 // that step has committed and then hangs, to be killed there (see workflow-crash-child.ts).
 import { sql } from 'drizzle-orm';
-import { defineWorkflow } from '../../src/index.js';
+import { defineWorkflow, type WorkflowContext } from '../../src/index.js';
 import type { IdempotencyDatabase } from '../../src/driver/database.js';
 import { insertCharge } from './fixtures.js';
 
@@ -20,18 +20,20 @@ async function crashPoint(step: string): Promise<void> {
   await new Promise(() => {}); // killed here
 }
 
-/** A payment: a pending charge row, then a row that marks it paid; answers 201. A short lease, so a killed run is soon abandoned. */
-export const payOrder = defineWorkflow(
-  'cli.pay',
-  async (ctx, input: PaymentInput) => {
-    const intent = await ctx.step('record-intent', (tx: IdempotencyDatabase) => insertCharge(tx, input.ref, input.amount));
-    await crashPoint('record-intent');
-    await ctx.step('mark-paid', (tx: IdempotencyDatabase) => insertCharge(tx, `${input.ref}:paid`, input.amount));
-    await crashPoint('mark-paid');
-    return { status: 201, body: { id: intent.id, attempt: ctx.attempt } };
-  },
-  { lease: '1s' },
-);
+/** A payment: a pending charge row, then a row that marks it paid; answers 201. */
+async function pay(ctx: WorkflowContext, input: PaymentInput) {
+  const intent = await ctx.step('record-intent', (tx: IdempotencyDatabase) => insertCharge(tx, input.ref, input.amount));
+  await crashPoint('record-intent');
+  await ctx.step('mark-paid', (tx: IdempotencyDatabase) => insertCharge(tx, `${input.ref}:paid`, input.amount));
+  await crashPoint('mark-paid');
+  return { status: 201, body: { id: intent.id, attempt: ctx.attempt } };
+}
+
+/** The payment, with a short lease: a killed run is soon abandoned. */
+export const payOrder = defineWorkflow('cli.pay', pay, { lease: '1s' });
+
+/** The same with one attempt only: abandoned once, it is recorded as failed. */
+export const payOnce = defineWorkflow('cli.pay-once', pay, { lease: '1s', maxAttempts: 1 });
 
 export default payOrder;
 

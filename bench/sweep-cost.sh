@@ -12,7 +12,7 @@ DATA_DIR="$(psql "$ADMIN_URL" -Atc 'show data_directory')"
 WALDUMP="$(ls /usr/lib/postgresql/*/bin/pg_waldump 2>/dev/null | tail -1 || command -v pg_waldump)"
 psql "$ADMIN_URL" -qc "create database $DB"
 trap 'psql "$ADMIN_URL" -qc "drop database if exists $DB"' EXIT
-psql "$D" -q -f migrations/0000_init.sql
+for f in migrations/0*.sql; do psql "$D" -q -f "$f"; done
 
 FP="'sha256:' || rtrim(translate(encode(sha256(g::text::bytea), 'base64'), '+/', '-_'), '=')"
 # 1M completed keys in completion order (a day of keys at 1M a day), the first 100k expired.

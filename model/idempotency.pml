@@ -90,9 +90,10 @@ byte effects[NK];     /* committed effects, for the audit */
 byte cl_slot[NC + 1];
 byte cl_fp[NC + 1];
 
-/* src/core/claim.ts:reclaimable. A lease (locked_until) is never written by
- * src/ today, so the leased half of the rule (started and locked_until <= now)
- * never matches: locked_until is null. */
+/* src/core/claim.ts:reclaimable. The clients modelled here never write a
+ * lease (locked_until): only leased workflows (src/leased) do, and their rows
+ * carry an owner token, which the rule excludes. So the leased half of the rule
+ * (started, locked_until <= now, no owner token) never matches here. */
 #ifdef MUT_STARTED_NO_LEASE
 #define RECLAIMABLE(st, ex) ((st == COMPLETED && ex <= now) || st == STARTED)
 #else

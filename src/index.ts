@@ -29,6 +29,9 @@ export {
   IdempotencyCommitFailedError,
   IdempotencyMigrationConflictError,
   IdempotencyDriverUnsupportedError,
+  IdempotencyLeaseLostError,
+  IdempotencyOutcomeUnknownError,
+  IdempotencyWorkflowFailedError,
 } from './shared/errors.js';
 export type { IdempotencyErrorCode } from './shared/errors.js';
 export { sweepExpiredKeys, DEFAULT_SWEEP_BATCH_SIZE, MAX_SWEEP_BATCH_SIZE } from './ops/sweep.js';
@@ -57,3 +60,15 @@ export type {
   IdempotencySweptEvent,
 } from './telemetry/events.js';
 export { telemetryHash } from './telemetry/hash.js';
+export { defineWorkflow, isWorkflow } from './leased/workflow.js';
+export type { Workflow, WorkflowOptions, AnyWorkflow } from './leased/workflow.js';
+export type { WorkflowContext } from './leased/context.js';
+export type { CallContext, CallOptions, ReconcileContext } from './leased/call.js';
+export { runWorkflow, runWorkflowOutcome } from './leased/run.js';
+export type { RunWorkflowOptions } from './leased/run-options.js';
+export { completeAbandonedKeys } from './leased/completer.js';
+export type { AbandonedKey, CompleteOptions, CompleteResult } from './leased/completer.js';
+export { startCompleter } from './leased/completer-loop.js';
+export type { Completer, CompleterOptions } from './leased/completer-loop.js';
+export { downstreamKey } from './shared/downstream-key.js';
+export type { DownstreamKeySource } from './shared/downstream-key.js';

@@ -16,22 +16,25 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   schema: ['shared', 'driver'],
   core: ['shared', 'driver', 'schema', 'telemetry'],
   ops: ['shared', 'driver', 'schema', 'core', 'telemetry'],
-  http: ['shared', 'driver', 'schema', 'core'],
-  cli: ['shared', 'driver', 'schema', 'core', 'ops'],
+  // Leased workflows: work outside one transaction, on the core's key rows.
+  leased: ['shared', 'driver', 'schema', 'core'],
+  http: ['shared', 'driver', 'schema', 'core', 'leased'],
+  cli: ['shared', 'driver', 'schema', 'core', 'ops', 'leased'],
   client: ['shared'],
   // The OpenTelemetry integration: a subscriber to the telemetry channels.
   otel: ['shared', 'telemetry'],
   messages: ['shared', 'driver', 'schema', 'core'],
   'pg-boss': ['shared', 'driver', 'core', 'messages'],
   // Entry files of the package's subpath exports (src/<name>.ts).
-  'index.ts': ['shared', 'driver', 'schema', 'core', 'ops', 'telemetry'],
+  'index.ts': ['shared', 'driver', 'schema', 'core', 'ops', 'telemetry', 'leased'],
   'schema.ts': ['schema'],
   'express.ts': ['shared', 'http'],
   'fastify.ts': ['shared', 'http'],
   'web.ts': ['shared', 'http'],
   'client.ts': ['shared', 'client'],
   'otel.ts': ['telemetry', 'otel'],
-  'messages.ts': ['messages'],
+  // downstreamKey lives in shared/: leased workflows derive theirs with it too.
+  'messages.ts': ['messages', 'shared'],
   'pg-boss.ts': ['pg-boss'],
 };
 

@@ -25,10 +25,11 @@ function nextCall(k: InspectedKey): string {
   if (k.locked) return 'waits for the live transaction holding the row (a call taking the key over, a sweep, an evict), or gets 409';
   if (k.status === 'started') {
     if (k.lockedUntil !== null && k.lockedUntil > k.now) return 'gets 409 IDEMPOTENCY_IN_FLIGHT until the lease runs out';
-    if (k.lockedUntil !== null) return 'takes the key over: its lease ran out';
+    if (k.lockedUntil !== null) return 'resumes the leased work (a retry of the same workflow, or the completer): its lease ran out';
     return 'gets 409 IDEMPOTENCY_IN_FLIGHT: no result was stored and no lease runs; `evict --force` removes the row';
   }
   if (k.expired) return 'runs again: the key expired (the sweep deletes the row)';
+  if (k.status === 'failed') return 'gets 500 IDEMPOTENCY_WORKFLOW_FAILED: the leased work ran out of attempts';
   return 'replays the stored response (another request body or fingerprint gets 422 IDEMPOTENCY_KEY_REUSED)';
 }
 

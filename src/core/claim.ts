@@ -46,12 +46,15 @@ const now = sql`statement_timestamp()`;
 
 /**
  * A row that no longer protects anything, so a claim may take it over: a
- * completed key past its expiry, or leased work whose lease ran out. A
- * `started` row without a lease is never taken over: the only such row a
- * transaction can see is a claim of its own that is still running `fn`.
+ * completed (or failed) key past its expiry, or a started row with a lease
+ * that ran out and no owner token. A `started` row without a lease is never
+ * taken over: the only such row a transaction can see is a claim of its own
+ * that is still running `fn`. Nor is a leased workflow's row (it has an owner
+ * token): its steps and recorded results are resumed only by a fenced
+ * takeover (src/leased), never overwritten by a claim.
  */
 export const reclaimable = (k: SQL) =>
-  sql`((${k}.status = 'completed' and ${k}.expires_at <= ${now}) or (${k}.status = 'started' and ${k}.locked_until <= ${now}))`;
+  sql`((${k}.status <> 'started' and ${k}.expires_at <= ${now}) or (${k}.status = 'started' and ${k}.locked_until <= ${now} and ${k}.owner_token is null))`;
 
 /** The values every statement about one key uses. */
 export const keyValues = (o: ResolvedOptions) => ({ scope: o.scope, key: o.key, fingerprint: o.fingerprint, ttlMs: o.ttlMs });
@@ -138,7 +141,8 @@ export async function reclaimKey(db: SqlRunner, o: ResolvedOptions): Promise<boo
         shape: claimShape('reclaim', o),
         values: waitValues(o),
         build: (v) => sql`update ${k} set fingerprint = ${v('fingerprint')}, status = 'started', response = null, created_at = ${now},
-            completed_at = null, expires_at = ${now} + ${v('ttlMs')} * interval '1 millisecond', locked_until = null
+            completed_at = null, expires_at = ${now} + ${v('ttlMs')} * interval '1 millisecond', locked_until = null,
+            workflow = null, input = null, steps = null, recovery_point = null, attempts = 0
           from ${boundedWait(o, v)}
           where ${k}.scope = ${v('scope')} and ${k}.key = ${v('key')} and ${reclaimable(k)}
           returning ${restoreLockTimeout}`,

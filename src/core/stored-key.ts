@@ -2,7 +2,7 @@ import { sql, type SQL } from 'drizzle-orm';
 import type { SqlRunner } from '../driver/database.js';
 import { PreparedStatementsRefused, runStatement } from '../driver/statement.js';
 import { keysTable } from '../schema/keys-table.js';
-import { IdempotencyInFlightError, IdempotencyKeyReusedError } from '../shared/errors.js';
+import { IdempotencyInFlightError, IdempotencyKeyReusedError, IdempotencyWorkflowFailedError } from '../shared/errors.js';
 import type { ResolvedOptions } from './options.js';
 import { deserializeResult } from './result.js';
 import { CLAIM_SAW, completedAtText, keyValues, SNAPSHOT_SAW, reclaimable, restoreLockTimeout, shapeOf } from './claim.js';
@@ -99,6 +99,9 @@ export function replayOf<T>(row: KeyRow, o: ResolvedOptions): IdempotentOutcome<
   traceAnswered(o.trace);
   if (row.fingerprint !== o.fingerprint) {
     throw new IdempotencyKeyReusedError(`idempotency key ${JSON.stringify(o.key)} was already used for a different request`);
+  }
+  if (row.status === 'failed') {
+    throw new IdempotencyWorkflowFailedError(`idempotency key ${JSON.stringify(o.key)} belongs to leased work that ran out of attempts and was recorded as failed`);
   }
   if (row.status !== 'completed') {
     // Leased work, or an unfinished claim that committed (a call not awaited):

@@ -3,7 +3,7 @@ import type { Jsonified } from '../core/result.js';
 import type { IdempotentOutcome } from '../core/stored-key.js';
 import { withIdempotencyOutcome } from '../core/with-idempotency.js';
 import type { IdempotencyDatabase, TransactionOf } from '../driver/database.js';
-import { downstreamKey } from './downstream-key.js';
+import { downstreamKey } from '../shared/downstream-key.js';
 
 /** What a message handler learns about the message it consumes, besides the message itself. */
 export interface MessageContext {

@@ -19,9 +19,10 @@ export interface InspectKeyOptions {
  * Where a key stands: `'completed'` (a stored result; it replays unless
  * `expired`), `'started'` (a committed row without a result: leased work, or a
  * claim whose transaction committed before its call finished), or `'claimed'`:
- * a live transaction's claim, not committed yet, so there is no row to read.
+ * a live transaction's claim, not committed yet, so there is no row to read;
+ * `'failed'`: leased work that ran out of attempts (replays get IDEMPOTENCY_WORKFLOW_FAILED).
  */
-export type InspectedKeyStatus = 'completed' | 'started' | 'claimed';
+export type InspectedKeyStatus = 'completed' | 'started' | 'failed' | 'claimed';
 
 /** One key as `inspectKey` found it, by the database clock. */
 export interface InspectedKey {

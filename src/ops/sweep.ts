@@ -90,7 +90,8 @@ export function resolveSweepOptions(options: SweepOptions = {}): ResolvedSweepOp
  * Deletes expired keys in batches, each one statement (and so one short
  * transaction) of at most `batchSize` rows, oldest expiry first. Expiry is
  * judged by the database clock. Never deletes a live key, nor an expired one
- * whose lease (`locked_until`) still runs. Several sweepers may run at once:
+ * whose lease (`locked_until`) still runs, nor a leased workflow's unfinished
+ * key (the completer finishes it). Several sweepers may run at once:
  * each skips the rows another has locked.
  *
  * Pass the database, not a transaction: every batch must commit by itself so
@@ -151,7 +152,11 @@ export async function runSweep(db: IdempotencyDatabase, o: ResolvedSweepOptions)
  */
 async function deleteBatch(db: IdempotencyDatabase, schema: string | undefined, limit: number): Promise<number> {
   const table = keysTable(schema);
-  const expired = sql`expires_at <= statement_timestamp() and (locked_until is null or locked_until <= statement_timestamp())`;
+  // A leased workflow's started row (it has an owner token) is never swept,
+  // however old: it holds what its committed steps did (a charge's id), which
+  // the completer or a retry needs to finish the work without repeating them.
+  const expired = sql`expires_at <= statement_timestamp() and (locked_until is null or locked_until <= statement_timestamp())
+    and (status <> 'started' or owner_token is null)`;
   const [row] = await queryRows<{ deleted: number | string }>(
     db,
     sql`with swept as (

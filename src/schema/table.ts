@@ -1,9 +1,10 @@
 import { sql } from 'drizzle-orm';
-import { type AnyPgColumn, check, index, jsonb, pgSchema, pgTable, primaryKey, text, timestamp } from 'drizzle-orm/pg-core';
+import { type AnyPgColumn, check, index, integer, jsonb, pgSchema, pgTable, primaryKey, text, timestamp, uuid } from 'drizzle-orm/pg-core';
 
-/** The two states a key row can be in. A `started` row is visible to other
- * transactions only while multi-step work holds a lease (`locked_until`). */
-export type IdempotencyKeyStatus = 'started' | 'completed';
+/** The states a key row can be in. A `started` row is visible to other
+ * transactions only while leased work holds it (`locked_until`, `owner_token`);
+ * `failed` is leased work that ran out of attempts. */
+export type IdempotencyKeyStatus = 'started' | 'completed' | 'failed';
 
 /** Name of the table in the database. */
 export const IDEMPOTENCY_KEYS_TABLE = 'idempotency_keys';
@@ -22,16 +23,28 @@ const columns = () => ({
   // servers with skewed clocks agree on when a key dies.
   expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
   lockedUntil: timestamp('locked_until', { withTimezone: true }),
+  // Leased workflows only (null for in-transaction keys). The fencing token:
+  // every write of the lease holder checks it, so a former owner's are refused.
+  ownerToken: uuid('owner_token'),
+  // Which workflow resumes the key, from what input, with which steps done.
+  workflow: text('workflow'),
+  input: jsonb('input'),
+  steps: jsonb('steps'),
+  recoveryPoint: text('recovery_point'),
+  // Claims and takeovers so far: past the workflow's maxAttempts the key fails.
+  attempts: integer('attempts').notNull().default(0),
 });
 
 
-function tableExtras(t: Record<'scope' | 'key' | 'status' | 'expiresAt', AnyPgColumn>) {
+function tableExtras(t: Record<'scope' | 'key' | 'status' | 'expiresAt' | 'lockedUntil', AnyPgColumn>) {
   return [
     // The lock: a claim is an INSERT that conflicts on this entry.
     primaryKey({ name: 'idempotency_keys_pkey', columns: [t.scope, t.key] }),
-    check('idempotency_keys_status_check', sql`${t.status} in ('started', 'completed')`),
+    check('idempotency_keys_status_check', sql`${t.status} in ('started', 'completed', 'failed')`),
     // Serves the sweep: it walks expired rows oldest first.
     index('idempotency_keys_expires_at_idx').on(t.expiresAt),
+    // Serves the completer: started keys whose lease ran out, oldest first.
+    index('idempotency_keys_started_locked_until_idx').on(t.lockedUntil).where(sql`${t.status} = 'started'`),
   ];
 }
 

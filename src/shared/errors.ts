@@ -13,7 +13,10 @@ export type IdempotencyErrorCode =
   | 'IDEMPOTENCY_CONNECTION_LOST'
   | 'IDEMPOTENCY_COMMIT_FAILED'
   | 'IDEMPOTENCY_MIGRATION_CONFLICT'
-  | 'IDEMPOTENCY_DRIVER_UNSUPPORTED';
+  | 'IDEMPOTENCY_DRIVER_UNSUPPORTED'
+  | 'IDEMPOTENCY_LEASE_LOST'
+  | 'IDEMPOTENCY_OUTCOME_UNKNOWN'
+  | 'IDEMPOTENCY_WORKFLOW_FAILED';
 
 /**
  * Base class: a stable `code` to branch on and the HTTP `status` it maps to.
@@ -51,6 +54,13 @@ export class IdempotencyInFlightError extends IdempotencyError {
   readonly code = 'IDEMPOTENCY_IN_FLIGHT';
   readonly status = 409;
   override readonly retryable = true;
+  /** Leased work only: whole seconds (at least 1) until the holder's lease runs out, for a Retry-After. */
+  readonly retryAfterSeconds: number | undefined;
+
+  constructor(message: string, options?: { cause?: unknown; retryAfterSeconds?: number }) {
+    super(message, options);
+    this.retryAfterSeconds = options?.retryAfterSeconds;
+  }
 }
 
 /** `fn` returned something that cannot be stored as JSON, or is over the size limit. */
@@ -151,5 +161,39 @@ export class IdempotencyMigrationConflictError extends IdempotencyError {
  */
 export class IdempotencyDriverUnsupportedError extends IdempotencyError {
   readonly code = 'IDEMPOTENCY_DRIVER_UNSUPPORTED';
+  readonly status = 500;
+}
+
+/**
+ * Leased work: this process no longer holds the key's lease (it ran out and
+ * another process took the key over), so its write was refused and a local
+ * step's effects rolled back. The new holder finishes the work; a retry
+ * replays or waits for it.
+ */
+export class IdempotencyLeaseLostError extends IdempotencyError {
+  readonly code = 'IDEMPOTENCY_LEASE_LOST';
+  readonly status = 409;
+  override readonly retryable = true;
+}
+
+/**
+ * Leased work: an external call timed out or failed on the network on every
+ * try, so whether it took effect is unknown. The key stays started with its
+ * lease released: a retry (or the completer) resumes it with the same
+ * downstream key, so the service it called deduplicates.
+ */
+export class IdempotencyOutcomeUnknownError extends IdempotencyError {
+  readonly code = 'IDEMPOTENCY_OUTCOME_UNKNOWN';
+  readonly status = 503;
+  override readonly retryable = true;
+}
+
+/**
+ * Leased work ran out of attempts and the key was recorded as failed: every
+ * replay gets this error until the key expires. The message names the
+ * workflow, its last committed step and the attempts, never input or results.
+ */
+export class IdempotencyWorkflowFailedError extends IdempotencyError {
+  readonly code = 'IDEMPOTENCY_WORKFLOW_FAILED';
   readonly status = 500;
 }

@@ -159,7 +159,7 @@ describe('migrate', () => {
     const first = await cli(['migrate', '--database-url', db.url]);
     const second = await cli(['migrate'], { DATABASE_URL: db.url });
 
-    expect(first).toMatchObject({ code: 0, stdout: 'migrate: idempotency_keys: applied 0000_init\n', stderr: '' });
+    expect(first).toMatchObject({ code: 0, stdout: 'migrate: idempotency_keys: applied 0000_init, 0001_leased_workflows\n', stderr: '' });
     expect(second).toMatchObject({ code: 0, stdout: 'migrate: idempotency_keys is up to date\n' });
     expect(await keyCounts(db.pool)).toEqual({ total: 0, expired: 0, live: 0 });
   });
@@ -171,7 +171,7 @@ describe('migrate', () => {
     await seedKeys(db.pool, { expired: 7, live: 2, schema: 'billing' });
     const swept = await cli(['sweep', '--schema', 'billing'], { DATABASE_URL: db.url });
 
-    expect(migrated).toMatchObject({ code: 0, stdout: 'migrate: billing.idempotency_keys: applied 0000_init\n' });
+    expect(migrated).toMatchObject({ code: 0, stdout: 'migrate: billing.idempotency_keys: applied 0000_init, 0001_leased_workflows\n' });
     expect(swept.code).toBe(0);
     expect(swept.stdout).toContain('done, 7 expired keys deleted');
     expect(await keyCounts(db.pool, 'billing')).toEqual({ total: 2, expired: 0, live: 2 });

@@ -286,6 +286,24 @@ describe('the database clock', () => {
   });
 });
 
+/** A leased workflow's key, started, its lease and its TTL long gone: the completer's to finish, never the sweep's to delete. */
+async function insertAbandonedWorkflow(): Promise<void> {
+  await t.pool.query(
+    `insert into idempotency_keys (key, status, created_at, expires_at, locked_until, owner_token, workflow, steps, recovery_point, attempts)
+     values ('abandoned-workflow', 'started', now() - interval '2 days', now() - interval '1 day', now() - interval '1 day', gen_random_uuid(), 'shop.pay',
+             '{"charge": {"value": {"id": "ch_1"}}}', 'charge', 1)`,
+  );
+}
+
+describe("a leased workflow's unfinished key", () => {
+  it('is never swept, however long ago its lease and its TTL ran out', async () => {
+    await insertAbandonedWorkflow();
+    await sweepExpiredKeys(t.db);
+    expect(await count(t.pool, 'idempotency_keys', "key = 'abandoned-workflow' and status = 'started'")).toBe(1);
+    await t.pool.query(`delete from idempotency_keys where key = 'abandoned-workflow'`);
+  });
+});
+
 describe('the pg_cron job in the README', () => {
   it('is the same sweep: deletes expired keys (10,000 a run), never live or leased ones', async () => {
     const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
@@ -295,12 +313,14 @@ describe('the pg_cron job in the README', () => {
     await t.pool.query(
       "insert into idempotency_keys (key, status, expires_at, locked_until) values ('leased', 'started', now() - interval '1 hour', now() + interval '5 minutes')",
     );
+    await insertAbandonedWorkflow();
 
     const first = await t.pool.query(job!);
     const second = await t.pool.query(job!);
 
     expect([first.rowCount, second.rowCount]).toEqual([10_000, 2_000]);
-    expect(await keyCounts(t.pool)).toEqual({ total: 51, expired: 1, live: 50 });
-    expect(await count(t.pool, 'idempotency_keys', "key = 'leased'")).toBe(1);
+    expect(await keyCounts(t.pool)).toEqual({ total: 52, expired: 2, live: 50 });
+    expect(await count(t.pool, 'idempotency_keys', "key in ('leased', 'abandoned-workflow')")).toBe(2);
+    await t.pool.query(`delete from idempotency_keys where key = 'abandoned-workflow'`);
   });
 });

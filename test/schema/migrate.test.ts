@@ -6,13 +6,24 @@ import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { migrate as drizzleMigrate } from 'drizzle-orm/node-postgres/migrator';
 import { describe, expect, it } from 'vitest';
-import { IdempotencyOptionsInvalidError, migrate, migrationsFolder, migrationsFolderForDrizzle1, withIdempotency } from '../../src/index.js';
+import {
+  defineWorkflow,
+  IdempotencyOptionsInvalidError,
+  migrate,
+  migrationsFolder,
+  migrationsFolderForDrizzle1,
+  runWorkflow,
+  withIdempotency,
+  withIdempotencyOutcome,
+} from '../../src/index.js';
 import { MIGRATION_LOCK, MIGRATIONS_TABLE } from '../../src/schema/migrate.js';
 import { waitForLockWaiters } from '../support/activity.js';
 import { testDatabase } from '../support/db.js';
 import { drizzleMajor } from '../support/drizzle-version.js';
 
 const run = promisify(execFile);
+// Every bundled migration, in order.
+const ALL = ['0000_init', '0001_leased_workflows'];
 const t = await testDatabase({ migrated: false });
 
 // The bundled migrations in the layout of the drizzle-orm this run is on, and in the other one.
@@ -29,7 +40,7 @@ async function tables(): Promise<string[]> {
 
 describe('migrate()', () => {
   it('creates the table once; a second call applies nothing', async () => {
-    expect(await migrate(t.db)).toEqual({ applied: ['0000_init'] });
+    expect(await migrate(t.db)).toEqual({ applied: ALL });
     expect(await migrate(t.db)).toEqual({ applied: [] });
     expect(await tables()).toEqual(['public.drizzle_idempotency_migrations', 'public.idempotency_keys']);
     expect(await withIdempotency(t.db, 'after-migrate', async () => 'works')).toBe('works');
@@ -40,7 +51,7 @@ describe('migrate()', () => {
       [1, 2, 3].map(() => run(process.execPath, ['--import', 'tsx', 'test/support/migrate-child.ts', t.url, 'concurrent'])),
     );
     const applied = runs.map((r) => (JSON.parse(r.stdout) as { applied: string[] }).applied);
-    expect(applied.flat()).toEqual(['0000_init']);
+    expect(applied.flat()).toEqual(ALL);
     expect((await tables()).filter((name) => name.startsWith('concurrent.'))).toEqual([
       'concurrent.drizzle_idempotency_migrations',
       'concurrent.idempotency_keys',
@@ -79,6 +90,33 @@ describe('migrate()', () => {
     await expect(drizzleMigrate(db, { migrationsFolder: otherFolder, migrationsSchema: 'public', migrationsTable: '__idempotency_migrations' })).rejects.toThrow();
     const { rows } = await other.pool.query(`select count(*)::int as n from information_schema.tables where table_name = 'idempotency_keys'`);
     expect(rows).toEqual([{ n: 0 }]);
+  });
+
+  it('upgrades a database made by the first migration, with keys in it: old keys replay or expire as before, and leased work runs', async () => {
+    const d = await testDatabase({ migrated: false, max: 4 });
+    // The state migrate() left before 0001: its bookkeeping says 0000_init, and the table has keys.
+    await d.pool.query(`create table ${MIGRATIONS_TABLE} (tag text primary key, hash text not null, applied_at timestamptz not null default now())`);
+    await d.pool.query(`insert into ${MIGRATIONS_TABLE} (tag, hash) values ('0000_init', 'as applied')`);
+    for (const statement of (await readFile(join(migrationsFolder, '0000_init.sql'), 'utf8')).split('--> statement-breakpoint')) await d.pool.query(statement);
+    await d.pool.query(`insert into idempotency_keys (scope, key, fingerprint, status, response, completed_at, expires_at) values
+      ('alice', 'paid', 'fp', 'completed', '{"value": {"id": 1}}', now(), now() + interval '1 day'),
+      ('alice', 'old', null, 'completed', '{"value": {"id": 2}}', now() - interval '2 days', now() - interval '1 day')`);
+
+    expect(await migrate(d.db)).toEqual({ applied: ['0001_leased_workflows'] });
+
+    const { rows } = await d.pool.query(`select key, status, attempts, owner_token, workflow from idempotency_keys order by key`);
+    expect(rows).toEqual([
+      { key: 'old', status: 'completed', attempts: 0, owner_token: null, workflow: null },
+      { key: 'paid', status: 'completed', attempts: 0, owner_token: null, workflow: null },
+    ]);
+    const run = async () => ({ id: 3 });
+    expect(await withIdempotencyOutcome(d.db, 'paid', run, { scope: 'alice', fingerprint: 'fp' })).toEqual({ value: { id: 1 }, replayed: true });
+    expect(await withIdempotencyOutcome(d.db, 'old', run, { scope: 'alice' })).toEqual({ value: { id: 3 }, replayed: false });
+    expect(await d.db.transaction((tx) => withIdempotencyOutcome(tx, 'new', run, { scope: 'alice' }))).toEqual({ value: { id: 3 }, replayed: false });
+    const leased = defineWorkflow('test.after-upgrade', async (ctx) => ctx.step('one', async () => 'leased'));
+    expect(await runWorkflow(d.db, 'leased', leased, null, { scope: 'alice' })).toBe('leased');
+    const { rows: after } = await d.pool.query(`select key, status from idempotency_keys order by key`);
+    expect(after).toEqual(['leased', 'new', 'old', 'paid'].map((key) => ({ key, status: 'completed' })));
   });
 
   it("creates the same table from either folder's SQL as migrate() does", async () => {
@@ -146,7 +184,7 @@ describe('migrate()', () => {
         const runs = await Promise.allSettled(children);
         expect(runs.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok'))).toEqual(Array(processes).fill('ok'));
         const applied = runs.map((r) => (JSON.parse((r as PromiseFulfilledResult<{ stdout: string }>).value.stdout) as { applied: string[] }).applied);
-        expect(applied.flat()).toEqual(['0000_init']);
+        expect(applied.flat()).toEqual(ALL);
 
         const where = schema ?? 'public';
         const { rows: created } = await d.pool.query<{ name: string }>(
@@ -154,8 +192,8 @@ describe('migrate()', () => {
           [where],
         );
         expect(created.map((r) => r.name)).toEqual([MIGRATIONS_TABLE, 'idempotency_keys']);
-        const { rows: recorded } = await d.pool.query(`select tag, count(*)::int as n from ${where}.${MIGRATIONS_TABLE} group by tag`);
-        expect(recorded).toEqual([{ tag: '0000_init', n: 1 }]);
+        const { rows: recorded } = await d.pool.query(`select tag, count(*)::int as n from ${where}.${MIGRATIONS_TABLE} group by tag order by tag`);
+        expect(recorded).toEqual(ALL.map((tag) => ({ tag, n: 1 })));
       },
     );
   });
@@ -177,8 +215,8 @@ describe('migrate()', () => {
         );
       await expect(inCallersTransaction()).rejects.toMatchObject({ code: 'IDEMPOTENCY_SERIALIZATION_FAILURE', retryable: true });
       expect(await d.db.transaction((tx) => migrate(tx), { isolationLevel })).toEqual({ applied: [] });
-      const { rows } = await d.pool.query(`select tag from ${MIGRATIONS_TABLE}`);
-      expect(rows).toEqual([{ tag: '0000_init' }]);
+      const { rows } = await d.pool.query(`select tag from ${MIGRATIONS_TABLE} order by tag`);
+      expect(rows).toEqual(ALL.map((tag) => ({ tag })));
     },
   );
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
+import { IdempotencyOptionsInvalidError } from './errors.js';
 
 /** Where a downstream key comes from: the consumed message's scope and key, and the step that calls out. */
 export interface DownstreamKeySource {

@@ -1,0 +1,68 @@
+import type { SqlRunner } from '../driver/database.js';
+import { LOCK_NOT_AVAILABLE, sqlState } from '../driver/pg-error.js';
+import { IdempotencyInFlightError, IdempotencyKeyReusedError } from '../shared/errors.js';
+import { workflowFailed } from './execute.js';
+import type { Held } from './held.js';
+import type { KeyAddress } from './key-address.js';
+import { claimNew, failAbandoned, readLeasedKey, reclaimDead, takeOver, type LeasedRow } from './lease.js';
+import type { ResolvedRun } from './run-options.js';
+import type { AnyWorkflow } from './workflow.js';
+
+/** Where a key stands for a caller: held by this process now, completed, or held by someone else. */
+export type Acquired =
+  | { held: Held }
+  | { completed: LeasedRow }
+  | { inFlight: IdempotencyInFlightError };
+
+// Rounds of claim / read / takeover: each lost round means another process
+// changed the row in between (claimed it, took it over, completed it).
+const ROUNDS = 5;
+
+// How long the claim may wait on an in-transaction claim of the same key
+// (withIdempotency's uncommitted row) before answering "in flight".
+const CLAIM_WAIT_MS = 1_000;
+
+/**
+ * Claims the key for `workflow`, or takes it over when its holder's lease
+ * ran out (recording it as failed instead when it has used its attempts),
+ * or reports what stands: a completed key (to replay) or one in flight.
+ */
+export async function acquireKey(db: SqlRunner, k: KeyAddress, workflow: AnyWorkflow, o: ResolvedRun): Promise<Acquired> {
+  const claim = { fingerprint: o.fingerprint, workflow: workflow.name, inputJson: o.inputJson, ttlMs: o.ttlMs, leaseMs: workflow.leaseMs, lockTimeoutMs: CLAIM_WAIT_MS };
+  for (let round = 0; round < ROUNDS; round++) {
+    const claimed = await claimNew(db, k, claim).catch((error: unknown) => {
+      if (sqlState(error) !== LOCK_NOT_AVAILABLE) throw error;
+      return 'locked' as const;
+    });
+    if (claimed === 'locked') return { inFlight: inFlight(k, 1) };
+    if (claimed) return { held: claimed };
+    const row = await readLeasedKey(db, k);
+    if (row === undefined) continue; // swept or evicted in between: claim again
+    if (row.reclaimable) {
+      const held = await reclaimDead(db, k, claim);
+      if (held) return { held };
+      continue;
+    }
+    if (row.fingerprint !== o.fingerprint) {
+      throw new IdempotencyKeyReusedError(`idempotency key ${JSON.stringify(k.key)} was already used for a different request`);
+    }
+    if (row.status === 'completed') return { completed: row };
+    if (row.workflow !== workflow.name) {
+      throw new IdempotencyKeyReusedError(`idempotency key ${JSON.stringify(k.key)} is held by another workflow`);
+    }
+    if (row.status === 'failed') throw workflowFailed(k, row);
+    // A started row without a token is an in-transaction claim that committed unfinished: never ours to take.
+    if (row.live || row.owner_token === null) return { inFlight: inFlight(k, Number(row.retry_after ?? 1)) };
+    if (Number(row.attempts) >= workflow.maxAttempts) {
+      const failed = await failAbandoned(db, k, row.owner_token);
+      if (failed) throw workflowFailed(k, failed);
+      continue;
+    }
+    const held = await takeOver(db, k, row.owner_token, workflow.leaseMs);
+    if (held) return { held };
+  }
+  return { inFlight: inFlight(k, 1) };
+}
+
+const inFlight = (k: KeyAddress, retryAfterSeconds: number) =>
+  new IdempotencyInFlightError(`idempotency key ${JSON.stringify(k.key)} is held by leased work in progress`, { retryAfterSeconds });

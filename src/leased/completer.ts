@@ -1,0 +1,123 @@
+import { sql } from 'drizzle-orm';
+import { assertValidSchemaName } from '../schema/keys-table.js';
+import { queryRows, type IdempotencyDatabase } from '../driver/database.js';
+import { listenForIdleErrors } from '../driver/pool-transaction.js';
+import { DEFAULT_MAX_RESULT_BYTES } from '../core/result.js';
+import { IdempotencyLeaseLostError, IdempotencyOptionsInvalidError, IdempotencyWorkflowFailedError } from '../shared/errors.js';
+import { runHeld } from './execute.js';
+import { keyAddress, now } from './key-address.js';
+import { failAbandoned, takeOver } from './lease.js';
+import { assertDatabase, workflowsByName } from './run-options.js';
+import type { AnyWorkflow } from './workflow.js';
+
+/** The key a completer's error is about. */
+export interface AbandonedKey {
+  scope: string;
+  key: string;
+  workflow: string;
+}
+
+/** Options of `completeAbandonedKeys`. */
+export interface CompleteOptions {
+  /** Keys taken on in one pass, oldest lease first. (Default: `100`) */
+  limit?: number;
+  /** Keys run at the same time. (Default: `4`) */
+  concurrency?: number;
+  /** Postgres schema that holds `idempotency_keys`. (Default: the search_path) */
+  schema?: string;
+  /** Told about every key whose run failed (it stays for a later pass, or was recorded as failed). (Default: none) */
+  onError?: (error: unknown, key?: AbandonedKey) => void;
+}
+
+/** What one pass did. */
+export interface CompleteResult {
+  /** Resumed and completed. */
+  completed: number;
+  /** Recorded as failed: out of attempts. */
+  failed: number;
+  /** Resumed, failed again, lease released: a later pass (or a client's retry) tries again. */
+  retried: number;
+  /** Taken by someone else first (a client's retry, another completer). */
+  skipped: number;
+}
+
+interface ResolvedComplete {
+  limit: number;
+  concurrency: number;
+  schema: string | undefined;
+  onError: ((error: unknown, key?: AbandonedKey) => void) | undefined;
+}
+
+/** Checks the completer's options; throws a typed error and touches nothing. */
+export function resolveCompleteOptions(options: CompleteOptions = {}): ResolvedComplete {
+  if (typeof options !== 'object' || options === null) throw new IdempotencyOptionsInvalidError('options must be an object');
+  const limit = options.limit ?? 100;
+  const concurrency = options.concurrency ?? 4;
+  if (!Number.isSafeInteger(limit) || limit < 1 || limit > 10_000) throw new IdempotencyOptionsInvalidError('limit must be an integer from 1 to 10000');
+  if (!Number.isSafeInteger(concurrency) || concurrency < 1 || concurrency > 100) throw new IdempotencyOptionsInvalidError('concurrency must be an integer from 1 to 100');
+  if (options.schema !== undefined) assertValidSchemaName(options.schema);
+  if (options.onError !== undefined && typeof options.onError !== 'function') throw new IdempotencyOptionsInvalidError('onError must be a function');
+  return { limit, concurrency, schema: options.schema, onError: options.onError };
+}
+
+interface AbandonedRow extends AbandonedKey {
+  owner_token: string;
+  attempts: number | string;
+}
+
+/**
+ * One pass of the completer: finds started keys of `workflows` whose lease
+ * ran out (oldest first), takes each over with the same fenced takeover a
+ * client's retry uses (so runs never overlap per key, across processes), and
+ * resumes it from its last committed step; a key out of attempts is recorded
+ * as failed. Never throws for one key: `onError` hears about it.
+ *
+ * @example
+ * const { completed, failed } = await completeAbandonedKeys(db, [payOrder], { limit: 50 });
+ */
+export async function completeAbandonedKeys(db: IdempotencyDatabase, workflows: AnyWorkflow[], options?: CompleteOptions): Promise<CompleteResult> {
+  assertDatabase(db, 'completeAbandonedKeys');
+  const byName = workflowsByName(workflows, 'completeAbandonedKeys');
+  return completePass(db, byName, resolveCompleteOptions(options));
+}
+
+/** A pass on arguments already checked. */
+export async function completePass(db: IdempotencyDatabase, byName: Map<string, AnyWorkflow>, o: ResolvedComplete): Promise<CompleteResult> {
+  listenForIdleErrors(db);
+  const table = keyAddress('', '', o.schema).table;
+  const names = sql.join([...byName.keys()].map((name) => sql`${name}`), sql`, `);
+  // Served by the partial index on (locked_until) where status = 'started'.
+  const rows = await queryRows<AbandonedRow>(
+    db,
+    sql`select scope, key, workflow, owner_token::text as owner_token, attempts from ${table}
+        where status = 'started' and locked_until <= ${now} and owner_token is not null and workflow in (${names})
+        order by locked_until limit ${o.limit}`,
+  );
+  const result: CompleteResult = { completed: 0, failed: 0, retried: 0, skipped: 0 };
+  let next = 0;
+  const worker = async () => {
+    while (next < rows.length) {
+      const row = rows[next++]!;
+      result[await completeOne(db, byName.get(row.workflow)!, row, o)]++;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(o.concurrency, rows.length) }, worker));
+  return result;
+}
+
+async function completeOne(db: IdempotencyDatabase, workflow: AnyWorkflow, row: AbandonedRow, o: ResolvedComplete): Promise<keyof CompleteResult> {
+  const k = keyAddress(row.scope, row.key, o.schema);
+  const about = { scope: row.scope, key: row.key, workflow: row.workflow };
+  try {
+    if (Number(row.attempts) >= workflow.maxAttempts) return (await failAbandoned(db, k, row.owner_token)) ? 'failed' : 'skipped';
+    const held = await takeOver(db, k, row.owner_token, workflow.leaseMs);
+    if (!held) return 'skipped';
+    await runHeld(db, k, workflow, held, DEFAULT_MAX_RESULT_BYTES);
+    return 'completed';
+  } catch (error) {
+    o.onError?.(error, about);
+    if (error instanceof IdempotencyWorkflowFailedError) return 'failed';
+    if (error instanceof IdempotencyLeaseLostError) return 'skipped';
+    return 'retried';
+  }
+}

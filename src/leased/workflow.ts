@@ -1,0 +1,82 @@
+import type { Jsonified } from '../core/result.js';
+import { parseDuration, type Duration } from '../shared/duration.js';
+import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
+import { assertValidName } from './names.js';
+import type { WorkflowContext } from './context.js';
+
+/** Options of `defineWorkflow`. */
+export interface WorkflowOptions {
+  /** How long a claim or takeover holds the key without a heartbeat; past it, another process may take it over. (Default: `'30s'`) */
+  lease?: Duration;
+  /** Claims and takeovers of one key before it is recorded as failed. (Default: `5`) */
+  maxAttempts?: number;
+  /** How often the holder extends its lease while it works. (Default: a third of `lease`) */
+  heartbeat?: Duration;
+}
+
+// A registered symbol, not a class: a module loaded twice (the CLI's copy and
+// the app's) still recognises the other copy's workflows.
+const WORKFLOW = Symbol.for('drizzle-idempotency.workflow');
+
+/** A named, resumable sequence of steps, made by `defineWorkflow`. */
+export interface Workflow<I, O> {
+  readonly [WORKFLOW]: true;
+  /** Stored in the key's row: the completer finds the code that resumes a key by it. */
+  readonly name: string;
+  readonly run: (ctx: WorkflowContext, input: Jsonified<I>) => Promise<O>;
+  readonly leaseMs: number;
+  readonly heartbeatMs: number;
+  readonly maxAttempts: number;
+}
+
+/** Any workflow, whatever its input and result. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a registry of workflows holds every input type
+export type AnyWorkflow = Workflow<any, unknown>;
+
+const DEFAULT_LEASE = '30s';
+const DEFAULT_MAX_ATTEMPTS = 5;
+// A heartbeat under 50 ms would be a busy loop on the database.
+const MIN_HEARTBEAT_MS = 50;
+
+/**
+ * Defines leased work: `run` gets a context whose steps commit one by one,
+ * so a crash resumes from the last committed step (in this process on a
+ * retry, or in the completer), never repeating one. `input` is what was
+ * stored at the claim (its JSON form), on the first run as on a resume.
+ *
+ * @example
+ * const payOrder = defineWorkflow('shop.pay', async (ctx, input: { amount: number }) => {
+ *   const charge = await ctx.call('charge', ({ downstreamKey }) => gateway.charge(input.amount, downstreamKey));
+ *   return { status: 201, body: { chargeId: charge.id } };
+ * }, { lease: '30s', maxAttempts: 5 });
+ */
+export function defineWorkflow<I, O>(
+  name: string,
+  run: (ctx: WorkflowContext, input: Jsonified<I>) => Promise<O>,
+  options: WorkflowOptions = {},
+): Workflow<I, O> {
+  assertValidName(name, 'workflow name');
+  if (typeof run !== 'function') throw new IdempotencyOptionsInvalidError('defineWorkflow: run must be a function (ctx, input) => Promise');
+  if (typeof options !== 'object' || options === null) throw new IdempotencyOptionsInvalidError('defineWorkflow: options must be an object');
+  const leaseMs = parseDuration(options.lease ?? DEFAULT_LEASE, 'lease');
+  const maxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+  if (!Number.isSafeInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 1000) {
+    throw new IdempotencyOptionsInvalidError(`maxAttempts must be an integer from 1 to 1000, got ${JSON.stringify(maxAttempts)}`);
+  }
+  const heartbeatMs = options.heartbeat === undefined ? Math.max(MIN_HEARTBEAT_MS, Math.floor(leaseMs / 3)) : parseDuration(options.heartbeat, 'heartbeat');
+  if (heartbeatMs >= leaseMs || heartbeatMs < MIN_HEARTBEAT_MS) {
+    throw new IdempotencyOptionsInvalidError(`heartbeat must be from ${MIN_HEARTBEAT_MS} ms to less than the lease (${leaseMs} ms), got ${heartbeatMs} ms`);
+  }
+  return Object.freeze({ [WORKFLOW]: true as const, name, run, leaseMs, heartbeatMs, maxAttempts });
+}
+
+/**
+ * Whether `value` is a workflow made by `defineWorkflow` (of any copy of this
+ * library): how a module's exports are told apart.
+ *
+ * @example
+ * const workflows = Object.values(await import(modulePath)).filter(isWorkflow);
+ */
+export function isWorkflow(value: unknown): value is AnyWorkflow {
+  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[WORKFLOW] === true;
+}

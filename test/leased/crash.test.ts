@@ -1,0 +1,108 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import { completeAbandonedKeys, downstreamKey, runWorkflowOutcome } from '../../src/index.js';
+import { testDatabase } from '../support/db.js';
+import { launch } from '../support/processes.js';
+import { settled } from '../support/processes.js';
+import { auditPayment, createShopTables, keysByStatus, payWorkflow, type ShopPoint } from '../support/leased-shop.js';
+
+const t = await testDatabase();
+const gateway = t.newPool(2);
+beforeAll(() => createShopTables(t.pool));
+
+const LEASE = '500ms';
+const chargeKey = (key: string) => downstreamKey({ scope: '', key, step: 'charge' });
+
+/** Runs the payment for `key` in a child process that stops or dies at `point`, once it got there. */
+async function childAt(key: string, point: ShopPoint, how: 'kill' | 'stop') {
+  const child = launch(process.execPath, ['--import', 'tsx', 'test/support/leased-child.ts', t.url, key, point, how, LEASE], { env: process.env });
+  await child.waitFor(new RegExp(`at ${point}\\n`));
+  return child;
+}
+
+/** The key row's lease state, by the database clock. */
+async function leaseOf(key: string) {
+  const { rows } = await t.pool.query<{ live: boolean; attempts: number; recovery_point: string | null; status: string }>(
+    `select locked_until > now() as live, attempts, recovery_point, status from idempotency_keys where key = $1`,
+    [key],
+  );
+  return rows[0]!;
+}
+
+// Where the process dies, and the last step the row says was committed then.
+const points: [ShopPoint, string | null][] = [
+  ['after-claim', null],
+  ['after-intent', 'record-intent'],
+  // The gateway charged, and the process died before the answer was recorded.
+  ['charged', 'record-intent'],
+  ['after-charge', 'charge'],
+  ['before-complete', 'mark-paid'],
+];
+
+describe('a process killed while it holds leased work', () => {
+  it.each(points)('at %s: the row keeps its recovery point, and a retry resumes from it: one payment, one charge', async (point, recoveryPoint) => {
+    const key = `crash-${point}`;
+    const child = await childAt(key, point, 'kill');
+    expect((await child.exited).signal).toBe('SIGKILL');
+    expect(await leaseOf(key)).toMatchObject({ status: 'started', attempts: 1, recovery_point: recoveryPoint });
+
+    // The retry waits for the dead owner's lease to run out, then takes over.
+    const pay = payWorkflow(gateway, { at: async (_point, attempt) => void expect(attempt).toBe(2) }, { lease: LEASE });
+    const outcome = await runWorkflowOutcome(t.db, key, pay, { ref: key, amount: 500 }, { waitTimeout: '10s' });
+
+    expect(outcome.replayed).toBe(false);
+    const audit = await auditPayment(t.pool, key, chargeKey(key));
+    expect(audit).toEqual({ payments: [{ status: 'paid', charge_id: audit.chargeId }], charges: 1, chargeId: outcome.value.body.chargeId, events: ['paid'] });
+    expect(await leaseOf(key)).toMatchObject({ status: 'completed', attempts: 2, recovery_point: 'mark-paid' });
+  });
+
+  it('at every point at once, the completer finishes every key without a client: one payment and one charge each, none left started', async () => {
+    const keys = await Promise.all(
+      points.map(async ([point]) => {
+        const key = `completer-${point}`;
+        const child = await childAt(key, point, 'kill');
+        await child.exited;
+        return key;
+      }),
+    );
+    await settled(() => Promise.all(keys.map(leaseOf)), (leases) => leases.every((l) => !l.live), 5_000);
+    const result = await completeAbandonedKeys(t.db, [payWorkflow(gateway, {}, { lease: LEASE })]);
+
+    expect(result).toEqual({ completed: keys.length, failed: 0, retried: 0, skipped: 0 });
+    for (const key of keys) {
+      const audit = await auditPayment(t.pool, key, chargeKey(key));
+      expect(audit.payments).toEqual([{ status: 'paid', charge_id: audit.chargeId }]);
+      expect(audit.charges).toBe(1);
+      expect(audit.events).toEqual(['paid']);
+    }
+    expect((await keysByStatus(t.pool)).started ?? 0).toBe(0);
+  });
+});
+
+describe('a zombie owner (paused past its lease, then resumed)', () => {
+  it.each([
+    ['inside its external call', 'charged'],
+    ['before a local step', 'after-charge'],
+    ['before completing', 'before-complete'],
+  ] as const)('%s: its late writes are refused with IDEMPOTENCY_LEASE_LOST once another process took over and completed', async (_where, point) => {
+    const key = `zombie-${point}`;
+    const zombie = await childAt(key, point, 'stop');
+    try {
+      await settled(() => leaseOf(key), (l) => !l.live, 5_000);
+      const pay = payWorkflow(gateway, {}, { lease: LEASE });
+      const outcome = await runWorkflowOutcome(t.db, key, pay, { ref: key, amount: 500 }, { waitTimeout: '10s' });
+      expect(outcome.replayed).toBe(false);
+      // The zombie's completion would rewrite completed_at and expires_at.
+      const before = await t.pool.query(`select status, response, attempts, completed_at, expires_at from idempotency_keys where key = $1`, [key]);
+
+      zombie.child.kill('SIGCONT');
+      await zombie.finished;
+      expect(zombie.output()).toContain('error IDEMPOTENCY_LEASE_LOST');
+      const after = await t.pool.query(`select status, response, attempts, completed_at, expires_at from idempotency_keys where key = $1`, [key]);
+      expect(after.rows).toEqual(before.rows);
+      const audit = await auditPayment(t.pool, key, chargeKey(key));
+      expect(audit).toEqual({ payments: [{ status: 'paid', charge_id: audit.chargeId }], charges: 1, chargeId: outcome.value.body.chargeId, events: ['paid'] });
+    } finally {
+      zombie.child.kill('SIGKILL');
+    }
+  });
+});

@@ -1,7 +1,8 @@
-import { isTransaction, type IdempotencyDatabase } from '../driver/database.js';
+import type { IdempotencyDatabase } from '../driver/database.js';
 import { listenForIdleErrors } from '../driver/pool-transaction.js';
 import { runWorkflowOutcome } from '../leased/run.js';
-import type { Workflow } from '../leased/workflow.js';
+import { assertDatabase } from '../leased/run-options.js';
+import { isWorkflow, type Workflow } from '../leased/workflow.js';
 import { IdempotencyError, IdempotencyKeyInvalidError, IdempotencyOptionsInvalidError } from '../shared/errors.js';
 import { keyFromHeaderLines } from '../shared/header.js';
 import { problemOf } from './problem.js';
@@ -32,9 +33,9 @@ export function idempotentWorkflowRoute<TReq, TRes, I, O extends IdempotentRespo
   options: WorkflowRouteOptions<TReq, I>,
   adapter: HttpAdapter<TReq, TRes>,
 ): WorkflowRoute<TReq, TRes> {
-  if (isTransaction(db)) {
-    throw new IdempotencyOptionsInvalidError('idempotentWorkflow() needs a database, not a transaction: each step commits on its own');
-  }
+  // Checked while the app is built, not on every request: a database (never a transaction), a workflow, options.
+  assertDatabase(db, 'idempotentWorkflow()');
+  if (!isWorkflow(workflow)) throw new IdempotencyOptionsInvalidError('idempotentWorkflow() needs a workflow made by defineWorkflow()');
   const o = resolveWorkflowRouteOptions(options, adapter);
   listenForIdleErrors(db);
   const report = (error: unknown, req: TReq) => {

@@ -70,7 +70,11 @@ const reported: { key: string | undefined; error: unknown }[] = [];
 const workflowOptions = <TReq>(spec: WorkflowSpec, body: (req: TReq) => unknown, customer: (req: TReq) => string | undefined, key: (req: TReq) => string | undefined) => ({
   ...spec.options,
   scope: (req: TReq) => customer(req) ?? 'anonymous',
-  input: (req: TReq) => body(req) as PaymentInput,
+  input: (req: TReq) => {
+    const input = body(req) as PaymentInput;
+    if (typeof input.amount !== 'number') throw new Error('amount is required');
+    return input;
+  },
   onError: (error: unknown, req: TReq) => void reported.push({ key: key(req), error }),
 });
 
@@ -108,6 +112,7 @@ const adapters: Adapter[] = [
       for (const spec of routes) {
         app.post(spec.path, expressWorkflow(db, spec.workflow, workflowOptions(spec, (req) => req.body, (req) => req.get('x-customer'), (req) => req.get('idempotency-key'))));
       }
+      app.use(((error: Error, _req, res, _next) => void res.status(500).json({ error: error.message })) satisfies ErrorRequestHandler);
       const server = await listen(app);
       closers.push(() => server.close());
       return server.url;
@@ -136,6 +141,7 @@ const adapters: Adapter[] = [
     },
     async serveWorkflows(db, routes) {
       const app = Fastify();
+      app.setErrorHandler((error: Error, _req, reply) => reply.code(500).send({ error: error.message }));
       const header = (req: { headers: Record<string, string | string[] | undefined> }, name: string) => req.headers[name] as string | undefined;
       for (const spec of routes) {
         app.post(spec.path, fastifyWorkflow(db, spec.workflow, workflowOptions(spec, (req) => req.body, (req) => header(req, 'x-customer'), (req) => header(req, 'idempotency-key'))));
@@ -164,6 +170,7 @@ const adapters: Adapter[] = [
     },
     async serveWorkflows(db, routes) {
       const app = new Hono();
+      app.onError((error, c) => c.json({ error: error.message }, 500));
       for (const spec of routes) {
         const header = (req: { request: Request }, name: string) => req.request.headers.get(name) ?? undefined;
         const handle = webWorkflow(db, spec.workflow, workflowOptions(spec, (req) => req.body, (req) => header(req, 'x-customer'), (req) => header(req, 'idempotency-key')));
@@ -702,6 +709,15 @@ describe.each(adapters)('a workflow route on the $name adapter', (adapter) => {
     expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_KEY_INVALID' });
     expect(stepRuns.get(`${ref}:record-intent`)).toBeUndefined();
     expect(await chargesFor(ref)).toBe(0);
+  });
+
+  it('hands an error of `input` to the framework\'s error handler: nothing claimed, nothing run', async () => {
+    const key = `${name}-wf-bad-input`;
+    const res = await fetch(`${url}/pay`, post({ ref: key }, { 'idempotency-key': key }));
+    expect(res.status).toBe(500);
+    expect(await res.json()).toEqual({ error: 'amount is required' });
+    expect(stepRuns.get(`${key}:record-intent`)).toBeUndefined();
+    expect(await leasedRow(key)).toEqual([]);
   });
 
   it('answers 409 IDEMPOTENCY_IN_FLIGHT with Retry-After (seconds left on the lease) while the lease holds the key, and the holder completes once', async () => {

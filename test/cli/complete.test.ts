@@ -113,6 +113,15 @@ describe('drizzle-idempotency complete', () => {
     for (const text of ['Usage: drizzle-idempotency complete', '--workflows', '--watch', '--interval', '--limit', 'SIGTERM']) expect(run.stdout).toContain(text);
   });
 
+  it('reports a module that fails while loading with exit code 1 and its own message, before touching the database', async () => {
+    // Nothing listens on port 1: had it connected first, the answer would be exit code 3.
+    const run = await cli(['complete', '--workflows', 'test/support/failing-workflows.ts', '--database-url', 'postgres://postgres@127.0.0.1:1/none']);
+
+    expect(run.code).toBe(1);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toMatch(/^drizzle-idempotency: complete: loading .*failing-workflows\.ts failed: GATEWAY_URL is not set\n$/);
+  });
+
   it('refuses a bad command line with exit code 2 and one line saying what is wrong, and touches no key', async () => {
     await abandon('untouched', 'pay');
     const cases: [string[], string][] = [

@@ -12,9 +12,9 @@ export interface WorkflowRouteOptions<TReq, I>
     RouteOptions<TReq>,
     'scope' | 'fingerprint' | 'maxBodyBytes' | 'storedHeaders' | 'retryAfter' | 'ttl' | 'onInFlight' | 'waitTimeout' | 'maxResultBytes' | 'schema'
   > {
+  // NoInfer: the workflow says what its input is; `input` must give that, not widen it.
   /** The workflow's input, from the request (required). It is stored with the key, so that a retry
    * or the completer resumes from it: keep it to what the work needs, e.g. `(req) => ({ userId: req.user.id, amount: req.body.amount })`. */
-  // NoInfer: the workflow says what its input is; `input` must give that, not widen it.
   input: (req: TReq) => NoInfer<I> | Promise<NoInfer<I>>;
   /** Hears of every run the client got a 5xx for: what the workflow threw (the key stays started: a retry
    * or the completer resumes it), an unknown outcome, a failed key. The client gets a problem without

@@ -4,7 +4,7 @@ import { IdempotencyInFlightError, IdempotencyKeyReusedError } from '../shared/e
 import { workflowFailed } from './execute.js';
 import type { Held } from './held.js';
 import type { KeyAddress } from './key-address.js';
-import { claimNew, failAbandoned, readLeasedKey, reclaimDead, takeOver, type LeasedRow } from './lease.js';
+import { claimNew, failAbandoned, readLeasedKey, reclaimDead, ROW_LOCK_WAIT_MS, takeOver, type ClaimValues, type LeasedRow } from './lease.js';
 import type { ResolvedRun } from './run-options.js';
 import type { AnyWorkflow } from './workflow.js';
 
@@ -18,23 +18,26 @@ export type Acquired =
 // changed the row in between (claimed it, took it over, completed it).
 const ROUNDS = 5;
 
-// How long the claim may wait on an in-transaction claim of the same key
-// (withIdempotency's uncommitted row) before answering "in flight".
-const CLAIM_WAIT_MS = 1_000;
-
 /**
  * Claims the key for `workflow`, or takes it over when its holder's lease
  * ran out (recording it as failed instead when it has used its attempts),
  * or reports what stands: a completed key (to replay) or one in flight.
  */
 export async function acquireKey(db: SqlRunner, k: KeyAddress, workflow: AnyWorkflow, o: ResolvedRun): Promise<Acquired> {
-  const claim = { fingerprint: o.fingerprint, workflow: workflow.name, inputJson: o.inputJson, ttlMs: o.ttlMs, leaseMs: workflow.leaseMs, lockTimeoutMs: CLAIM_WAIT_MS };
+  const claim: ClaimValues = { fingerprint: o.fingerprint, workflow: workflow.name, inputJson: o.inputJson, ttlMs: o.ttlMs, leaseMs: workflow.leaseMs, lockTimeoutMs: ROW_LOCK_WAIT_MS };
+  try {
+    return await acquireRounds(db, k, workflow, o, claim);
+  } catch (error) {
+    // A statement waited past its bound on a row lock: an in-transaction claim
+    // of the key, or the holder's local step (a paused owner's, maybe).
+    if (sqlState(error) === LOCK_NOT_AVAILABLE) return { inFlight: inFlight(k, 1) };
+    throw error;
+  }
+}
+
+async function acquireRounds(db: SqlRunner, k: KeyAddress, workflow: AnyWorkflow, o: ResolvedRun, claim: ClaimValues): Promise<Acquired> {
   for (let round = 0; round < ROUNDS; round++) {
-    const claimed = await claimNew(db, k, claim).catch((error: unknown) => {
-      if (sqlState(error) !== LOCK_NOT_AVAILABLE) throw error;
-      return 'locked' as const;
-    });
-    if (claimed === 'locked') return { inFlight: inFlight(k, 1) };
+    const claimed = await claimNew(db, k, claim);
     if (claimed) return { held: claimed };
     const row = await readLeasedKey(db, k);
     if (row === undefined) continue; // swept or evicted in between: claim again

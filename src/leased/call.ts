@@ -20,7 +20,7 @@ export interface ReconcileContext {
 
 /** Options of `ctx.call`. */
 export interface CallOptions<T> {
-  /** How long one try may take; past it, its outcome is unknown. (Default: none, until the lease is lost) */
+  /** How long one try (and one question to `reconcile`) may take; past it, its outcome is unknown. (Default: none, until the lease is lost) */
   timeout?: Duration;
   /** Tries after the first when the outcome is unknown (a timeout or network error), with the same downstream key. (Default: `2`) */
   retries?: number;
@@ -71,7 +71,7 @@ export async function callWithRetries<T>(
   for (let attempt = 1; ; attempt++) {
     try {
       if (o.reconcile && (askFirst || attempt > 1)) {
-        const found = await untilAborted(lease, undefined, (signal) => o.reconcile!({ downstreamKey, signal }));
+        const found = await untilAborted(lease, o.timeoutMs, (signal) => o.reconcile!({ downstreamKey, signal }));
         if (found !== undefined) return { reconciled: found };
       }
       return { value: await untilAborted(lease, o.timeoutMs, (signal) => fn({ downstreamKey, signal, attempt })) };

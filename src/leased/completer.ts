@@ -2,6 +2,7 @@ import { sql } from 'drizzle-orm';
 import { assertValidSchemaName } from '../schema/keys-table.js';
 import { queryRows, type IdempotencyDatabase } from '../driver/database.js';
 import { listenForIdleErrors } from '../driver/pool-transaction.js';
+import { LOCK_NOT_AVAILABLE, sqlState } from '../driver/pg-error.js';
 import { DEFAULT_MAX_RESULT_BYTES } from '../core/result.js';
 import { IdempotencyLeaseLostError, IdempotencyOptionsInvalidError, IdempotencyWorkflowFailedError } from '../shared/errors.js';
 import { runHeld } from './execute.js';
@@ -115,6 +116,8 @@ async function completeOne(db: IdempotencyDatabase, workflow: AnyWorkflow, row: 
     await runHeld(db, k, workflow, held, DEFAULT_MAX_RESULT_BYTES);
     return 'completed';
   } catch (error) {
+    // The holder's local step still runs (its row lock outlasted our bound): it is alive, not abandoned.
+    if (sqlState(error) === LOCK_NOT_AVAILABLE) return 'skipped';
     o.onError?.(error, about);
     if (error instanceof IdempotencyWorkflowFailedError) return 'failed';
     if (error instanceof IdempotencyLeaseLostError) return 'skipped';

@@ -5,6 +5,14 @@ import { queryRows, type SqlRunner } from '../driver/database.js';
 import { fromNow, HELD_COLUMNS, now, thisKey, type KeyAddress } from './key-address.js';
 import { heldOf, type Held, type HeldRow } from './held.js';
 
+// How long a takeover may wait on the key row's lock, held by a local step of
+// the current owner (whose commit then extends the lease, so the takeover finds
+// nothing) or by a paused owner's open step: past it, the key counts as in flight.
+export const ROW_LOCK_WAIT_MS = 1_000;
+
+/** A FROM item that bounds this statement's lock waits (the implicit transaction of one statement). */
+const boundedBy = (ms: number) => sql`(select set_config('lock_timeout', ${`${ms}ms`}, true)) as bound`;
+
 /** What a claim stores besides the key: the request's fingerprint, the workflow and its input. */
 export interface ClaimValues {
   fingerprint: string | null;
@@ -13,7 +21,7 @@ export interface ClaimValues {
   inputJson: string;
   ttlMs: number;
   leaseMs: number;
-  /** How long the INSERT may wait on an in-transaction claim of the same key. */
+  /** How long the INSERT may wait on an in-transaction claim of the same key (withIdempotency's uncommitted row). */
   lockTimeoutMs: number;
 }
 
@@ -31,7 +39,7 @@ export async function claimNew(db: SqlRunner, k: KeyAddress, c: ClaimValues): Pr
     sql`insert into ${k.table} (scope, key, fingerprint, status, expires_at, locked_until, owner_token, workflow, input, steps, attempts)
         select ${k.scope}, ${k.key}, ${c.fingerprint}, 'started', ${fromNow(c.ttlMs)}, ${fromNow(c.leaseMs)}, ${randomUUID()}::uuid,
                ${c.workflow}, (${c.inputJson}::jsonb) -> 'value', '{}'::jsonb, 1
-        from (select set_config('lock_timeout', ${`${c.lockTimeoutMs}ms`}, true)) as bound
+        from ${boundedBy(c.lockTimeoutMs)}
         on conflict (scope, key) do nothing
         returning ${HELD_COLUMNS}`,
   );
@@ -81,6 +89,7 @@ export async function takeOver(db: SqlRunner, k: KeyAddress, formerToken: string
   const [row] = await queryRows<HeldRow>(
     db,
     sql`update ${k.table} set owner_token = ${randomUUID()}::uuid, locked_until = ${fromNow(leaseMs)}, attempts = attempts + 1
+        from ${boundedBy(ROW_LOCK_WAIT_MS)}
         where ${thisKey(k)} and status = 'started' and owner_token = ${formerToken}::uuid and locked_until <= ${now}
         returning ${HELD_COLUMNS}`,
   );
@@ -94,6 +103,7 @@ export async function reclaimDead(db: SqlRunner, k: KeyAddress, c: ClaimValues):
     sql`update ${k.table} as k set fingerprint = ${c.fingerprint}, status = 'started', response = null, created_at = ${now}, completed_at = null,
           expires_at = ${fromNow(c.ttlMs)}, locked_until = ${fromNow(c.leaseMs)}, owner_token = ${randomUUID()}::uuid, workflow = ${c.workflow},
           input = (${c.inputJson}::jsonb) -> 'value', steps = '{}'::jsonb, recovery_point = null, attempts = 1
+        from ${boundedBy(ROW_LOCK_WAIT_MS)}
         where ${thisKey(k)} and ${reclaimable(sql`k`)}
         returning ${HELD_COLUMNS}`,
   );
@@ -120,6 +130,7 @@ export async function failAbandoned(db: SqlRunner, k: KeyAddress, formerToken: s
   const [row] = await queryRows<FailedRow>(
     db,
     sql`update ${k.table} set ${FAILED}
+        from ${boundedBy(ROW_LOCK_WAIT_MS)}
         where ${thisKey(k)} and status = 'started' and owner_token = ${formerToken}::uuid and locked_until <= ${now}
         returning workflow, recovery_point, attempts`,
   );

@@ -36,15 +36,18 @@ const columns = () => ({
 });
 
 
-function tableExtras(t: Record<'scope' | 'key' | 'status' | 'expiresAt' | 'lockedUntil', AnyPgColumn>) {
+function tableExtras(t: Record<'scope' | 'key' | 'status' | 'expiresAt' | 'lockedUntil' | 'ownerToken', AnyPgColumn>) {
   return [
     // The lock: a claim is an INSERT that conflicts on this entry.
     primaryKey({ name: 'idempotency_keys_pkey', columns: [t.scope, t.key] }),
     check('idempotency_keys_status_check', sql`${t.status} in ('started', 'completed', 'failed')`),
     // Serves the sweep: it walks expired rows oldest first.
     index('idempotency_keys_expires_at_idx').on(t.expiresAt),
-    // Serves the completer: started keys whose lease ran out, oldest first.
-    index('idempotency_keys_started_locked_until_idx').on(t.lockedUntil).where(sql`${t.status} = 'started'`),
+    // Serves the completer: leased keys still started, by when their lease runs
+    // out. Only leased rows (an owner token): the in-transaction claims never
+    // enter it, so their statements cannot plan a scan of it, whose predicate
+    // locks would make SERIALIZABLE claims of different keys fail each other.
+    index('idempotency_keys_started_locked_until_idx').on(t.lockedUntil).where(sql`${t.status} = 'started' and ${t.ownerToken} is not null`),
   ];
 }
 

@@ -1,16 +1,15 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { completeAbandonedKeys, downstreamKey, runWorkflowOutcome } from '../../src/index.js';
+import { completeAbandonedKeys, runWorkflow, runWorkflowOutcome } from '../../src/index.js';
 import { testDatabase } from '../support/db.js';
 import { launch } from '../support/processes.js';
 import { settled } from '../support/processes.js';
-import { auditPayment, createShopTables, keysByStatus, payWorkflow, type ShopPoint } from '../support/leased-shop.js';
+import { auditPayment, chargeKey, createShopTables, keysByStatus, payWorkflow, type ShopPoint } from '../support/leased-shop.js';
 
 const t = await testDatabase();
 const gateway = t.newPool(2);
 beforeAll(() => createShopTables(t.pool));
 
 const LEASE = '500ms';
-const chargeKey = (key: string) => downstreamKey({ scope: '', key, step: 'charge' });
 
 /** Runs the payment for `key` in a child process that stops or dies at `point`, once it got there. */
 async function childAt(key: string, point: ShopPoint, how: 'kill' | 'stop') {
@@ -103,6 +102,28 @@ describe('a zombie owner (paused past its lease, then resumed)', () => {
       expect(audit).toEqual({ payments: [{ status: 'paid', charge_id: audit.chargeId }], charges: 1, chargeId: outcome.value.body.chargeId, events: ['paid'] });
     } finally {
       zombie.child.kill('SIGKILL');
+    }
+  });
+
+  it('paused inside a local step is still the owner: its open step holds the row, so nobody takes over; resumed, it finishes', async () => {
+    const key = 'paused-in-step';
+    const owner = await childAt(key, 'in-intent', 'stop');
+    try {
+      await settled(() => leaseOf(key), (l) => !l.live, 5_000);
+      const pay = payWorkflow(gateway, {}, { lease: LEASE });
+      // Neither a retry nor the completer waits on the step's row lock for long, nor takes the key.
+      await expect(runWorkflow(t.db, key, pay, { ref: key, amount: 500 }, { onInFlight: 'reject' })).rejects.toMatchObject({ code: 'IDEMPOTENCY_IN_FLIGHT' });
+      expect(await completeAbandonedKeys(t.db, [pay])).toEqual({ completed: 0, failed: 0, retried: 0, skipped: 1 });
+      expect(await leaseOf(key)).toMatchObject({ status: 'started', attempts: 1, recovery_point: null });
+
+      owner.child.kill('SIGCONT');
+      await owner.finished;
+      expect(owner.output()).toMatch(/done .*"status":201/);
+      const audit = await auditPayment(t.pool, key, chargeKey(key));
+      expect(audit).toMatchObject({ payments: [{ status: 'paid' }], charges: 1, events: ['paid'] });
+      expect(await leaseOf(key)).toMatchObject({ status: 'completed', attempts: 1 });
+    } finally {
+      owner.child.kill('SIGKILL');
     }
   });
 });

@@ -1,7 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   defineWorkflow,
-  downstreamKey,
   IdempotencyOutcomeUnknownError,
   IdempotencyWorkflowFailedError,
   runWorkflow,
@@ -9,13 +8,12 @@ import {
   withIdempotency,
 } from '../../src/index.js';
 import { testDatabase } from '../support/db.js';
-import { auditPayment, createShopTables, payWorkflow, type GatewayFault } from '../support/leased-shop.js';
+import { auditPayment, chargeKey, createShopTables, payWorkflow, type GatewayFault } from '../support/leased-shop.js';
 
 const t = await testDatabase();
 const gateway = t.newPool(2);
 beforeAll(() => createShopTables(t.pool));
 
-const chargeKey = (key: string) => downstreamKey({ scope: '', key, step: 'charge' });
 const calls = async (key: string) =>
   (await t.pool.query<{ calls: number }>(`select calls from gateway_ledger where downstream_key = $1`, [chargeKey(key)])).rows[0]?.calls ?? 0;
 const row = async (key: string) =>

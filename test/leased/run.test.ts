@@ -2,7 +2,6 @@ import { sql } from 'drizzle-orm';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   defineWorkflow,
-  downstreamKey,
   IdempotencyInFlightError,
   IdempotencyKeyReusedError,
   runWorkflow,
@@ -11,13 +10,12 @@ import {
 } from '../../src/index.js';
 import { testDatabase } from '../support/db.js';
 import { deferred } from '../support/fixtures.js';
-import { auditPayment, createShopTables, keysByStatus, payWorkflow } from '../support/leased-shop.js';
+import { auditPayment, chargeKey, createShopTables, keysByStatus, payWorkflow } from '../support/leased-shop.js';
 
 const t = await testDatabase();
 const gateway = t.newPool(4);
 beforeAll(() => createShopTables(t.pool));
 
-const chargeKey = (key: string, scope = '') => downstreamKey({ scope, key, step: 'charge' });
 
 describe('runWorkflow', () => {
   it('runs every step once, completes the key, and replays the stored result', async () => {

@@ -6,7 +6,7 @@
 import { sql } from 'drizzle-orm';
 import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
 import type pg from 'pg';
-import { defineWorkflow, type WorkflowOptions } from '../../src/index.js';
+import { defineWorkflow, downstreamKey, type WorkflowOptions } from '../../src/index.js';
 
 /** The payments table (our effect) and the gateway's ledger (its effect, one row per downstream key). */
 export async function createShopTables(pool: pg.Pool): Promise<void> {
@@ -18,7 +18,7 @@ export async function createShopTables(pool: pg.Pool): Promise<void> {
 }
 
 /** Places the run may be stopped at, in the order it passes them. */
-export type ShopPoint = 'after-claim' | 'after-intent' | 'charged' | 'after-charge' | 'before-complete';
+export type ShopPoint = 'after-claim' | 'in-intent' | 'after-intent' | 'charged' | 'after-charge' | 'before-complete';
 
 /** What the gateway does besides charging. */
 export type GatewayFault = 'none' | 'drop-answer' | 'slow' | 'refuse';
@@ -66,6 +66,7 @@ export function payWorkflow(gateway: pg.Pool, hooks: ShopHooks = {}, options: Wo
         const { rows } = await tx.execute<{ id: number }>(
           sql`insert into payments (ref, amount, status) values (${input.ref}, ${input.amount}, 'pending') returning id`,
         );
+        await at('in-intent', ctx.attempt);
         return { id: rows[0]!.id };
       });
       await at('after-intent', ctx.attempt);
@@ -97,6 +98,9 @@ export function payWorkflow(gateway: pg.Pool, hooks: ShopHooks = {}, options: Wo
     options,
   );
 }
+
+/** The downstream key the payment of `key` charges the gateway with. */
+export const chargeKey = (key: string, scope = '') => downstreamKey({ scope, key, step: 'charge' });
 
 /** The audit of one payment: our payments for `ref`, the gateway's ledger for its charge key, and the key row. */
 export async function auditPayment(pool: pg.Pool, ref: string, chargeKey: string) {

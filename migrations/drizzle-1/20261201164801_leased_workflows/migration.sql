@@ -4,5 +4,5 @@ ALTER TABLE "idempotency_keys" ADD COLUMN "input" jsonb;--> statement-breakpoint
 ALTER TABLE "idempotency_keys" ADD COLUMN "steps" jsonb;--> statement-breakpoint
 ALTER TABLE "idempotency_keys" ADD COLUMN "recovery_point" text;--> statement-breakpoint
 ALTER TABLE "idempotency_keys" ADD COLUMN "attempts" integer DEFAULT 0 NOT NULL;--> statement-breakpoint
-CREATE INDEX "idempotency_keys_started_locked_until_idx" ON "idempotency_keys" ("locked_until") WHERE "status" = 'started';--> statement-breakpoint
+CREATE INDEX "idempotency_keys_started_locked_until_idx" ON "idempotency_keys" ("locked_until") WHERE "status" = 'started' and "owner_token" is not null;--> statement-breakpoint
 ALTER TABLE "idempotency_keys" DROP CONSTRAINT "idempotency_keys_status_check", ADD CONSTRAINT "idempotency_keys_status_check" CHECK ("status" in ('started', 'completed', 'failed'));

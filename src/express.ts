@@ -1,4 +1,6 @@
 export { idempotent, requestFingerprint } from './http/express/route.js';
+export { idempotentWorkflow } from './http/express/workflow.js';
+export type { IdempotentWorkflowOptions } from './http/express/workflow.js';
 export type { IdempotentHandler, IdempotentRouteOptions } from './http/express/route.js';
 export { IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER, parseIdempotencyKey } from './shared/header.js';
 export { EXPIRES_HEADER } from './http/expiry.js';

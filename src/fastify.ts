@@ -1,4 +1,6 @@
 export { idempotent, requestFingerprint } from './http/fastify/route.js';
+export { idempotentWorkflow } from './http/fastify/workflow.js';
+export type { IdempotentWorkflowOptions } from './http/fastify/workflow.js';
 export type { IdempotentHandler, IdempotentRouteOptions } from './http/fastify/route.js';
 export { IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER, parseIdempotencyKey } from './shared/header.js';
 export { EXPIRES_HEADER } from './http/expiry.js';

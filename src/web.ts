@@ -1,4 +1,6 @@
 export { idempotent, requestFingerprint } from './http/web/route.js';
+export { idempotentWorkflow } from './http/web/workflow.js';
+export type { IdempotentWorkflowOptions } from './http/web/workflow.js';
 export type { IdempotentHandler, IdempotentRouteOptions } from './http/web/route.js';
 export type { IdempotentWebRequest } from './http/web/body.js';
 export { IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER, parseIdempotencyKey } from './shared/header.js';

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type PgBoss from 'pg-boss';
 import type { TransactionOf } from 'drizzle-idempotency';
-import { idempotent, type IdempotentResponse, type IdempotentRouteOptions } from 'drizzle-idempotency/express';
+import { idempotent, idempotentWorkflow, type IdempotentResponse, type IdempotentRouteOptions } from 'drizzle-idempotency/express';
 import { GatewayDeclinedError, GatewayOutcomeUnknownError, type GatewayClient } from '../gateway/client.js';
 import { crashPoint } from './crash-points.js';
 import { ShopRefusal, type ShopDb } from './db.js';
@@ -12,7 +12,6 @@ import { createOrder } from './orders.js';
 import { createPendingPayment, getPayment, listPayments, settlePayment } from './payments.js';
 import type { PayInput, PaymentWorkflow } from './payment-workflow.js';
 import { problem, PROBLEM } from './problem.js';
-import { workflowRoute } from './workflow-route.js';
 import { parseEmail, parseOrder, parsePayment, parseQuantity, parseSku, parseStock } from './validation.js';
 
 /** What the shop's payments go through: the gateway, and the workflow that charges it once per key. */
@@ -79,7 +78,7 @@ export function shopApp(db: ShopDb, boss: PgBoss, payments: ShopPayments) {
       next();
     },
     validBody(parsePayment),
-    workflowRoute(db, payments.workflow, {
+    idempotentWorkflow(db, payments.workflow, {
       scope: userOf,
       input: (req): PayInput => ({ userId: userOf(req), requestKey: req.get('idempotency-key') ?? '', ...(req.body as { amount: number; currency: string }) }),
       ...(payments.onError && { onError: payments.onError }),

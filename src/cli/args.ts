@@ -6,6 +6,10 @@ import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
 import { assertValidKey, assertValidScope } from '../shared/key.js';
 import { DEFAULT_SWEEP_BATCH_SIZE, MAX_SWEEP_BATCH_SIZE } from '../ops/sweep.js';
 
+// What one pass of `complete` takes on by default, and at most.
+const DEFAULT_COMPLETE_LIMIT = 100;
+const MAX_COMPLETE_LIMIT = 10_000;
+
 /** Where to connect, common to every command. */
 export interface ConnectionArgs {
   databaseUrl: string;
@@ -20,7 +24,8 @@ export type CliCommand =
   | ({ command: 'sweep'; batchSize: number; everyMs: number | undefined; timeBudgetMs: number | undefined } & ConnectionArgs)
   | ({ command: 'stats'; json: boolean } & ConnectionArgs)
   | ({ command: 'inspect'; key: string; scope: string; showResponse: boolean; json: boolean } & ConnectionArgs)
-  | ({ command: 'evict'; key: string; scope: string; force: boolean; json: boolean } & ConnectionArgs);
+  | ({ command: 'evict'; key: string; scope: string; force: boolean; json: boolean } & ConnectionArgs)
+  | ({ command: 'complete'; workflows: string; watch: boolean; intervalMs: number; limit: number } & ConnectionArgs);
 
 const COMMON_HELP = `Options for every command:
   --database-url <url>  PostgreSQL connection string (default: $DATABASE_URL)
@@ -30,6 +35,8 @@ const COMMON_HELP = `Options for every command:
 const EXIT_HELP = `Exit codes: 0 ok, 1 failure, 2 usage error, 3 database unreachable, 4 table missing,
 5 no such key (inspect, evict), 6 key in flight: evict refused it (or --force waited in vain,
 or the key was completed while it waited)`;
+
+const COMPLETE_INTERVAL = '5s';
 
 const KEY_HELP = `  --scope <scope>       the scope the key was used in: tenant, user, API client (default: '')
 
@@ -44,6 +51,7 @@ Commands:
   stats     live, expired and in-progress keys, oldest live key, table and index size
   inspect   one key: status, age, expiry, lease, fingerprint, response size
   evict     delete one key, so that its next call runs again
+  complete  finish leased workflows whose lease ran out (abandoned by a crash), once or --watch
 
 Run \`drizzle-idempotency <command> --help\` for a command's options.
 
@@ -116,11 +124,33 @@ ${KEY_HELP}
 ${COMMON_HELP}
 
 ${EXIT_HELP}`,
+  complete: `Usage: drizzle-idempotency complete --workflows <module> [options]
+
+Finishes leased work that its process abandoned (it crashed, or was killed,
+before the workflow completed): finds started keys whose lease ran out and whose
+workflow the module exports, takes each over (never while another process holds
+it) and resumes it from its last recovery point, without repeating a committed
+step. A key that runs out of attempts is recorded as failed. Prints the counts
+of each pass on stdout. With --watch it keeps running until SIGTERM or SIGINT,
+which stop it after the current pass (exit code 0); a second one stops it at once.
+
+  --workflows <module>   path of a JavaScript module (or TypeScript, when the CLI
+                         runs under tsx) whose exports include the workflows
+                         (every export made by defineWorkflow); required
+  --watch                keep running: a pass every --interval
+  --interval <duration>  with --watch: time between passes (default: ${COMPLETE_INTERVAL})
+  --limit <n>            keys per pass, 1 to ${MAX_COMPLETE_LIMIT}, oldest lease first (default: ${DEFAULT_COMPLETE_LIMIT})
+
+Durations: 500ms, 30s, 5m, 1h, 1d.
+
+${COMMON_HELP}
+
+${EXIT_HELP}`,
 } as const;
 
-type CommandName = 'migrate' | 'sweep' | 'stats' | 'inspect' | 'evict';
-const COMMANDS: readonly string[] = ['migrate', 'sweep', 'stats', 'inspect', 'evict'];
-const COMMAND_LIST = 'migrate, sweep, stats, inspect or evict';
+type CommandName = 'migrate' | 'sweep' | 'stats' | 'inspect' | 'evict' | 'complete';
+const COMMANDS: readonly string[] = ['migrate', 'sweep', 'stats', 'inspect', 'evict', 'complete'];
+const COMMAND_LIST = 'migrate, sweep, stats, inspect, evict or complete';
 // The commands about one key take it as their one argument.
 const TAKES_KEY: readonly string[] = ['inspect', 'evict'];
 
@@ -136,6 +166,7 @@ const OPTIONS = {
   stats: { ...COMMON_OPTIONS, json: { type: 'boolean' } },
   inspect: { ...COMMON_OPTIONS, scope: { type: 'string' }, 'show-response': { type: 'boolean' }, json: { type: 'boolean' } },
   evict: { ...COMMON_OPTIONS, scope: { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' } },
+  complete: { ...COMMON_OPTIONS, workflows: { type: 'string' }, watch: { type: 'boolean' }, interval: { type: 'string' }, limit: { type: 'string' } },
 } as const satisfies Record<CommandName, ParseArgsConfig['options']>;
 
 /**
@@ -181,7 +212,7 @@ export function parseCommandLine(argv: readonly string[], env: Readonly<Record<s
       return {
         command,
         ...connection,
-        batchSize: batchSizeArg(values.batch),
+        batchSize: wholeNumberArg(values.batch, '--batch', DEFAULT_SWEEP_BATCH_SIZE, MAX_SWEEP_BATCH_SIZE),
         everyMs: durationArg(values.every, '--every'),
         timeBudgetMs: durationArg(values['time-budget'], '--time-budget'),
       };
@@ -189,7 +220,25 @@ export function parseCommandLine(argv: readonly string[], env: Readonly<Record<s
       return { command, ...connection, ...keyArgs(command, positionals, values), showResponse: values['show-response'] === true, json: values.json === true };
     case 'evict':
       return { command, ...connection, ...keyArgs(command, positionals, values), force: values.force === true, json: values.json === true };
+    case 'complete':
+      return { command, ...connection, ...completeArgs(values) };
   }
+}
+
+/** `complete`'s own flags: a module is required, an interval only means something with --watch. */
+function completeArgs(values: Record<string, string | boolean | undefined>): { workflows: string; watch: boolean; intervalMs: number; limit: number } {
+  const { workflows, interval } = values;
+  if (typeof workflows !== 'string' || workflows === '') {
+    throw usageError('complete: --workflows <module> is required: the module whose exports include your workflows');
+  }
+  const watch = values.watch === true;
+  if (interval !== undefined && !watch) throw usageError('complete: --interval needs --watch: without it, complete runs one pass and exits');
+  return {
+    workflows,
+    watch,
+    intervalMs: durationArg(interval ?? COMPLETE_INTERVAL, '--interval')!,
+    limit: wholeNumberArg(values.limit, '--limit', DEFAULT_COMPLETE_LIMIT, MAX_COMPLETE_LIMIT),
+  };
 }
 
 /** The key and its scope, checked by the library's own rules, so that a bad one is a usage error (exit code 2). */
@@ -239,11 +288,11 @@ function isPostgresUrl(value: string): boolean {
   }
 }
 
-function batchSizeArg(value: string | boolean | undefined): number {
-  if (value === undefined) return DEFAULT_SWEEP_BATCH_SIZE;
+function wholeNumberArg(value: string | boolean | undefined, flag: string, fallback: number, max: number): number {
+  if (value === undefined) return fallback;
   const n = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : NaN;
-  if (!Number.isSafeInteger(n) || n < 1 || n > MAX_SWEEP_BATCH_SIZE) {
-    throw usageError(`--batch must be a whole number from 1 to ${MAX_SWEEP_BATCH_SIZE}, got ${JSON.stringify(value)}`);
+  if (!Number.isSafeInteger(n) || n < 1 || n > max) {
+    throw usageError(`${flag} must be a whole number from 1 to ${max}, got ${JSON.stringify(value)}`);
   }
   return n;
 }

@@ -69,3 +69,13 @@ export function formatStats(s: IdempotencyStats, table: string): string {
   const width = Math.max(...rows.map(([label]) => label.length));
   return [`${table} at ${s.now.toISOString()} (database clock)`, ...rows.map(([label, value]) => `  ${label.padEnd(width)}  ${value}`)].join('\n');
 }
+
+/**
+ * The line a pass of `complete` ends with.
+ *
+ * @example
+ * formatCompleted({ completed: 3, failed: 0, retried: 1, skipped: 0 }) // 'complete: 3 completed, 0 failed, 1 retried, 0 skipped'
+ */
+export function formatCompleted(c: { completed: number; failed: number; retried: number; skipped: number }): string {
+  return `complete: ${formatCount(c.completed)} completed, ${formatCount(c.failed)} failed, ${formatCount(c.retried)} retried, ${formatCount(c.skipped)} skipped`;
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `drizzle-idempotency migrate | sweep | stats | inspect | evict`: the operator's side of the
+// `drizzle-idempotency migrate | sweep | stats | inspect | evict | complete`: the operator's side of the
 // library. Results go to stdout, progress and errors to stderr, one line each;
 // the exit code says what happened (see EXIT in cli-errors.ts).
 import { readFileSync } from 'node:fs';
@@ -9,6 +9,8 @@ import { CliError, EXIT, tableHint, toCliError, type ExitCode } from './errors.j
 import { formatStats } from './format.js';
 import { formatEvicted, formatInspected, keyName } from './format-key.js';
 import { sweepEvery, sweepOnce } from './sweep.js';
+import { completeOnce, completeWatch } from './complete.js';
+import { loadWorkflows } from './workflows-module.js';
 import { migrate } from '../schema/migrate.js';
 import { idempotencyStats } from '../ops/stats.js';
 import { inspectKey } from '../ops/inspect.js';
@@ -21,6 +23,8 @@ function version(): string {
 }
 
 async function run(c: Exclude<CliCommand, { command: 'help' | 'version' }>): Promise<void> {
+  // Before connecting: a module without workflows is a bad command line, whatever the database.
+  const workflows = c.command === 'complete' ? (await loadWorkflows(c.workflows)).workflows : [];
   const { db, where, close } = await connect(c.databaseUrl);
   try {
     switch (c.command) {
@@ -54,6 +58,13 @@ async function run(c: Exclude<CliCommand, { command: 'help' | 'version' }>): Pro
         await requireKeysTable(db, c.schema);
         if (c.everyMs === undefined) await sweepOnce(db, c);
         else await sweepEvery(db, { ...c, everyMs: c.everyMs }, where);
+        return;
+      }
+      case 'complete': {
+        await requireKeysTable(db, c.schema);
+        const command = { workflows, limit: c.limit, intervalMs: c.intervalMs, schema: c.schema };
+        if (c.watch) await completeWatch(db, command, where);
+        else await completeOnce(db, command, where);
         return;
       }
     }

@@ -3,6 +3,7 @@ import { toCliError } from './errors.js';
 import { formatSpan, formatSweepProgress, formatSweepResult } from './format.js';
 import { sweepExpiredKeys, type SweepProgress } from '../ops/sweep.js';
 import { startSweeper } from '../ops/sweeper.js';
+import { onFirstSignal } from './signals.js';
 
 export interface SweepCommand {
   batchSize: number;
@@ -12,31 +13,6 @@ export interface SweepCommand {
 }
 
 const PROGRESS_EVERY_MS = 1_000;
-const SIGNALS = ['SIGTERM', 'SIGINT'] as const;
-const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143 } as const;
-
-/**
- * Calls `onStop` on the first SIGTERM/SIGINT so the sweep can end between
- * batches; a second signal means "now" and exits at once, as a shell user
- * pressing Ctrl-C twice expects. Returns a function that removes the handlers.
- */
-function onFirstSignal(onStop: (signal: string) => void): () => void {
-  let received: string | undefined;
-  const handler = (signal: (typeof SIGNALS)[number]) => {
-    if (received !== undefined) {
-      process.stderr.write(`sweep: ${signal} again, exiting without waiting for the batch\n`);
-      process.exit(SIGNAL_EXIT[signal]);
-    }
-    received = signal;
-    process.stderr.write(`sweep: ${signal} received, stopping after the current batch\n`);
-    onStop(signal);
-  };
-  for (const s of SIGNALS) process.on(s, handler);
-  return () => {
-    for (const s of SIGNALS) process.off(s, handler);
-  };
-}
-
 /** Logs progress at most once a second: a 1,000-batch sweep should not print 1,000 lines. */
 function progressPrinter(): (p: SweepProgress) => void {
   let last = 0;
@@ -51,7 +27,7 @@ function progressPrinter(): (p: SweepProgress) => void {
 export async function sweepOnce(db: IdempotencyDatabase, c: SweepCommand): Promise<void> {
   const abort = new AbortController();
   let stoppedBy: string | undefined;
-  const removeHandlers = onFirstSignal((signal) => {
+  const removeHandlers = onFirstSignal('sweep', 'stopping after the current batch', (signal) => {
     stoppedBy = signal;
     abort.abort();
   });
@@ -78,7 +54,7 @@ export async function sweepOnce(db: IdempotencyDatabase, c: SweepCommand): Promi
 export async function sweepEvery(db: IdempotencyDatabase, c: SweepCommand & { everyMs: number }, database: string): Promise<void> {
   let stop!: (signal: string) => void;
   const stopped = new Promise<string>((resolve) => (stop = resolve));
-  const removeHandlers = onFirstSignal((signal) => stop(signal));
+  const removeHandlers = onFirstSignal('sweep', 'stopping after the current batch', (signal) => stop(signal));
   // The sweeper's timers are unref'd so that they never hold an application
   // open; here the sweeper is the application.
   const keepAlive = setInterval(() => {}, 1 << 30);

@@ -105,9 +105,8 @@ export class Route<TReq, TRes> {
       // Before the fingerprint, and also without a key, so the handler sees the same body either way.
       await this.adapter.readBody(req, this.o.maxBodyBytes);
     } catch (error) {
-      if (error instanceof IdempotencyError) return this.sendProblem(res, problemOf(error), false);
-      if (error instanceof RequestProblem) return this.sendProblem(res, error.problem, error.closeConnection);
-      throw error;
+      const refused = refusedRequest(error);
+      return this.sendProblem(res, refused.problem, refused.closeConnection);
     }
     if (key === undefined) return this.runWithoutKey(req, res);
     return this.runWithKey(req, res, key);
@@ -204,12 +203,43 @@ export class Route<TReq, TRes> {
    * retry with the same key gets the stored answer.
    */
   private sendAfterCommit(res: TRes, response: NormalizedResponse, replayed: boolean, expiresAt: Date | undefined, afterwards: string): void {
-    try {
-      this.adapter.send(res, response, replayed, expiresAt);
-    } catch (error) {
-      throw new Error(`the request committed, but sending its answer failed; ${afterwards}`, { cause: error });
-    }
+    sendCommitted(this.adapter, res, response, replayed, expiresAt, afterwards);
   }
+}
+
+/**
+ * Sends an answer that has committed; a failure to send is thrown as an error
+ * that says the request took effect and what a retry with the key gets.
+ *
+ * @example
+ * sendCommitted(adapter, res, response, false, undefined, 'its answer is stored: a retry with the same key replays it');
+ */
+export function sendCommitted<TReq, TRes>(
+  adapter: HttpAdapter<TReq, TRes>,
+  res: TRes,
+  response: NormalizedResponse,
+  replayed: boolean,
+  expiresAt: Date | undefined,
+  afterwards: string,
+): void {
+  try {
+    adapter.send(res, response, replayed, expiresAt);
+  } catch (error) {
+    throw new Error(`the request committed, but sending its answer failed; ${afterwards}`, { cause: error });
+  }
+}
+
+/**
+ * The problem for a request refused before anything is claimed (a bad key, a
+ * body that could not be read); anything else is rethrown.
+ *
+ * @example
+ * try { await adapter.readBody(req, max) } catch (error) { const { problem, closeConnection } = refusedRequest(error) }
+ */
+export function refusedRequest(error: unknown): { problem: ProblemDetails; closeConnection: boolean } {
+  if (error instanceof IdempotencyError) return { problem: problemOf(error), closeConnection: false };
+  if (error instanceof RequestProblem) return { problem: error.problem, closeConnection: error.closeConnection };
+  throw error;
 }
 
 /** The error a handler gets (or the route throws) when the handler wrote to the response itself. */

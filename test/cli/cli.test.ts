@@ -1,44 +1,18 @@
 // The CLI end to end: a child process per command, against a real database.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { freePort } from '../../tools/embedded-db.js';
+import { ROOT, startCli, type CliRun } from '../support/cli.js';
 import { testDatabase } from '../support/db.js';
 import { keyCounts, seedKeys } from '../support/seed.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const t = await testDatabase();
 // Without the table, and two more to migrate from scratch.
 const empty = await testDatabase({ migrated: false, max: 2 });
 const fresh = [await testDatabase({ migrated: false, max: 2 }), await testDatabase({ migrated: false, max: 2 })] as const;
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Starts `drizzle-idempotency …args` from the sources; DATABASE_URL only if `env` gives it. */
-function start(args: string[], env: Record<string, string> = {}): { child: ChildProcess; done: Promise<Run> } {
-  const { DATABASE_URL: _ignored, ...inherited } = process.env;
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    cwd: ROOT,
-    env: { ...inherited, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const done = new Promise<Run>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-  return { child, done };
-}
-
-const cli = (args: string[], env?: Record<string, string>) => start(args, env).done;
+const cli = (args: string[], env?: Record<string, string>) => startCli(args, env).done;
 
 /** Waits until the child's stdout or stderr contains `text`. */
 function shows(child: ChildProcess, stream: 'stdout' | 'stderr', text: string): Promise<void> {
@@ -57,7 +31,7 @@ function shows(child: ChildProcess, stream: 'stdout' | 'stderr', text: string): 
 }
 
 /** An error as the CLI must print it: one line, prefixed, without a stack trace. */
-function expectOneLineError(run: Run) {
+function expectOneLineError(run: CliRun) {
   expect(run.stdout).toBe('');
   expect(run.stderr.trimEnd().split('\n')).toHaveLength(1);
   expect(run.stderr).toMatch(/^drizzle-idempotency: /);
@@ -82,7 +56,7 @@ describe.concurrent('commands that fail or only print', () => {
     it('lists every option the help of each command shows', async () => {
       const readme = readFileSync(`${ROOT}README.md`, 'utf8');
       const cli = readme.slice(readme.indexOf('### The CLI'), readme.indexOf('### How the sweep stays out of the way'));
-      const runs = await Promise.all(['--help', 'migrate --help', 'sweep --help', 'stats --help'].map((args) => start(args.split(' ')).done));
+      const runs = await Promise.all(['--help', 'migrate --help', 'sweep --help', 'stats --help', 'complete --help'].map((args) => startCli(args.split(' ')).done));
       const flags = new Set(runs.flatMap((run) => [...run.stdout.matchAll(/(?<=^|[\s,])(--?[a-z][\w-]*)/gm)].map((m) => m[1]!)));
       expect([...flags].filter((flag) => !cli.includes(`\`${flag}`))).toEqual([]);
     });
@@ -220,7 +194,7 @@ describe('sweep', () => {
   it('on SIGTERM stops between batches, says how far it got, and exits 0', async () => {
     await seedKeys(t.pool, { expired: 100_000 });
     // Batches of 10 rows: far more batches than fit into the second before the first progress line.
-    const { child, done } = start(['sweep', '--batch', '10'], { DATABASE_URL: t.url });
+    const { child, done } = startCli(['sweep', '--batch', '10'], { DATABASE_URL: t.url });
     await shows(child, 'stderr', 'rows deleted in');
 
     child.kill('SIGTERM');
@@ -238,7 +212,7 @@ describe('sweep', () => {
 
   it('--every keeps sweeping until SIGTERM, then exits 0', async () => {
     await seedKeys(t.pool, { expired: 50, live: 5 });
-    const { child, done } = start(['sweep', '--every', '100ms'], { DATABASE_URL: t.url });
+    const { child, done } = startCli(['sweep', '--every', '100ms'], { DATABASE_URL: t.url });
     await shows(child, 'stdout', 'done, 50 expired keys deleted');
     await seedKeys(t.pool, { expired: 20, scope: 'later' });
     await shows(child, 'stdout', 'done, 20 expired keys deleted');

@@ -1,42 +1,20 @@
 // `drizzle-idempotency inspect` and `evict` end to end: a child process per command, against a real database.
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { withIdempotency } from '../../src/index.js';
 import { terminateLockWaiter, waitForLockWaiters } from '../support/activity.js';
+import { ROOT, startCli, type CliRun } from '../support/cli.js';
 import { testDatabase } from '../support/db.js';
 import { count, createBusinessTables, insertCharge, keyRows } from '../support/fixtures.js';
 import { holdKey, insertKeyRow } from '../support/held-key.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const t = await testDatabase();
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs `drizzle-idempotency …args` from the sources, on this file's database. */
-function cli(args: string[]): Promise<Run> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    cwd: ROOT,
-    env: { ...process.env, DATABASE_URL: t.url },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const cli = (args: string[]) => startCli(args, { DATABASE_URL: t.url }).done;
 
 /** An error as the CLI must print it: one line, prefixed, without a stack trace. */
-function expectOneLineError(run: Run, code: number, text: RegExp) {
+function expectOneLineError(run: CliRun, code: number, text: RegExp) {
   expect(run.code).toBe(code);
   expect(run.stdout).toBe('');
   expect(run.stderr.trimEnd().split('\n')).toHaveLength(1);

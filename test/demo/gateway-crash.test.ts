@@ -9,7 +9,7 @@ import { CRASH_POINTS } from '../../examples/shop/crash-points.js';
 import { fetchWithRetry } from '../../src/client.js';
 import { testDatabase } from '../support/db.js';
 import { sleep } from '../support/fixtures.js';
-import { settled } from '../support/processes.js';
+import { launch, settled } from '../support/processes.js';
 import { startShopProcess, type ShopProcess } from '../support/shop-process.js';
 
 // The shop's payments go through the gateway as leased work. Here the shop is
@@ -158,4 +158,23 @@ describe('a shop paused past its lease while the gateway call is out', () => {
     const retried = await payUntilAnswered(paused.url, p);
     expect(retried).toMatchObject({ status: 201, body: { id: done.get(p.key)!.id, chargeId: done.get(p.key)!.chargeId } });
   }, 90_000);
+});
+
+describe('the completer as a process of its own (drizzle-idempotency complete)', () => {
+  it('finishes a payment whose shop died after the gateway charged, with no client and no shop left: one charge', async () => {
+    const shop = await startShopProcess(t.url, sinkDir, { ...FAST, SHOP_CRASH_AT: 'after-charge-before-record' });
+    shops.push(shop);
+    const p: Sent = { key: randomUUID(), user: 'cli', amount: 777 };
+    await payOnce(shop.url, p);
+    expect(await shop.process.exited).toMatchObject({ signal: 'SIGKILL' });
+    // A pass skips a key whose lease is live: wait for the dead shop's lease to run out.
+    await settled(() => t.pool.query(`select 1 from idempotency_keys where key = $1 and locked_until <= now()`, [p.key]), (r) => r.rowCount === 1);
+
+    const cli = launch(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'complete', '--workflows', 'examples/shop/workflows.ts'], {
+      env: { ...process.env, DATABASE_URL: t.url, GATEWAY_URL: gatewayProcess.url },
+    });
+    expect(await cli.finished, cli.output()).toMatchObject({ code: 0 });
+    expect(cli.output()).toMatch(/complete: 1 completed, 0 failed/);
+    expect((await auditKeys([p.key])).get(p.key)).toMatchObject(PAID);
+  }, 60_000);
 });

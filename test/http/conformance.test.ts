@@ -1,8 +1,10 @@
 // One specification, three adapters: every row of the README's status table,
 // the replay headers, rollback of non-final answers, the answer only after
 // COMMIT, concurrent duplicates and the expiry header, for Express, Fastify
-// and the Web-standard handler (served through Hono). Real HTTP servers, real
-// PostgreSQL; each test ends with an audit of what the database holds.
+// and the Web-standard handler (served through Hono); then the same for
+// leased workflows (idempotentWorkflow) calling a gateway of their own.
+// Real HTTP servers, real PostgreSQL; each test ends with an audit of what
+// the database holds.
 import { once } from 'node:events';
 import { connect, type AddressInfo } from 'node:net';
 import { sql } from 'drizzle-orm';
@@ -11,9 +13,11 @@ import express, { type ErrorRequestHandler } from 'express';
 import Fastify from 'fastify';
 import { Hono } from 'hono';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { idempotent as expressIdempotent } from '../../src/express.js';
-import { idempotent as fastifyIdempotent } from '../../src/fastify.js';
-import { idempotent as webIdempotent } from '../../src/web.js';
+import { idempotent as expressIdempotent, idempotentWorkflow as expressWorkflow } from '../../src/express.js';
+import { idempotent as fastifyIdempotent, idempotentWorkflow as fastifyWorkflow } from '../../src/fastify.js';
+import { idempotent as webIdempotent, idempotentWorkflow as webWorkflow } from '../../src/web.js';
+import { defineWorkflow, type Duration, type Workflow } from '../../src/index.js';
+import type { WorkflowRouteOptions } from '../../src/http/workflow-options.js';
 import type { IdempotencyDatabase } from '../../src/driver/database.js';
 import type { RouteOptions } from '../../src/http/options.js';
 import type { IdempotentResponse } from '../../src/http/response.js';
@@ -46,11 +50,33 @@ interface RouteSpec {
   /** The scope is the x-customer header, with no fallback: a request without it has no scope. */
   strictScope?: boolean;
 }
+/** What every workflow gets as its input: the request's JSON body. */
+type PaymentInput = { ref: string; amount: number };
+interface WorkflowSpec {
+  path: string;
+  workflow: Workflow<PaymentInput, IdempotentResponse>;
+  options?: Omit<WorkflowRouteOptions<never, PaymentInput>, 'scope' | 'input' | 'onError' | 'fingerprint'>;
+}
 interface Adapter {
   name: string;
   /** Serves the routes on 127.0.0.1 for every method; returns the base URL. */
   serve(db: NodePgDatabase, routes: RouteSpec[]): Promise<string>;
+  /** Serves the workflow routes on 127.0.0.1 for POST, scoped by x-customer; returns the base URL. */
+  serveWorkflows(db: NodePgDatabase, routes: WorkflowSpec[]): Promise<string>;
 }
+
+/** What the workflow routes reported to onError (the client got a 5xx for each), by path and key. */
+const reported: { key: string | undefined; error: unknown }[] = [];
+const workflowOptions = <TReq>(spec: WorkflowSpec, body: (req: TReq) => unknown, customer: (req: TReq) => string | undefined, key: (req: TReq) => string | undefined) => ({
+  ...spec.options,
+  scope: (req: TReq) => customer(req) ?? 'anonymous',
+  input: (req: TReq) => {
+    const input = body(req) as PaymentInput;
+    if (typeof input.amount !== 'number') throw new Error('amount is required');
+    return input;
+  },
+  onError: (error: unknown, req: TReq) => void reported.push({ key: key(req), error }),
+});
 
 const closers: (() => Promise<unknown>)[] = [];
 afterAll(async () => Promise.all(closers.map((close) => close())));
@@ -80,6 +106,17 @@ const adapters: Adapter[] = [
       closers.push(() => server.close());
       return server.url;
     },
+    async serveWorkflows(db, routes) {
+      const app = express();
+      app.use(express.json());
+      for (const spec of routes) {
+        app.post(spec.path, expressWorkflow(db, spec.workflow, workflowOptions(spec, (req) => req.body, (req) => req.get('x-customer'), (req) => req.get('idempotency-key'))));
+      }
+      app.use(((error: Error, _req, res, _next) => void res.status(500).json({ error: error.message })) satisfies ErrorRequestHandler);
+      const server = await listen(app);
+      closers.push(() => server.close());
+      return server.url;
+    },
   },
   {
     name: 'fastify',
@@ -102,6 +139,17 @@ const adapters: Adapter[] = [
       closers.push(() => app.close());
       return `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
     },
+    async serveWorkflows(db, routes) {
+      const app = Fastify();
+      app.setErrorHandler((error: Error, _req, reply) => reply.code(500).send({ error: error.message }));
+      const header = (req: { headers: Record<string, string | string[] | undefined> }, name: string) => req.headers[name] as string | undefined;
+      for (const spec of routes) {
+        app.post(spec.path, fastifyWorkflow(db, spec.workflow, workflowOptions(spec, (req) => req.body, (req) => header(req, 'x-customer'), (req) => header(req, 'idempotency-key'))));
+      }
+      await app.listen({ port: 0, host: '127.0.0.1' });
+      closers.push(() => app.close());
+      return `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+    },
   },
   {
     name: 'hono',
@@ -115,6 +163,18 @@ const adapters: Adapter[] = [
           scope: (req) => scopeOf(spec, customer(req.request)),
         });
         app.on(METHODS, spec.path, (c) => handle(c.req.raw));
+      }
+      const server = await listen(webListener(app.fetch));
+      closers.push(() => server.close());
+      return server.url;
+    },
+    async serveWorkflows(db, routes) {
+      const app = new Hono();
+      app.onError((error, c) => c.json({ error: error.message }, 500));
+      for (const spec of routes) {
+        const header = (req: { request: Request }, name: string) => req.request.headers.get(name) ?? undefined;
+        const handle = webWorkflow(db, spec.workflow, workflowOptions(spec, (req) => req.body, (req) => header(req, 'x-customer'), (req) => header(req, 'idempotency-key')));
+        app.post(spec.path, (c) => handle(c.req.raw));
       }
       const server = await listen(webListener(app.fetch));
       closers.push(() => server.close());
@@ -506,5 +566,285 @@ describe.each(adapters)('the $name adapter', (adapter) => {
     expect(replay.headers.get('idempotency-key-expires')).toBe(expected);
     const problem = await fetch(`${url}/payments-expiring`, pay(key, ''));
     expect(problem.headers.get('idempotency-key-expires')).toBeNull();
+  });
+});
+
+// The gateway the workflows call: in memory, with its own idempotency keys (a
+// downstream key is charged once) and a ledger to audit. Faults by ref, one
+// per call: 'drop' charges and never answers (the call times out), 'hold'
+// charges and waits for the test's release.
+const gatewayLedger = new Map<string, { id: string; ref: string; amount: number }>();
+const gatewayFaults = new Map<string, ('drop' | 'hold')[]>();
+const gatewayCalls = new Map<string, number>();
+// Faults of the workflow itself: how many more runs throw after the first step.
+const workflowThrows = new Map<string, number>();
+// How often each step's own code ran, by `${ref}:${step}`: a committed step never runs again.
+const stepRuns = new Map<string, number>();
+
+const bump = (counts: Map<string, number>, name: string) => counts.set(name, (counts.get(name) ?? 0) + 1);
+
+async function gatewayCharge(ref: string, downstreamKey: string, amount: number, signal: AbortSignal): Promise<{ id: string }> {
+  bump(gatewayCalls, ref);
+  let charge = gatewayLedger.get(downstreamKey);
+  if (charge === undefined) {
+    charge = { id: `ch_${gatewayLedger.size + 1}`, ref, amount };
+    gatewayLedger.set(downstreamKey, charge);
+  }
+  const fault = gatewayFaults.get(ref)?.shift();
+  if (fault === 'drop') {
+    // The answer is lost on the way: the caller only ever sees its own timeout.
+    await new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(new Error('socket hang up')), { once: true }));
+  }
+  if (fault === 'hold') {
+    entered.get(ref)?.();
+    await holds.get(ref);
+  }
+  return { id: charge.id };
+}
+
+/** Makes the gateway's next call for `ref` charge and then wait: `inside` resolves once it waits, `release()` lets it answer. */
+function holdAtGateway(ref: string): { inside: Promise<void>; release: () => void } {
+  const release = deferred();
+  const inside = deferred();
+  entered.set(ref, inside.resolve);
+  holds.set(ref, release.promise);
+  gatewayFaults.set(ref, ['hold']);
+  return { inside: inside.promise, release: release.resolve };
+}
+
+/** A payment through the gateway: a pending charge row, the gateway's charge, the answer. */
+function paymentWorkflow(name: string, options: { maxAttempts?: number; lease?: Duration } = {}): Workflow<PaymentInput, IdempotentResponse> {
+  return defineWorkflow(
+    name,
+    async (ctx, input: PaymentInput) => {
+      const intent = await ctx.step('record-intent', async (tx) => {
+        bump(stepRuns, `${input.ref}:record-intent`);
+        return insertCharge(tx, input.ref, input.amount);
+      });
+      const throws = workflowThrows.get(input.ref) ?? 0;
+      if (throws > 0) {
+        workflowThrows.set(input.ref, throws - 1);
+        throw new Error('card network down');
+      }
+      const charge = await ctx.call('charge', ({ downstreamKey, signal }) => gatewayCharge(input.ref, downstreamKey, input.amount, signal), {
+        timeout: '300ms',
+        retries: 0,
+        reconcile: async ({ downstreamKey }) => {
+          const found = gatewayLedger.get(downstreamKey);
+          return found === undefined ? undefined : { id: found.id };
+        },
+      });
+      return {
+        status: 201,
+        body: { id: intent.id, amount: input.amount, chargeId: charge.id },
+        headers: { location: `/payments/${intent.id}`, 'set-cookie': 'session=first-caller', 'x-charge-id': charge.id },
+      };
+    },
+    { lease: '30s', ...options },
+  );
+}
+
+const workflowRoutes: WorkflowSpec[] = [
+  { path: '/pay', workflow: paymentWorkflow('conformance.pay') },
+  // An hour's lease: a Retry-After taken from it cannot be mistaken for the route's default of 1.
+  { path: '/pay-reject', workflow: paymentWorkflow('conformance.pay', { lease: '1h' }), options: { onInFlight: 'reject' } },
+  { path: '/pay-doomed', workflow: paymentWorkflow('conformance.doomed', { maxAttempts: 2 }) },
+];
+
+/** The key row's leased columns, for audits. */
+async function leasedRow(key: string) {
+  const { rows } = await t.pool.query<{ status: string; attempts: number; owner_token: string | null; lease_running: boolean | null; steps: Record<string, unknown> | null }>(
+    `select status, attempts, owner_token, locked_until > now() as lease_running, steps from idempotency_keys where key = $1`,
+    [key],
+  );
+  return rows;
+}
+const ledgerFor = (ref: string) => [...gatewayLedger.values()].filter((charge) => charge.ref === ref);
+
+describe.each(adapters)('a workflow route on the $name adapter', (adapter) => {
+  const { name } = adapter;
+  let url: string;
+  beforeAll(async () => {
+    url = await adapter.serveWorkflows(t.db, workflowRoutes);
+  });
+  const pay = (key: string, amount = 1200, path = '/pay') =>
+    fetch(`${url}${path}`, post({ ref: key, amount }, { 'idempotency-key': key }));
+
+  it('runs the workflow once: 201 with all its headers, then the same answer with Idempotent-Replayed: true and only the stored headers', async () => {
+    const key = `${name}-wf-replay`;
+    const first = await pay(key);
+    const firstBody = (await first.json()) as { id: number; chargeId: string };
+    expect(first.status).toBe(201);
+    expect(first.headers.get('idempotent-replayed')).toBeNull();
+    expect(first.headers.get('set-cookie')).toBe('session=first-caller');
+    expect(first.headers.get('x-charge-id')).toBe(firstBody.chargeId);
+
+    const replay = await pay(key);
+    expect(replay.status).toBe(201);
+    expect(await replay.json()).toEqual(firstBody);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(replay.headers.get('location')).toBe(`/payments/${firstBody.id}`);
+    expect(replay.headers.get('set-cookie')).toBeNull();
+    expect(replay.headers.get('x-charge-id')).toBeNull();
+    expect(await chargesFor(key)).toBe(1);
+    expect(ledgerFor(key)).toHaveLength(1);
+    expect(await leasedRow(key)).toMatchObject([{ status: 'completed', attempts: 1, owner_token: null }]);
+  });
+
+  it('answers 422 IDEMPOTENCY_KEY_REUSED to the same key with another body, and charges nothing more', async () => {
+    const key = `${name}-wf-reused`;
+    expect((await pay(key)).status).toBe(201);
+    const other = await pay(key, 99_999);
+    expect(other.status).toBe(422);
+    expect(await other.json()).toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED', retryable: false });
+    expect(await chargesFor(key)).toBe(1);
+    expect(ledgerFor(key)).toHaveLength(1);
+    expect(await leasedRow(key)).toMatchObject([{ status: 'completed', attempts: 1 }]);
+  });
+
+  it('answers 400 to a request without a key: nothing claimed, nothing run', async () => {
+    const ref = `${name}-wf-no-key`;
+    const res = await fetch(`${url}/pay`, post({ ref, amount: 1 }));
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ code: 'IDEMPOTENCY_KEY_INVALID' });
+    expect(stepRuns.get(`${ref}:record-intent`)).toBeUndefined();
+    expect(await chargesFor(ref)).toBe(0);
+  });
+
+  it('hands an error of `input` to the framework\'s error handler: nothing claimed, nothing run', async () => {
+    const key = `${name}-wf-bad-input`;
+    const res = await fetch(`${url}/pay`, post({ ref: key }, { 'idempotency-key': key }));
+    expect(res.status).toBe(500);
+    expect(await res.json()).toEqual({ error: 'amount is required' });
+    expect(stepRuns.get(`${key}:record-intent`)).toBeUndefined();
+    expect(await leasedRow(key)).toEqual([]);
+  });
+
+  it('answers 409 IDEMPOTENCY_IN_FLIGHT with Retry-After (seconds left on the lease) while the lease holds the key, and the holder completes once', async () => {
+    const key = `${name}-wf-in-flight`;
+    const { inside, release } = holdAtGateway(key);
+    const first = pay(key, 1200, '/pay-reject');
+    await inside;
+    const duplicate = await pay(key, 1200, '/pay-reject');
+    release();
+    expect(duplicate.status).toBe(409);
+    expect(await duplicate.json()).toMatchObject({ code: 'IDEMPOTENCY_IN_FLIGHT', retryable: true });
+    // The lease is an hour, and just began: the answer says when it ends.
+    const retryAfter = Number(duplicate.headers.get('retry-after'));
+    expect(retryAfter).toBeGreaterThan(3000);
+    expect(retryAfter).toBeLessThanOrEqual(3600);
+    expect((await first).status).toBe(201);
+    expect((await pay(key, 1200, '/pay-reject')).headers.get('idempotent-replayed')).toBe('true');
+    expect(await chargesFor(key)).toBe(1);
+    expect(gatewayCalls.get(key)).toBe(1);
+    expect(await leasedRow(key)).toMatchObject([{ status: 'completed', attempts: 1, owner_token: null }]);
+  });
+
+  it('answers 409 IDEMPOTENCY_LEASE_LOST with Retry-After 1 when another process took the key over mid-run: the late write is refused', async () => {
+    const key = `${name}-wf-taken-over`;
+    const { inside, release } = holdAtGateway(key);
+    const first = pay(key);
+    await inside;
+    // What a takeover writes: a new owner and a new lease. This run is now a zombie.
+    const { rows } = await t.pool.query<{ token: string }>(
+      `update idempotency_keys set owner_token = gen_random_uuid(), locked_until = now() + interval '1 hour', attempts = attempts + 1
+       where key = $1 returning owner_token::text as token`,
+      [key],
+    );
+    release();
+    const lost = await first;
+    expect(lost.status).toBe(409);
+    expect(lost.headers.get('retry-after')).toBe('1');
+    expect(await lost.json()).toMatchObject({ code: 'IDEMPOTENCY_LEASE_LOST', retryable: true });
+    // The zombie recorded nothing after the takeover: the charge's answer is the new owner's to find (by its downstream key).
+    const [row] = await leasedRow(key);
+    expect(row).toMatchObject({ status: 'started', attempts: 2, owner_token: rows[0]!.token, lease_running: true });
+    expect(Object.keys(row!.steps ?? {})).toEqual(['record-intent']);
+    expect(await chargesFor(key)).toBe(1);
+    expect(ledgerFor(key)).toHaveLength(1);
+  });
+
+  it('answers 503 with Retry-After when the workflow throws; the key stays started, and the retry resumes without repeating the committed step', async () => {
+    const key = `${name}-wf-throws`;
+    workflowThrows.set(key, 1);
+    const failed = await pay(key);
+    expect(failed.status).toBe(503);
+    expect(failed.headers.get('retry-after')).toBe('1');
+    expect(await failed.json()).toMatchObject({ code: 'IDEMPOTENCY_OUTCOME_UNKNOWN', retryable: true });
+    expect(reported.filter((r) => r.key === key).map((r) => (r.error as Error).message)).toEqual(['card network down']);
+    // Started, its lease released at once: the retry need not wait for it to run out.
+    expect(await leasedRow(key)).toMatchObject([{ status: 'started', attempts: 1, lease_running: false }]);
+    expect(await chargesFor(key)).toBe(1);
+
+    const retry = await pay(key);
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get('idempotent-replayed')).toBeNull();
+    expect(stepRuns.get(`${key}:record-intent`)).toBe(1);
+    expect(await chargesFor(key)).toBe(1);
+    expect(ledgerFor(key)).toHaveLength(1);
+    expect(await leasedRow(key)).toMatchObject([{ status: 'completed', attempts: 2, owner_token: null }]);
+  });
+
+  it('answers 503 IDEMPOTENCY_OUTCOME_UNKNOWN when the gateway charged but its answer was lost; the retry reconciles instead of charging again', async () => {
+    const key = `${name}-wf-dropped`;
+    gatewayFaults.set(key, ['drop']);
+    const unknown = await pay(key);
+    expect(unknown.status).toBe(503);
+    expect(unknown.headers.get('retry-after')).toBe('1');
+    expect(await unknown.json()).toMatchObject({ code: 'IDEMPOTENCY_OUTCOME_UNKNOWN', retryable: true });
+    expect(reported.filter((r) => r.key === key).map((r) => (r.error as { code?: string }).code)).toEqual(['IDEMPOTENCY_OUTCOME_UNKNOWN']);
+    expect(await leasedRow(key)).toMatchObject([{ status: 'started', lease_running: false }]);
+
+    const retry = await pay(key);
+    const body = (await retry.json()) as { chargeId: string };
+    expect(retry.status).toBe(201);
+    expect(body.chargeId).toBe(ledgerFor(key)[0]!.id);
+    // Reconcile found the charge: the gateway was called once, and charged once.
+    expect(gatewayCalls.get(key)).toBe(1);
+    expect(ledgerFor(key)).toHaveLength(1);
+    expect(stepRuns.get(`${key}:record-intent`)).toBe(1);
+    expect(await chargesFor(key)).toBe(1);
+    expect(await leasedRow(key)).toMatchObject([{ status: 'completed', attempts: 2, owner_token: null }]);
+  });
+
+  it('answers 500 IDEMPOTENCY_WORKFLOW_FAILED, not retryable, once the key ran out of attempts, and never runs it again', async () => {
+    const key = `${name}-wf-doomed`;
+    workflowThrows.set(key, 100);
+    const answers = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await pay(key, 1200, '/pay-doomed');
+      answers.push({ status: res.status, retryAfter: res.headers.get('retry-after'), body: (await res.json()) as { code: string; retryable: boolean; detail: string } });
+    }
+    // The first run throws and leaves the key to a retry; the second is the last attempt: it records the failure.
+    expect(answers[0]).toMatchObject({ status: 503, retryAfter: '1', body: { code: 'IDEMPOTENCY_OUTCOME_UNKNOWN', retryable: true } });
+    for (const answer of answers.slice(1)) {
+      expect(answer).toMatchObject({ status: 500, retryAfter: null, body: { code: 'IDEMPOTENCY_WORKFLOW_FAILED', retryable: false } });
+      // The workflow's name and steps are the server's business.
+      expect(answer.body.detail).not.toContain('conformance.doomed');
+    }
+    // maxAttempts 2: two runs threw, the step committed once, nothing was charged.
+    expect(100 - workflowThrows.get(key)!).toBe(2);
+    expect(stepRuns.get(`${key}:record-intent`)).toBe(1);
+    expect(await chargesFor(key)).toBe(1);
+    expect(gatewayCalls.get(key)).toBeUndefined();
+    expect(await leasedRow(key)).toMatchObject([{ status: 'failed', attempts: 2, owner_token: null }]);
+  });
+
+  it('runs 20 concurrent duplicates once: one charge at the gateway, one pending row, every client the same answer', async () => {
+    const key = `${name}-wf-storm`;
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        const res = await pay(key, 700);
+        return { status: res.status, replayed: res.headers.get('idempotent-replayed'), body: await res.json() };
+      }),
+    );
+    expect(new Set(answers.map((a) => a.status))).toEqual(new Set([201]));
+    expect(new Set(answers.map((a) => JSON.stringify(a.body))).size).toBe(1);
+    expect(answers.filter((a) => a.replayed === null)).toHaveLength(1);
+    expect(stepRuns.get(`${key}:record-intent`)).toBe(1);
+    expect(gatewayCalls.get(key)).toBe(1);
+    expect(ledgerFor(key)).toHaveLength(1);
+    expect(await chargesFor(key)).toBe(1);
+    expect(await leasedRow(key)).toMatchObject([{ status: 'completed', attempts: 1, owner_token: null }]);
   });
 });

@@ -92,6 +92,7 @@ describe('the README', () => {
       'fastify-server',
       'hono-server',
       'client',
+      'workflow-route',
       'messages',
       'outbox',
       'gateway-payment',

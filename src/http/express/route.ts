@@ -29,7 +29,8 @@ export function requestFingerprint(req: Request): { method: string; path: string
   return fingerprintParts(req.method, req.originalUrl, req.body);
 }
 
-const express: HttpAdapter<Request, Response> = {
+/** How the Express routes read a request and write a response. */
+export const expressAdapter: HttpAdapter<Request, Response> = {
   method: (req) => req.method,
   target: (req) => req.originalUrl,
   fingerprint: requestFingerprint,
@@ -77,6 +78,6 @@ export function idempotent<TDb extends IdempotencyDatabase>(
   handler: IdempotentHandler<TransactionOf<TDb>>,
   options: IdempotentRouteOptions,
 ): RequestHandler {
-  const route = idempotentRoute(db, handler as IdempotentHandler<IdempotencyDatabase>, options, express);
+  const route = idempotentRoute(db, handler as IdempotentHandler<IdempotencyDatabase>, options, expressAdapter);
   return (req: Request, res: Response, next: NextFunction) => route.serve(req, res).catch(next);
 }

@@ -43,7 +43,8 @@ function keyLinesOf(raw: FastifyRequest['raw']): readonly string[] | undefined {
 // Fastify has read and parsed the body (within its bodyLimit) before the handler runs.
 const READ = Promise.resolve();
 
-const fastify: HttpAdapter<FastifyRequest, FastifyReply> = {
+/** How the Fastify routes read a request and write a reply. */
+export const fastifyAdapter: HttpAdapter<FastifyRequest, FastifyReply> = {
   method: (req) => req.method,
   target: (req) => req.originalUrl,
   fingerprint: requestFingerprint,
@@ -96,7 +97,7 @@ export function idempotent<TDb extends IdempotencyDatabase, TServer extends RawS
   handler: IdempotentHandler<TransactionOf<TDb>>,
   options: IdempotentRouteOptions,
 ): RouteHandlerMethod<TServer> {
-  const route = idempotentRoute(db, handler as IdempotentHandler<IdempotencyDatabase>, options, fastify);
+  const route = idempotentRoute(db, handler as IdempotentHandler<IdempotencyDatabase>, options, fastifyAdapter);
   // The same handler serves HTTP/1.1 and HTTP/2 (`Fastify({ http2: true })`): it reads the request through what both have.
   const serve: RouteHandlerMethod = async (req, reply) => {
     await route.serve(req, reply);

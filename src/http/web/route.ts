@@ -15,7 +15,7 @@ export type IdempotentHandler<TTx> = RouteHandler<IdempotentWebRequest, TTx>;
 export type IdempotentRouteOptions = RouteOptions<IdempotentWebRequest>;
 
 /** Where the Web adapter leaves the answer for the wrapper to return. */
-interface Reply {
+export interface WebReply {
   response: Response | undefined;
 }
 
@@ -36,7 +36,8 @@ export function requestFingerprint(req: IdempotentWebRequest): { method: string;
   return fingerprintParts(req.request.method, targetOf(req.request.url), req.bytes);
 }
 
-const web: HttpAdapter<IdempotentWebRequest, Reply> = {
+/** How the Web-standard routes read a Request and build a Response. */
+export const webAdapter: HttpAdapter<IdempotentWebRequest, WebReply> = {
   method: (req) => req.request.method,
   target: (req) => targetOf(req.request.url),
   fingerprint: requestFingerprint,
@@ -97,9 +98,9 @@ export function idempotent<TDb extends IdempotencyDatabase>(
   handler: IdempotentHandler<TransactionOf<TDb>>,
   options: IdempotentRouteOptions,
 ): (request: Request) => Promise<Response> {
-  const route = idempotentRoute(db, handler as IdempotentHandler<IdempotencyDatabase>, options, web);
+  const route = idempotentRoute(db, handler as IdempotentHandler<IdempotencyDatabase>, options, webAdapter);
   return async (request) => {
-    const reply: Reply = { response: undefined };
+    const reply: WebReply = { response: undefined };
     await route.serve({ request, body: undefined, bytes: undefined }, reply);
     return reply.response!;
   };

@@ -1,0 +1,147 @@
+// `drizzle-idempotency complete` end to end: workflows abandoned by a process
+// that was killed mid-run (SIGKILL, its lease then runs out), finished by the
+// CLI in a child process of its own, against a real database.
+import { beforeAll, beforeEach, describe, expect, it, onTestFinished } from 'vitest';
+import { ROOT, startCli } from '../support/cli.js';
+import { testDatabase } from '../support/db.js';
+import { count, createBusinessTables } from '../support/fixtures.js';
+import { launch, settled, type Launched } from '../support/processes.js';
+
+const MODULE = 'test/support/completable-workflows.ts';
+const t = await testDatabase();
+
+/** Starts `drizzle-idempotency …args` on this file's database. */
+const start = (args: string[]) => startCli(args, { DATABASE_URL: t.url });
+const cli = (args: string[]) => start(args).done;
+
+/** The key row as the completer leaves it. */
+async function keyRow(key: string) {
+  const { rows } = await t.pool.query<{ status: string; workflow: string; attempts: number; owner_token: string | null; response: unknown }>(
+    'select status, workflow, attempts, owner_token, response from idempotency_keys where key = $1',
+    [key],
+  );
+  return rows[0];
+}
+
+/**
+ * Runs a workflow on `key` in a child process, kills it (SIGKILL) right after
+ * `step` committed, and waits until its lease has run out: abandoned work.
+ */
+async function abandon(key: string, which: 'pay' | 'once' | 'unknown', step = 'record-intent'): Promise<void> {
+  const child: Launched = launch(process.execPath, ['--import', 'tsx', 'test/support/workflow-crash-child.ts', t.url, key, which], {
+    cwd: ROOT,
+    env: { ...process.env, CRASH_AFTER: step },
+  });
+  await child.waitFor(which === 'unknown' ? /claimed/ : new RegExp(`${step} committed`));
+  child.child.kill('SIGKILL');
+  await child.exited;
+  // Abandoned once its lease ran out; a completer already running may have taken it over by then.
+  const abandoned = async () =>
+    (await t.pool.query<{ out: boolean }>("select status <> 'started' or locked_until <= now() as out from idempotency_keys where key = $1", [key])).rows[0]?.out;
+  expect(await settled(abandoned, (out) => out === true)).toBe(true);
+}
+
+beforeAll(async () => {
+  await createBusinessTables(t.pool);
+});
+
+beforeEach(async () => {
+  await t.pool.query('truncate idempotency_keys, charges');
+});
+
+describe('drizzle-idempotency complete', () => {
+  it('finishes a key whose process was killed after its first step, from that step on, and leaves keys of other workflows alone', async () => {
+    await abandon('order-1', 'pay', 'record-intent');
+    await abandon('order-2', 'pay', 'mark-paid');
+    await abandon('stranger', 'unknown');
+    expect(await keyRow('order-1')).toMatchObject({ status: 'started', attempts: 1 });
+
+    const run = await cli(['complete', '--workflows', MODULE]);
+
+    expect(run).toMatchObject({ code: 0, stdout: 'complete: 2 completed, 0 failed, 0 retried, 0 skipped\n' });
+    expect(run.stderr).toContain('cli.pay');
+    for (const key of ['order-1', 'order-2']) {
+      // Resumed by a takeover: a second attempt, and no lease or token left behind.
+      expect(await keyRow(key)).toMatchObject({ status: 'completed', workflow: 'cli.pay', attempts: 2, owner_token: null, response: { value: { status: 201, body: { attempt: 2 } } } });
+      // Each step committed once: the one before the crash was not repeated.
+      expect(await count(t.pool, 'charges', 'ref = $1', [key])).toBe(1);
+      expect(await count(t.pool, 'charges', 'ref = $1', [`${key}:paid`])).toBe(1);
+    }
+    expect(await keyRow('stranger')).toMatchObject({ status: 'started', workflow: 'cli.not-exported', attempts: 1 });
+  });
+
+  it('records a key that ran out of attempts as failed, runs none of its steps again, and counts it', async () => {
+    await abandon('last-try', 'once');
+
+    const run = await cli(['complete', '--workflows', MODULE]);
+
+    expect(run).toMatchObject({ code: 0, stdout: 'complete: 0 completed, 1 failed, 0 retried, 0 skipped\n' });
+    expect(await keyRow('last-try')).toMatchObject({ status: 'failed', workflow: 'cli.pay-once', attempts: 1, owner_token: null });
+    expect(await count(t.pool, 'charges', 'ref = $1', ['last-try'])).toBe(1);
+    expect(await count(t.pool, 'charges', 'ref = $1', ['last-try:paid'])).toBe(0);
+  });
+
+  it('finds nothing to do when no lease ran out, says so, and exits 0', async () => {
+    const run = await cli(['complete', '--workflows', MODULE]);
+
+    expect(run).toMatchObject({ code: 0, stdout: 'complete: 0 completed, 0 failed, 0 retried, 0 skipped\n' });
+    expect(await count(t.pool, 'idempotency_keys')).toBe(0);
+  });
+
+  it('--watch keeps completing abandoned keys until SIGTERM, then stops cleanly with exit code 0', async () => {
+    const { child, done, stdout } = start(['complete', '--workflows', MODULE, '--watch', '--interval', '100ms']);
+    // Never left running into the next test, whatever fails here.
+    onTestFinished(() => void child.kill('SIGKILL'));
+    await abandon('late-order', 'pay');
+    await settled(async () => stdout(), (out) => out.includes('1 completed'));
+
+    child.kill('SIGTERM');
+    const run = await done;
+
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe('complete: 1 completed, 0 failed, 0 retried, 0 skipped\n');
+    expect(run.stderr).toContain('complete: every 100 ms');
+    expect(run.stderr).toMatch(/stopped by SIGTERM\n$/);
+    expect(await keyRow('late-order')).toMatchObject({ status: 'completed', attempts: 2, owner_token: null });
+    expect(await count(t.pool, 'charges', 'ref = $1', ['late-order'])).toBe(1);
+  });
+
+  it('--help explains the command and its flags, and needs no database', async () => {
+    const run = await cli(['complete', '--help']);
+
+    expect(run.code).toBe(0);
+    for (const text of ['Usage: drizzle-idempotency complete', '--workflows', '--watch', '--interval', '--limit', 'SIGTERM']) expect(run.stdout).toContain(text);
+  });
+
+  it('reports a module that fails while loading with exit code 1 and its own message, before touching the database', async () => {
+    // Nothing listens on port 1: had it connected first, the answer would be exit code 3.
+    const run = await cli(['complete', '--workflows', 'test/support/failing-workflows.ts', '--database-url', 'postgres://postgres@127.0.0.1:1/none']);
+
+    expect(run.code).toBe(1);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toMatch(/^drizzle-idempotency: complete: loading .*failing-workflows\.ts failed: GATEWAY_URL is not set\n$/);
+  });
+
+  it('refuses a bad command line with exit code 2 and one line saying what is wrong, and touches no key', async () => {
+    await abandon('untouched', 'pay');
+    const cases: [string[], string][] = [
+      [['complete'], 'complete: --workflows <module> is required'],
+      [['complete', '--workflows', MODULE, '--interval', '5s'], 'complete: --interval needs --watch'],
+      [['complete', '--workflows', MODULE, '--watch', '--interval', '5'], '--interval must be a duration'],
+      [['complete', '--workflows', MODULE, '--limit', '0'], '--limit must be a whole number from 1 to'],
+      [['complete', '--workflows', 'test/support/no-such-module.ts'], 'complete: --workflows: no module file at'],
+      [['complete', '--workflows', 'test/support/fixtures.ts'], 'exports no workflow: export those made by defineWorkflow()'],
+    ];
+    const runs = await Promise.all(cases.map(([args]) => cli(args)));
+
+    runs.forEach((run, i) => {
+      expect(run.code).toBe(2);
+      expect(run.stdout).toBe('');
+      expect(run.stderr.trimEnd().split('\n')).toHaveLength(1);
+      expect(run.stderr).toMatch(/^drizzle-idempotency: /);
+      expect(run.stderr).toContain(cases[i]![1]);
+    });
+    expect(await keyRow('untouched')).toMatchObject({ status: 'started', attempts: 1 });
+    expect(await count(t.pool, 'charges', 'ref = $1', ['untouched:paid'])).toBe(0);
+  });
+});

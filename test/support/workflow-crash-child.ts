@@ -1,0 +1,24 @@
+// Child process for completer tests: runs a workflow on a key and is killed
+// where CRASH_AFTER says (see completable-workflows.ts), leaving a started key
+// whose lease runs out soon after: abandoned work. `unknown` runs a workflow
+// the module given to `complete` does not export; `once` one that has a single attempt.
+import { drizzle } from 'drizzle-orm/node-postgres';
+import pg from 'pg';
+import { defineWorkflow, runWorkflow } from '../../src/index.js';
+import { payOnce, payOrder, type PaymentInput } from './completable-workflows.js';
+
+const [url, key, which] = process.argv.slice(2) as [string, string, 'pay' | 'once' | 'unknown'];
+const pool = new pg.Pool({ connectionString: url, max: 2 });
+const db = drizzle({ client: pool });
+const unknown = defineWorkflow(
+  'cli.not-exported',
+  async (_ctx, input: PaymentInput) => {
+    process.stdout.write('claimed\n');
+    await new Promise(() => {}); // killed here, its claim committed
+    return { status: 201, body: input };
+  },
+  { lease: '1s' },
+);
+const input = { ref: key, amount: 4200 };
+if (which === 'unknown') await runWorkflow(db, key, unknown, input, { scope: 'cli' });
+else await runWorkflow(db, key, which === 'pay' ? payOrder : payOnce, input, { scope: 'cli' });

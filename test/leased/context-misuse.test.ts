@@ -86,4 +86,12 @@ describe('a workflow context used where it cannot hold the key', () => {
     expect(await runWorkflow(t.db, 'orphan-call', resumed, null, { onInFlight: 'reject' })).toBe('ch_again');
     expect(await keyRow('orphan-call')).toEqual([{ status: 'completed', steps: { charge: { value: 'ch_again' } }, recovery_point: 'charge', released: null }]);
   });
+
+  it('refuses a call timeout over 24.8 days (longer than a timer can wait: Node would fire it after 1 ms) before the call runs', async () => {
+    let called = 0;
+    const long = defineWorkflow('test.long-timeout', async (ctx) => ctx.call('charge', async () => ++called, { timeout: '30d', retries: 0 }));
+    await expect(runWorkflow(t.db, 'long-timeout', long, null)).rejects.toBeInstanceOf(IdempotencyOptionsInvalidError);
+    expect(called).toBe(0);
+    expect(await keyRow('long-timeout')).toEqual([{ status: 'started', steps: {}, recovery_point: null, released: true }]);
+  });
 });

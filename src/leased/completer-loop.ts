@@ -1,5 +1,6 @@
 import type { IdempotencyDatabase } from '../driver/database.js';
 import { parseTimerDuration, type Duration } from '../shared/duration.js';
+import { leasedFailure } from './failure.js';
 import { completePass, resolveCompleteOptions, type CompleteOptions, type CompleteResult } from './completer.js';
 import { assertDatabase, workflowsByName } from './run-options.js';
 import type { AnyWorkflow } from './workflow.js';
@@ -42,7 +43,7 @@ export function startCompleter(db: IdempotencyDatabase, workflows: AnyWorkflow[]
       const result = await completePass(db, byName, o);
       onPass?.(result);
     } catch (error) {
-      o.onError?.(error);
+      o.onError?.(leasedFailure(error));
     }
   };
   const tick = () => {

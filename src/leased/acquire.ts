@@ -49,10 +49,11 @@ async function acquireRounds(db: SqlRunner, k: KeyAddress, workflow: AnyWorkflow
     if (row.fingerprint !== o.fingerprint) {
       throw new IdempotencyKeyReusedError(`idempotency key ${JSON.stringify(k.key)} was already used for a different request`);
     }
-    if (row.status === 'completed') return { completed: row };
+    // Another workflow's key, or an in-transaction call's (no workflow): its answer is not this caller's to replay.
     if (row.workflow !== workflow.name) {
-      throw new IdempotencyKeyReusedError(`idempotency key ${JSON.stringify(k.key)} is held by another workflow`);
+      throw new IdempotencyKeyReusedError(`idempotency key ${JSON.stringify(k.key)} was already used by another operation`);
     }
+    if (row.status === 'completed') return { completed: row };
     if (row.status === 'failed') throw workflowFailed(k, row);
     // A started row without a token is an in-transaction claim that committed unfinished: never ours to take.
     if (row.live || row.owner_token === null) return { inFlight: inFlight(k, Number(row.retry_after ?? 1)) };

@@ -1,4 +1,4 @@
-import { parseDuration, type Duration } from '../shared/duration.js';
+import { parseTimerDuration, type Duration } from '../shared/duration.js';
 import { IdempotencyOptionsInvalidError, IdempotencyOutcomeUnknownError } from '../shared/errors.js';
 import { isUnknownOutcome } from './unknown-outcome.js';
 
@@ -43,7 +43,7 @@ export function resolveCallOptions<T>(options: CallOptions<T> | undefined): Reso
   if (!Number.isSafeInteger(retries) || retries < 0 || retries > 100) throw new IdempotencyOptionsInvalidError('retries must be an integer from 0 to 100');
   if (options.reconcile !== undefined && typeof options.reconcile !== 'function') throw new IdempotencyOptionsInvalidError('reconcile must be a function');
   return {
-    timeoutMs: options.timeout === undefined ? undefined : parseDuration(options.timeout, 'timeout'),
+    timeoutMs: options.timeout === undefined ? undefined : parseTimerDuration(options.timeout, 'timeout'),
     retries,
     reconcile: options.reconcile,
   };

@@ -1,5 +1,6 @@
 import type { IdempotencyDatabase } from '../driver/database.js';
-import { parseDuration, type Duration } from '../shared/duration.js';
+import { parseTimerDuration, type Duration } from '../shared/duration.js';
+import { leasedFailure } from './failure.js';
 import { completePass, resolveCompleteOptions, type CompleteOptions, type CompleteResult } from './completer.js';
 import { assertDatabase, workflowsByName } from './run-options.js';
 import type { AnyWorkflow } from './workflow.js';
@@ -32,7 +33,7 @@ export function startCompleter(db: IdempotencyDatabase, workflows: AnyWorkflow[]
   assertDatabase(db, 'startCompleter');
   const byName = workflowsByName(workflows, 'startCompleter');
   const o = resolveCompleteOptions(options);
-  const intervalMs = parseDuration(options.interval ?? '5s', 'interval');
+  const intervalMs = parseTimerDuration(options.interval ?? '5s', 'interval');
   const onPass = options.onPass;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
@@ -42,7 +43,7 @@ export function startCompleter(db: IdempotencyDatabase, workflows: AnyWorkflow[]
       const result = await completePass(db, byName, o);
       onPass?.(result);
     } catch (error) {
-      o.onError?.(error);
+      o.onError?.(leasedFailure(error));
     }
   };
   const tick = () => {

@@ -6,6 +6,7 @@ import { LOCK_NOT_AVAILABLE, sqlState } from '../driver/pg-error.js';
 import { DEFAULT_MAX_RESULT_BYTES } from '../core/result.js';
 import { IdempotencyLeaseLostError, IdempotencyOptionsInvalidError, IdempotencyWorkflowFailedError } from '../shared/errors.js';
 import { runHeld } from './execute.js';
+import { leasedFailure } from './failure.js';
 import { keyAddress, now } from './key-address.js';
 import { failAbandoned, takeOver } from './lease.js';
 import { assertDatabase, workflowsByName } from './run-options.js';
@@ -118,7 +119,7 @@ async function completeOne(db: IdempotencyDatabase, workflow: AnyWorkflow, row: 
   } catch (error) {
     // The holder's local step still runs (its row lock outlasted our bound): it is alive, not abandoned.
     if (sqlState(error) === LOCK_NOT_AVAILABLE) return 'skipped';
-    o.onError?.(error, about);
+    o.onError?.(leasedFailure(error), about);
     if (error instanceof IdempotencyWorkflowFailedError) return 'failed';
     if (error instanceof IdempotencyLeaseLostError) return 'skipped';
     return 'retried';

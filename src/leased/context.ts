@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { IdempotencyDatabase } from '../driver/database.js';
 import { transactionThatCommits } from '../driver/postgres-js-commit.js';
 import { serializeResult, type Jsonified } from '../core/result.js';
@@ -41,7 +42,14 @@ export interface RunScope {
   leaseMs: number;
   maxResultBytes: number;
   lease: AbortSignal;
+  /** Set once the run has ended (completed or failed): the context is then refused. */
+  over: { ended: boolean };
 }
+
+// The context whose local step is running here (its transaction holds the key
+// row): a step or call of that context started inside it would wait on that
+// lock for ever, so it is refused.
+const insideStep = new AsyncLocalStorage<RunScope>();
 
 /** The context of one run of a workflow on the key `s.k`. */
 export function createContext(s: RunScope): WorkflowContext {
@@ -49,6 +57,10 @@ export function createContext(s: RunScope): WorkflowContext {
   const keyOf = (step: string) => downstreamKey({ scope: s.k.scope, key: s.k.key, step });
   const replayOrClaim = (name: string): Recorded | undefined => {
     assertValidName(name, 'step name');
+    if (s.over.ended) throw new IdempotencyOptionsInvalidError(`step ${JSON.stringify(name)}: the run of workflow ${JSON.stringify(s.workflow)} has ended; its context cannot be used any more`);
+    if (insideStep.getStore() === s) {
+      throw new IdempotencyOptionsInvalidError(`step ${JSON.stringify(name)} is started inside a local step of workflow ${JSON.stringify(s.workflow)}: steps and calls run one after another, not nested`);
+    }
     if (used.has(name)) throw new IdempotencyOptionsInvalidError(`step name ${JSON.stringify(name)} is used twice in workflow ${JSON.stringify(s.workflow)}`);
     used.add(name);
     const recorded = s.held.steps.get(name);
@@ -69,7 +81,7 @@ export function createContext(s: RunScope): WorkflowContext {
       if (typeof fn !== 'function') throw new IdempotencyOptionsInvalidError(`step ${JSON.stringify(name)}: fn must be a function that takes the transaction`);
       const stored = await transactionThatCommits(s.db, undefined, async (tx) => {
         if (!(await lockHeld(tx, s.k, s.held.token))) throw leaseLost(s.k, s.workflow);
-        const json = serializeResult(await fn(tx as Tx), s.maxResultBytes);
+        const json = serializeResult(await insideStep.run(s, () => fn(tx as Tx)), s.maxResultBytes);
         return recordStep(tx, s.k, s.held.token, name, json, s.leaseMs);
       });
       return remember(name, stored) as Jsonified<T>;

@@ -32,8 +32,9 @@ export async function runHeld(
   maxResultBytes: number,
 ): Promise<{ response: string; expires_ms: number | string }> {
   const lease = keepLease(db, k, workflow.name, held.token, workflow.leaseMs, workflow.heartbeatMs);
+  const over = { ended: false };
   try {
-    const ctx = createContext({ db, k, workflow: workflow.name, held, leaseMs: workflow.leaseMs, maxResultBytes, lease: lease.signal });
+    const ctx = createContext({ db, k, workflow: workflow.name, held, leaseMs: workflow.leaseMs, maxResultBytes, lease: lease.signal, over });
     const value: unknown = await workflow.run(ctx, held.input);
     const done = await completeHeld(db, k, held.token, serializeResult(value, maxResultBytes));
     if (!done) throw leaseLost(k, workflow.name);
@@ -49,6 +50,7 @@ export async function runHeld(
     await releaseLease(db, k, held.token).catch(() => {});
     throw error;
   } finally {
+    over.ended = true;
     lease.stop();
   }
 }

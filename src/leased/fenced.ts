@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { sql } from 'drizzle-orm';
 import { queryRows, type SqlRunner } from '../driver/database.js';
 import { fromNow, heldBy, now, type KeyAddress } from './key-address.js';
@@ -58,7 +59,11 @@ export async function completeHeld(
   return row;
 }
 
-/** Ends the lease now, so that a retry or the completer may resume at once. */
+/**
+ * Ends the lease now, so that a retry or the completer may resume at once.
+ * The token changes too: a step or call of the ended run still in flight (a
+ * branch of Promise.all) can then record nothing, nor extend the lease again.
+ */
 export async function releaseLease(db: SqlRunner, k: KeyAddress, token: string): Promise<void> {
-  await queryRows(db, sql`update ${k.table} set locked_until = ${now} where ${heldBy(k, token)}`);
+  await queryRows(db, sql`update ${k.table} set locked_until = ${now}, owner_token = ${randomUUID()}::uuid where ${heldBy(k, token)}`);
 }

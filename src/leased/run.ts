@@ -3,6 +3,7 @@ import type { IdempotentOutcome } from '../core/stored-key.js';
 import type { IdempotencyDatabase } from '../driver/database.js';
 import { acquireKey } from './acquire.js';
 import { runHeld } from './execute.js';
+import { leasedFailure } from './failure.js';
 import { keyAddress } from './key-address.js';
 import { resolveRun, type RunWorkflowOptions } from './run-options.js';
 import type { Workflow } from './workflow.js';
@@ -31,16 +32,20 @@ export async function runWorkflowOutcome<I, O>(
   const o = resolveRun(db, key, workflow, input, options);
   const k = keyAddress(o.scope, o.key, o.schema);
   const deadline = Date.now() + o.waitMs;
-  for (;;) {
-    const found = await acquireKey(db, k, workflow, o);
-    if ('held' in found) {
-      const done = await runHeld(db, k, workflow, found.held, o.maxResultBytes);
-      return { value: deserializeResult<Jsonified<O>>(done.response), replayed: false };
+  try {
+    for (;;) {
+      const found = await acquireKey(db, k, workflow, o);
+      if ('held' in found) {
+        const done = await runHeld(db, k, workflow, found.held, o.maxResultBytes);
+        return { value: deserializeResult<Jsonified<O>>(done.response), replayed: false };
+      }
+      if ('completed' in found) return { value: deserializeResult<Jsonified<O>>(found.completed.response), replayed: true };
+      const left = deadline - Date.now();
+      if (o.reject || left <= 0) throw found.inFlight;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(POLL_MS, left)));
     }
-    if ('completed' in found) return { value: deserializeResult<Jsonified<O>>(found.completed.response), replayed: true };
-    const left = deadline - Date.now();
-    if (o.reject || left <= 0) throw found.inFlight;
-    await new Promise((resolve) => setTimeout(resolve, Math.min(POLL_MS, left)));
+  } catch (error) {
+    throw leasedFailure(error);
   }
 }
 

@@ -1,5 +1,5 @@
 import type { Jsonified } from '../core/result.js';
-import { parseDuration, type Duration } from '../shared/duration.js';
+import { MAX_TIMER_MS, parseDuration, parseTimerDuration, type Duration } from '../shared/duration.js';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
 import { assertValidName } from './names.js';
 import type { WorkflowContext } from './context.js';
@@ -63,7 +63,10 @@ export function defineWorkflow<I, O>(
   if (!Number.isSafeInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 1000) {
     throw new IdempotencyOptionsInvalidError(`maxAttempts must be an integer from 1 to 1000, got ${JSON.stringify(maxAttempts)}`);
   }
-  const heartbeatMs = options.heartbeat === undefined ? Math.max(MIN_HEARTBEAT_MS, Math.floor(leaseMs / 3)) : parseDuration(options.heartbeat, 'heartbeat');
+  const heartbeatMs =
+    options.heartbeat === undefined
+      ? Math.min(MAX_TIMER_MS, Math.max(MIN_HEARTBEAT_MS, Math.floor(leaseMs / 3)))
+      : parseTimerDuration(options.heartbeat, 'heartbeat');
   if (heartbeatMs >= leaseMs || heartbeatMs < MIN_HEARTBEAT_MS) {
     throw new IdempotencyOptionsInvalidError(`heartbeat must be from ${MIN_HEARTBEAT_MS} ms to less than the lease (${leaseMs} ms), got ${heartbeatMs} ms`);
   }

@@ -29,3 +29,22 @@ export function parseDuration(value: unknown, name: string): number {
   }
   return Math.round(ms);
 }
+
+// The longest delay Node's timers take: past it, setTimeout and setInterval
+// fire after 1 ms instead (a busy loop, or a timeout that ends everything at once).
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * `parseDuration` for a delay a timer waits (a heartbeat, a call's timeout,
+ * a polling interval): at most 2^31 - 1 ms (24.8 days), or `IDEMPOTENCY_OPTIONS_INVALID`.
+ *
+ * @example
+ * parseTimerDuration('5s', 'interval') // 5_000
+ */
+export function parseTimerDuration(value: unknown, name: string): number {
+  const ms = parseDuration(value, name);
+  if (ms > MAX_TIMER_MS) {
+    throw new IdempotencyOptionsInvalidError(`${name} is waited for by a timer, which takes at most 24.8 days (2^31 - 1 ms), got ${JSON.stringify(value)}`);
+  }
+  return ms;
+}

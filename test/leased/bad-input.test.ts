@@ -46,6 +46,18 @@ describe('bad input to leased work gets a typed error and writes nothing', () =>
     expect(() => defineWorkflow('test.bad', async () => 1, options as never)).toThrow(IdempotencyOptionsInvalidError);
   });
 
+  // Node runs a timer set past 2^31 - 1 ms (24.8 days) after 1 ms: a heartbeat in a busy loop, a call that times out at once.
+  it.each([
+    ['a heartbeat over 24.8 days', () => defineWorkflow('test.bad', async () => 1, { lease: '90d', heartbeat: '30d' })],
+    ['a completer interval over 24.8 days', () => startCompleter(t.db, [noop], { interval: '30d' })],
+  ])('refuses %s (longer than a timer can wait)', (_what, make) => {
+    expect(make).toThrow(IdempotencyOptionsInvalidError);
+  });
+
+  it('keeps the default heartbeat of a long lease within what a timer can wait', () => {
+    expect(defineWorkflow('test.long', async () => 1, { lease: '90d' }).heartbeatMs).toBeLessThanOrEqual(2 ** 31 - 1);
+  });
+
   it('runWorkflow refuses a transaction as db: leased work needs its own commits', async () => {
     await t.db.transaction(async (tx) => {
       await expect(runWorkflow(tx, 'in-tx', noop, null)).rejects.toMatchObject({ code: 'IDEMPOTENCY_OPTIONS_INVALID' });

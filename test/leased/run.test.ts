@@ -67,6 +67,26 @@ describe('runWorkflow', () => {
     expect(audit.charges).toBe(1);
   });
 
+  it("refuses a completed key of another workflow, or of an in-transaction call, instead of replaying someone else's answer", async () => {
+    let ran = 0;
+    const refund = defineWorkflow('test.refund', async () => {
+      ran++;
+      return { refunded: true };
+    });
+    const pay = payWorkflow(gateway);
+    await runWorkflow(t.db, 'other-workflow', pay, { ref: 'other-workflow', amount: 500 });
+    await withIdempotency(t.db, 'in-transaction', async () => ({ status: 201, body: 'in-transaction' }));
+
+    await expect(runWorkflow(t.db, 'other-workflow', refund, null)).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED', status: 422 });
+    await expect(runWorkflow(t.db, 'in-transaction', refund, null)).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED', status: 422 });
+    expect(ran).toBe(0);
+    const { rows } = await t.pool.query(`select key, status, workflow from idempotency_keys where key in ('other-workflow', 'in-transaction') order by key`);
+    expect(rows).toEqual([
+      { key: 'in-transaction', status: 'completed', workflow: null },
+      { key: 'other-workflow', status: 'completed', workflow: 'shop.pay' },
+    ]);
+  });
+
   it('answers a duplicate in flight with 409 and a Retry-After under reject, and waits for the result under wait', async () => {
     const release = deferred();
     const entered = deferred();

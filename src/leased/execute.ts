@@ -19,6 +19,26 @@ export function workflowFailed(k: KeyAddress, row: FailedRow, cause?: unknown): 
 }
 
 /**
+ * After a run threw: records the key as failed on its last attempt, or else
+ * releases the lease so that a retry or the completer resumes at once.
+ * Returns the error to deliver. Best effort: should the statement fail or
+ * wait past its bound (a local step of this run, left running, holds the
+ * row), the run's own error is delivered and the lease runs out by itself.
+ */
+async function endFailedRun(db: IdempotencyDatabase, k: KeyAddress, workflow: AnyWorkflow, held: Held, error: unknown): Promise<unknown> {
+  try {
+    if (held.attempt >= workflow.maxAttempts) {
+      const failed = await failHeld(db, k, held.token);
+      return failed ? workflowFailed(k, failed, error) : leaseLost(k, workflow.name, error);
+    }
+    await releaseLease(db, k, held.token);
+  } catch {
+    // The key stays started: whoever takes it over once the lease ran out resumes it.
+  }
+  return error;
+}
+
+/**
  * Runs `workflow` on a key this process holds, from its last recovery point,
  * and completes the key with the result. On a failure that is not a lost
  * lease it gives the lease up at once, so that a retry or the completer
@@ -42,13 +62,7 @@ export async function runHeld(
   } catch (error) {
     if (error instanceof IdempotencyLeaseLostError) throw error;
     if (lease.signal.aborted) throw leaseLost(k, workflow.name, error);
-    if (held.attempt >= workflow.maxAttempts) {
-      const failed = await failHeld(db, k, held.token);
-      throw failed ? workflowFailed(k, failed, error) : leaseLost(k, workflow.name, error);
-    }
-    // Best effort: should this fail too, the lease runs out by itself.
-    await releaseLease(db, k, held.token).catch(() => {});
-    throw error;
+    throw await endFailedRun(db, k, workflow, held, error);
   } finally {
     over.ended = true;
     lease.stop();

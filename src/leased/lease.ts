@@ -11,7 +11,7 @@ import { heldOf, type Held, type HeldRow } from './held.js';
 export const ROW_LOCK_WAIT_MS = 1_000;
 
 /** A FROM item that bounds this statement's lock waits (the implicit transaction of one statement). */
-const boundedBy = (ms: number) => sql`(select set_config('lock_timeout', ${`${ms}ms`}, true)) as bound`;
+export const boundedBy = (ms: number) => sql`(select set_config('lock_timeout', ${`${ms}ms`}, true)) as bound`;
 
 /** What a claim stores besides the key: the request's fingerprint, the workflow and its input. */
 export interface ClaimValues {
@@ -137,11 +137,16 @@ export async function failAbandoned(db: SqlRunner, k: KeyAddress, formerToken: s
   return row;
 }
 
-/** Records the holder's own last attempt as failed; undefined when its lease was lost. */
+/**
+ * Records the holder's own last attempt as failed; undefined when its lease
+ * was lost. Its wait on the row lock is bounded (a local step of this very
+ * run, left running, may hold it): past it, SQLSTATE 55P03.
+ */
 export async function failHeld(db: SqlRunner, k: KeyAddress, token: string): Promise<FailedRow | undefined> {
   const [row] = await queryRows<FailedRow>(
     db,
     sql`update ${k.table} set ${FAILED}
+        from ${boundedBy(ROW_LOCK_WAIT_MS)}
         where ${thisKey(k)} and status = 'started' and owner_token = ${token}::uuid
         returning workflow, recovery_point, attempts`,
   );

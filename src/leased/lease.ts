@@ -122,22 +122,6 @@ const FAILED = sql`status = 'failed', owner_token = null, locked_until = null, r
       expires_at = ${now} + (expires_at - created_at)`;
 
 /**
- * Records abandoned work that used up its attempts as failed, fenced like a
- * takeover (the token read, a lease that ran out); undefined when someone
- * else changed the row first.
- */
-export async function failAbandoned(db: SqlRunner, k: KeyAddress, formerToken: string): Promise<FailedRow | undefined> {
-  const [row] = await queryRows<FailedRow>(
-    db,
-    sql`update ${k.table} set ${FAILED}
-        from ${boundedBy(ROW_LOCK_WAIT_MS)}
-        where ${thisKey(k)} and status = 'started' and owner_token = ${formerToken}::uuid and locked_until <= ${now}
-        returning workflow, recovery_point, attempts`,
-  );
-  return row;
-}
-
-/**
  * Records the holder's own last attempt as failed; undefined when its lease
  * was lost. Its wait on the row lock is bounded (a local step of this very
  * run, left running, may hold it): past it, SQLSTATE 55P03.

@@ -8,7 +8,15 @@ import type { WorkflowContext } from './context.js';
 export interface WorkflowOptions {
   /** How long a claim or takeover holds the key without a heartbeat; past it, another process may take it over. (Default: `'30s'`) */
   lease?: Duration;
-  /** Claims and takeovers of one key before it is recorded as failed. (Default: `5`) */
+  /**
+   * Claims and takeovers of one key before a definite failure records it as
+   * failed: a run on attempt `maxAttempts` or later that throws an error other
+   * than an unknown outcome (IDEMPOTENCY_OUTCOME_UNKNOWN, a timeout or network
+   * error), a lost lease or a lost database connection. Those, on any attempt,
+   * and a crash leave the key started and resumable (the same downstream keys
+   * make resuming safe): a key whose gateway stays down is never turned into a
+   * failure that would send the client to pay another way. (Default: `5`)
+   */
   maxAttempts?: number;
   /** How often the holder extends its lease while it works. (Default: a third of `lease`) */
   heartbeat?: Duration;

@@ -3,7 +3,6 @@ import { assertValidSchemaName } from '../schema/keys-table.js';
 import { queryRows, type IdempotencyDatabase } from '../driver/database.js';
 import { listenForIdleErrors } from '../driver/pool-transaction.js';
 import { LOCK_NOT_AVAILABLE, sqlState } from '../driver/pg-error.js';
-import { DEFAULT_MAX_RESULT_BYTES } from '../core/result.js';
 import { IdempotencyLeaseLostError, IdempotencyOptionsInvalidError, IdempotencyWorkflowFailedError } from '../shared/errors.js';
 import { runHeld } from './execute.js';
 import { leasedFailure } from './failure.js';
@@ -114,7 +113,7 @@ async function completeOne(db: IdempotencyDatabase, workflow: AnyWorkflow, row: 
   try {
     const held = await takeOver(db, k, row.owner_token, workflow.leaseMs);
     if (!held) return 'skipped';
-    await runHeld(db, k, workflow, held, DEFAULT_MAX_RESULT_BYTES);
+    await runHeld(db, k, workflow, held);
     return 'completed';
   } catch (error) {
     // The holder's local step still runs (its row lock outlasted our bound): it is alive, not abandoned.

@@ -53,10 +53,10 @@ export async function runHeld(
   k: KeyAddress,
   workflow: AnyWorkflow,
   held: Held,
-  maxResultBytes: number,
 ): Promise<{ response: string; expires_ms: number | string }> {
   const lease = keepLease(db, k, workflow.name, held.token, workflow.leaseMs, workflow.heartbeatMs);
   const over = { ended: false };
+  const { maxResultBytes } = workflow;
   try {
     const ctx = createContext({ db, k, workflow: workflow.name, held, leaseMs: workflow.leaseMs, maxResultBytes, lease: lease.signal, over });
     const value: unknown = await workflow.run(ctx, held.input);

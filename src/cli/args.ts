@@ -130,7 +130,8 @@ Finishes leased work that its process abandoned (it crashed, or was killed,
 before the workflow completed): finds started keys whose lease ran out and whose
 workflow the module exports, takes each over (never while another process holds
 it) and resumes it from its last recovery point, without repeating a committed
-step. A key that runs out of attempts is recorded as failed. Prints the counts
+step, whatever attempts it used. A resumed run that fails for sure with no
+attempts left records the key as failed. Prints the counts
 of each pass on stdout. With --watch it keeps running until SIGTERM or SIGINT,
 which stop it after the current pass (exit code 0); a second one stops it at once.
 

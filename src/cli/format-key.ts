@@ -29,7 +29,7 @@ function nextCall(k: InspectedKey): string {
     return 'gets 409 IDEMPOTENCY_IN_FLIGHT: no result was stored and no lease runs; `evict --force` removes the row';
   }
   if (k.expired) return 'runs again: the key expired (the sweep deletes the row)';
-  if (k.status === 'failed') return 'gets 500 IDEMPOTENCY_WORKFLOW_FAILED: the leased work ran out of attempts';
+  if (k.status === 'failed') return 'gets 500 IDEMPOTENCY_WORKFLOW_FAILED: the leased work failed on its last attempt';
   return 'replays the stored response (another request body or fingerprint gets 422 IDEMPOTENCY_KEY_REUSED)';
 }
 

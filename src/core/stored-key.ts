@@ -101,7 +101,7 @@ export function replayOf<T>(row: KeyRow, o: ResolvedOptions): IdempotentOutcome<
     throw new IdempotencyKeyReusedError(`idempotency key ${JSON.stringify(o.key)} was already used for a different request`);
   }
   if (row.status === 'failed') {
-    throw new IdempotencyWorkflowFailedError(`idempotency key ${JSON.stringify(o.key)} belongs to leased work that ran out of attempts and was recorded as failed`);
+    throw new IdempotencyWorkflowFailedError(`idempotency key ${JSON.stringify(o.key)} belongs to leased work that failed on its last attempt and was recorded as failed`);
   }
   if (row.status !== 'completed') {
     // Leased work, or an unfinished claim that committed (a call not awaited):

@@ -5,12 +5,12 @@ import { resolveRouteOptions, type RequestView, type ResolvedRouteOptions, type 
 /**
  * Options of a workflow route: how to read a request (scope, fingerprint,
  * body bound, replayed headers) and how the leased run behaves (TTL, wait or
- * reject, size limit, schema), plus `input`, what the workflow runs on.
+ * reject, schema; the size limit is the workflow's), plus `input`, what the workflow runs on.
  */
 export interface WorkflowRouteOptions<TReq, I>
   extends Pick<
     RouteOptions<TReq>,
-    'scope' | 'fingerprint' | 'maxBodyBytes' | 'storedHeaders' | 'retryAfter' | 'ttl' | 'onInFlight' | 'waitTimeout' | 'maxResultBytes' | 'schema'
+    'scope' | 'fingerprint' | 'maxBodyBytes' | 'storedHeaders' | 'retryAfter' | 'ttl' | 'onInFlight' | 'waitTimeout' | 'schema'
   > {
   // NoInfer: the workflow says what its input is; `input` must give that, not widen it.
   /** The workflow's input, from the request (required). It is stored with the key, so that a retry
@@ -41,6 +41,7 @@ const NOT_FOR_WORKFLOWS: Readonly<Record<string, string>> = {
   serializationRetries: 'each step opens its own transaction',
   prepare: 'the leased statements choose their own',
   expiryHeader: 'not available for workflow routes',
+  maxResultBytes: 'set it on defineWorkflow, so that the completer resumes the key with the same limit',
 };
 
 /**

@@ -4,7 +4,7 @@ import { IdempotencyInFlightError, IdempotencyKeyReusedError } from '../shared/e
 import { workflowFailed } from './execute.js';
 import type { Held } from './held.js';
 import type { KeyAddress } from './key-address.js';
-import { claimNew, failAbandoned, readLeasedKey, reclaimDead, ROW_LOCK_WAIT_MS, takeOver, type ClaimValues, type LeasedRow } from './lease.js';
+import { claimNew, readLeasedKey, reclaimDead, ROW_LOCK_WAIT_MS, takeOver, type ClaimValues, type LeasedRow } from './lease.js';
 import type { ResolvedRun } from './run-options.js';
 import type { AnyWorkflow } from './workflow.js';
 
@@ -20,8 +20,9 @@ const ROUNDS = 5;
 
 /**
  * Claims the key for `workflow`, or takes it over when its holder's lease
- * ran out (recording it as failed instead when it has used its attempts),
- * or reports what stands: a completed key (to replay) or one in flight.
+ * ran out (whatever attempts it used: only a run that fails for sure records
+ * it as failed), or reports what stands: a completed key (to replay) or one
+ * in flight.
  */
 export async function acquireKey(db: SqlRunner, k: KeyAddress, workflow: AnyWorkflow, o: ResolvedRun): Promise<Acquired> {
   const claim: ClaimValues = { fingerprint: o.fingerprint, workflow: workflow.name, inputJson: o.inputJson, ttlMs: o.ttlMs, leaseMs: workflow.leaseMs, lockTimeoutMs: ROW_LOCK_WAIT_MS };
@@ -57,11 +58,9 @@ async function acquireRounds(db: SqlRunner, k: KeyAddress, workflow: AnyWorkflow
     if (row.status === 'failed') throw workflowFailed(k, row);
     // A started row without a token is an in-transaction claim that committed unfinished: never ours to take.
     if (row.live || row.owner_token === null) return { inFlight: inFlight(k, Number(row.retry_after ?? 1)) };
-    if (Number(row.attempts) >= workflow.maxAttempts) {
-      const failed = await failAbandoned(db, k, row.owner_token);
-      if (failed) throw workflowFailed(k, failed);
-      continue;
-    }
+    // Taken over whatever its attempts: the dead holder may have been charged
+    // before it could record it, so only a resumed run that fails for sure
+    // (runHeld) records the key as failed.
     const held = await takeOver(db, k, row.owner_token, workflow.leaseMs);
     if (held) return { held };
   }

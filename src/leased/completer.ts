@@ -3,12 +3,11 @@ import { assertValidSchemaName } from '../schema/keys-table.js';
 import { queryRows, type IdempotencyDatabase } from '../driver/database.js';
 import { listenForIdleErrors } from '../driver/pool-transaction.js';
 import { LOCK_NOT_AVAILABLE, sqlState } from '../driver/pg-error.js';
-import { DEFAULT_MAX_RESULT_BYTES } from '../core/result.js';
 import { IdempotencyLeaseLostError, IdempotencyOptionsInvalidError, IdempotencyWorkflowFailedError } from '../shared/errors.js';
 import { runHeld } from './execute.js';
 import { leasedFailure } from './failure.js';
 import { keyAddress, now } from './key-address.js';
-import { failAbandoned, takeOver } from './lease.js';
+import { takeOver } from './lease.js';
 import { assertDatabase, workflowsByName } from './run-options.js';
 import type { AnyWorkflow } from './workflow.js';
 
@@ -35,9 +34,9 @@ export interface CompleteOptions {
 export interface CompleteResult {
   /** Resumed and completed. */
   completed: number;
-  /** Recorded as failed: out of attempts. */
+  /** Resumed, failed for sure (not an unknown outcome or a lost connection) with no attempts left: recorded as failed. */
   failed: number;
-  /** Resumed, failed again, lease released: a later pass (or a client's retry) tries again. */
+  /** Resumed, failed again (attempts left, or an outcome in doubt), lease released: a later pass (or a client's retry) tries again. */
   retried: number;
   /** Taken by someone else first (a client's retry, another completer). */
   skipped: number;
@@ -64,15 +63,16 @@ export function resolveCompleteOptions(options: CompleteOptions = {}): ResolvedC
 
 interface AbandonedRow extends AbandonedKey {
   owner_token: string;
-  attempts: number | string;
 }
 
 /**
  * One pass of the completer: finds started keys of `workflows` whose lease
  * ran out (oldest first), takes each over with the same fenced takeover a
  * client's retry uses (so runs never overlap per key, across processes), and
- * resumes it from its last committed step; a key out of attempts is recorded
- * as failed. Never throws for one key: `onError` hears about it.
+ * resumes it from its last committed step, whatever attempts it used (a
+ * crash may hide a charge: such a key is never recorded as failed unseen).
+ * A resumed run that fails for sure on its last attempt records the key as
+ * failed. Never throws for one key: `onError` hears about it.
  *
  * @example
  * const { completed, failed } = await completeAbandonedKeys(db, [payOrder], { limit: 50 });
@@ -91,7 +91,7 @@ export async function completePass(db: IdempotencyDatabase, byName: Map<string, 
   // Served by the partial index on (locked_until) where status = 'started'.
   const rows = await queryRows<AbandonedRow>(
     db,
-    sql`select scope, key, workflow, owner_token::text as owner_token, attempts from ${table}
+    sql`select scope, key, workflow, owner_token::text as owner_token from ${table}
         where status = 'started' and locked_until <= ${now} and owner_token is not null and workflow in (${names})
         order by locked_until limit ${o.limit}`,
   );
@@ -111,10 +111,9 @@ async function completeOne(db: IdempotencyDatabase, workflow: AnyWorkflow, row: 
   const k = keyAddress(row.scope, row.key, o.schema);
   const about = { scope: row.scope, key: row.key, workflow: row.workflow };
   try {
-    if (Number(row.attempts) >= workflow.maxAttempts) return (await failAbandoned(db, k, row.owner_token)) ? 'failed' : 'skipped';
     const held = await takeOver(db, k, row.owner_token, workflow.leaseMs);
     if (!held) return 'skipped';
-    await runHeld(db, k, workflow, held, DEFAULT_MAX_RESULT_BYTES);
+    await runHeld(db, k, workflow, held);
     return 'completed';
   } catch (error) {
     // The holder's local step still runs (its row lock outlasted our bound): it is alive, not abandoned.

@@ -2,6 +2,7 @@ import type { IdempotencyDatabase } from '../driver/database.js';
 import { serializeResult } from '../core/result.js';
 import { IdempotencyLeaseLostError, IdempotencyWorkflowFailedError } from '../shared/errors.js';
 import { createContext } from './context.js';
+import { isDefiniteFailure } from './definite-failure.js';
 import { completeHeld, releaseLease } from './fenced.js';
 import type { Held } from './held.js';
 import { keepLease, leaseLost } from './heartbeat.js';
@@ -19,20 +20,43 @@ export function workflowFailed(k: KeyAddress, row: FailedRow, cause?: unknown): 
 }
 
 /**
+ * After a run threw: records the key as failed when the work definitely
+ * failed on its last attempt, or else (an earlier attempt, or an outcome in
+ * doubt on any attempt) releases the lease so that a retry or the completer
+ * resumes at once, with the same downstream keys.
+ * Returns the error to deliver. Best effort: should the statement fail or
+ * wait past its bound (a local step of this run, left running, holds the
+ * row), the run's own error is delivered and the lease runs out by itself.
+ */
+async function endFailedRun(db: IdempotencyDatabase, k: KeyAddress, workflow: AnyWorkflow, held: Held, error: unknown): Promise<unknown> {
+  try {
+    if (held.attempt >= workflow.maxAttempts && isDefiniteFailure(error)) {
+      const failed = await failHeld(db, k, held.token);
+      return failed ? workflowFailed(k, failed, error) : leaseLost(k, workflow.name, error);
+    }
+    await releaseLease(db, k, held.token);
+  } catch {
+    // The key stays started: whoever takes it over once the lease ran out resumes it.
+  }
+  return error;
+}
+
+/**
  * Runs `workflow` on a key this process holds, from its last recovery point,
  * and completes the key with the result. On a failure that is not a lost
  * lease it gives the lease up at once, so that a retry or the completer
- * resumes, or, on the last attempt, records the key as failed.
+ * resumes, or, when the work definitely failed on its last attempt, records
+ * the key as failed.
  */
 export async function runHeld(
   db: IdempotencyDatabase,
   k: KeyAddress,
   workflow: AnyWorkflow,
   held: Held,
-  maxResultBytes: number,
 ): Promise<{ response: string; expires_ms: number | string }> {
   const lease = keepLease(db, k, workflow.name, held.token, workflow.leaseMs, workflow.heartbeatMs);
   const over = { ended: false };
+  const { maxResultBytes } = workflow;
   try {
     const ctx = createContext({ db, k, workflow: workflow.name, held, leaseMs: workflow.leaseMs, maxResultBytes, lease: lease.signal, over });
     const value: unknown = await workflow.run(ctx, held.input);
@@ -42,13 +66,7 @@ export async function runHeld(
   } catch (error) {
     if (error instanceof IdempotencyLeaseLostError) throw error;
     if (lease.signal.aborted) throw leaseLost(k, workflow.name, error);
-    if (held.attempt >= workflow.maxAttempts) {
-      const failed = await failHeld(db, k, held.token);
-      throw failed ? workflowFailed(k, failed, error) : leaseLost(k, workflow.name, error);
-    }
-    // Best effort: should this fail too, the lease runs out by itself.
-    await releaseLease(db, k, held.token).catch(() => {});
-    throw error;
+    throw await endFailedRun(db, k, workflow, held, error);
   } finally {
     over.ended = true;
     lease.stop();

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'drizzle-orm';
 import { queryRows, type SqlRunner } from '../driver/database.js';
 import { fromNow, heldBy, now, type KeyAddress } from './key-address.js';
+import { boundedBy, ROW_LOCK_WAIT_MS } from './lease.js';
 
 // Every write of the lease holder names its token: after a takeover it
 // matches nothing, and the caller turns that into IDEMPOTENCY_LEASE_LOST.
@@ -63,7 +64,12 @@ export async function completeHeld(
  * Ends the lease now, so that a retry or the completer may resume at once.
  * The token changes too: a step or call of the ended run still in flight (a
  * branch of Promise.all) can then record nothing, nor extend the lease again.
+ * Such a local step holds the row lock until it ends, so the wait for it is
+ * bounded: past it, SQLSTATE 55P03, and the lease runs out by itself.
  */
 export async function releaseLease(db: SqlRunner, k: KeyAddress, token: string): Promise<void> {
-  await queryRows(db, sql`update ${k.table} set locked_until = ${now}, owner_token = ${randomUUID()}::uuid where ${heldBy(k, token)}`);
+  await queryRows(
+    db,
+    sql`update ${k.table} set locked_until = ${now}, owner_token = ${randomUUID()}::uuid from ${boundedBy(ROW_LOCK_WAIT_MS)} where ${heldBy(k, token)}`,
+  );
 }

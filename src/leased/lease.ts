@@ -11,7 +11,7 @@ import { heldOf, type Held, type HeldRow } from './held.js';
 export const ROW_LOCK_WAIT_MS = 1_000;
 
 /** A FROM item that bounds this statement's lock waits (the implicit transaction of one statement). */
-const boundedBy = (ms: number) => sql`(select set_config('lock_timeout', ${`${ms}ms`}, true)) as bound`;
+export const boundedBy = (ms: number) => sql`(select set_config('lock_timeout', ${`${ms}ms`}, true)) as bound`;
 
 /** What a claim stores besides the key: the request's fingerprint, the workflow and its input. */
 export interface ClaimValues {
@@ -122,26 +122,15 @@ const FAILED = sql`status = 'failed', owner_token = null, locked_until = null, r
       expires_at = ${now} + (expires_at - created_at)`;
 
 /**
- * Records abandoned work that used up its attempts as failed, fenced like a
- * takeover (the token read, a lease that ran out); undefined when someone
- * else changed the row first.
+ * Records the holder's own last attempt as failed; undefined when its lease
+ * was lost. Its wait on the row lock is bounded (a local step of this very
+ * run, left running, may hold it): past it, SQLSTATE 55P03.
  */
-export async function failAbandoned(db: SqlRunner, k: KeyAddress, formerToken: string): Promise<FailedRow | undefined> {
-  const [row] = await queryRows<FailedRow>(
-    db,
-    sql`update ${k.table} set ${FAILED}
-        from ${boundedBy(ROW_LOCK_WAIT_MS)}
-        where ${thisKey(k)} and status = 'started' and owner_token = ${formerToken}::uuid and locked_until <= ${now}
-        returning workflow, recovery_point, attempts`,
-  );
-  return row;
-}
-
-/** Records the holder's own last attempt as failed; undefined when its lease was lost. */
 export async function failHeld(db: SqlRunner, k: KeyAddress, token: string): Promise<FailedRow | undefined> {
   const [row] = await queryRows<FailedRow>(
     db,
     sql`update ${k.table} set ${FAILED}
+        from ${boundedBy(ROW_LOCK_WAIT_MS)}
         where ${thisKey(k)} and status = 'started' and owner_token = ${token}::uuid
         returning workflow, recovery_point, attempts`,
   );

@@ -6,10 +6,10 @@ import { parseDuration } from '../shared/duration.js';
 import { IdempotencyError, IdempotencyOptionsInvalidError } from '../shared/errors.js';
 import { isWorkflow, type AnyWorkflow } from './workflow.js';
 
-/** Options of `runWorkflow` and `runWorkflowOutcome`. */
-export type RunWorkflowOptions = Pick<IdempotencyOptions, 'scope' | 'fingerprint' | 'ttl' | 'onInFlight' | 'waitTimeout' | 'schema' | 'maxResultBytes'>;
+/** Options of `runWorkflow` and `runWorkflowOutcome`. The size limit is the workflow's (`defineWorkflow`'s `maxResultBytes`). */
+export type RunWorkflowOptions = Pick<IdempotencyOptions, 'scope' | 'fingerprint' | 'ttl' | 'onInFlight' | 'waitTimeout' | 'schema'>;
 
-const KNOWN = new Set(['scope', 'fingerprint', 'ttl', 'onInFlight', 'waitTimeout', 'schema', 'maxResultBytes']);
+const KNOWN = new Set(['scope', 'fingerprint', 'ttl', 'onInFlight', 'waitTimeout', 'schema']);
 
 /** Options checked once, before anything touches the database. */
 export interface ResolvedRun {
@@ -20,7 +20,6 @@ export interface ResolvedRun {
   reject: boolean;
   waitMs: number;
   schema: string | undefined;
-  maxResultBytes: number;
   /** The input in `serializeResult`'s envelope. */
   inputJson: string;
 }
@@ -30,6 +29,11 @@ export function resolveRun(db: unknown, key: unknown, workflow: unknown, input: 
   assertDatabase(db, 'runWorkflow');
   if (!isWorkflow(workflow)) throw new IdempotencyOptionsInvalidError('runWorkflow: workflow must be made by defineWorkflow');
   if (typeof options === 'object' && options !== null) {
+    if ('maxResultBytes' in options) {
+      throw new IdempotencyOptionsInvalidError(
+        'runWorkflow does not take maxResultBytes: set it on defineWorkflow, so that the completer resumes the key with the same limit',
+      );
+    }
     const unknown = Object.keys(options).filter((name) => !KNOWN.has(name));
     if (unknown.length > 0) throw new IdempotencyOptionsInvalidError(`runWorkflow: unknown option ${unknown.map((n) => JSON.stringify(n)).join(', ')}`);
   }
@@ -42,8 +46,7 @@ export function resolveRun(db: unknown, key: unknown, workflow: unknown, input: 
     reject: o.onInFlight === 'reject',
     waitMs: parseDuration(options.waitTimeout ?? '10s', 'waitTimeout'),
     schema: o.schema,
-    maxResultBytes: o.maxResultBytes,
-    inputJson: serializeInput(input, o.maxResultBytes),
+    inputJson: serializeInput(input, workflow.maxResultBytes),
   };
 }
 

@@ -36,7 +36,7 @@ export async function runWorkflowOutcome<I, O>(
     for (;;) {
       const found = await acquireKey(db, k, workflow, o);
       if ('held' in found) {
-        const done = await runHeld(db, k, workflow, found.held, o.maxResultBytes);
+        const done = await runHeld(db, k, workflow, found.held);
         return { value: deserializeResult<Jsonified<O>>(done.response), replayed: false };
       }
       if ('completed' in found) return { value: deserializeResult<Jsonified<O>>(found.completed.response), replayed: true };

@@ -1,4 +1,4 @@
-import type { Jsonified } from '../core/result.js';
+import { DEFAULT_MAX_RESULT_BYTES, type Jsonified } from '../core/result.js';
 import { MAX_TIMER_MS, parseDuration, parseTimerDuration, type Duration } from '../shared/duration.js';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
 import { assertValidName } from './names.js';
@@ -8,10 +8,24 @@ import type { WorkflowContext } from './context.js';
 export interface WorkflowOptions {
   /** How long a claim or takeover holds the key without a heartbeat; past it, another process may take it over. (Default: `'30s'`) */
   lease?: Duration;
-  /** Claims and takeovers of one key before it is recorded as failed. (Default: `5`) */
+  /**
+   * Claims and takeovers of one key before a definite failure records it as
+   * failed: a run on attempt `maxAttempts` or later that throws an error other
+   * than an unknown outcome (IDEMPOTENCY_OUTCOME_UNKNOWN, a timeout or network
+   * error), a lost lease or a lost database connection. Those, on any attempt,
+   * and a crash leave the key started and resumable (the same downstream keys
+   * make resuming safe): a key whose gateway stays down is never turned into a
+   * failure that would send the client to pay another way. (Default: `5`)
+   */
   maxAttempts?: number;
   /** How often the holder extends its lease while it works. (Default: a third of `lease`) */
   heartbeat?: Duration;
+  /**
+   * Largest stored input, step result and final result, in bytes of JSON.
+   * The workflow's own, so that a client's run and the completer's resume of
+   * the same key accept the same results. (Default: `1048576`, 1 MiB)
+   */
+  maxResultBytes?: number;
 }
 
 // A registered symbol, not a class: a module loaded twice (the CLI's copy and
@@ -27,6 +41,7 @@ export interface Workflow<I, O> {
   readonly leaseMs: number;
   readonly heartbeatMs: number;
   readonly maxAttempts: number;
+  readonly maxResultBytes: number;
 }
 
 /** Any workflow, whatever its input and result. */
@@ -48,7 +63,7 @@ const MIN_HEARTBEAT_MS = 50;
  * const payOrder = defineWorkflow('shop.pay', async (ctx, input: { amount: number }) => {
  *   const charge = await ctx.call('charge', ({ downstreamKey }) => gateway.charge(input.amount, downstreamKey));
  *   return { status: 201, body: { chargeId: charge.id } };
- * }, { lease: '30s', maxAttempts: 5 });
+ * }, { lease: '30s', maxAttempts: 5, maxResultBytes: 2 * 1024 * 1024 });
  */
 export function defineWorkflow<I, O>(
   name: string,
@@ -70,7 +85,11 @@ export function defineWorkflow<I, O>(
   if (heartbeatMs >= leaseMs || heartbeatMs < MIN_HEARTBEAT_MS) {
     throw new IdempotencyOptionsInvalidError(`heartbeat must be from ${MIN_HEARTBEAT_MS} ms to less than the lease (${leaseMs} ms), got ${heartbeatMs} ms`);
   }
-  return Object.freeze({ [WORKFLOW]: true as const, name, run, leaseMs, heartbeatMs, maxAttempts });
+  const maxResultBytes = options.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
+  if (!Number.isSafeInteger(maxResultBytes) || maxResultBytes < 16) {
+    throw new IdempotencyOptionsInvalidError(`maxResultBytes must be an integer of at least 16, got ${JSON.stringify(maxResultBytes)}`);
+  }
+  return Object.freeze({ [WORKFLOW]: true as const, name, run, leaseMs, heartbeatMs, maxAttempts, maxResultBytes });
 }
 
 /**

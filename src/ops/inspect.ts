@@ -20,7 +20,7 @@ export interface InspectKeyOptions {
  * `expired`), `'started'` (a committed row without a result: leased work, or a
  * claim whose transaction committed before its call finished), or `'claimed'`:
  * a live transaction's claim, not committed yet, so there is no row to read;
- * `'failed'`: leased work that ran out of attempts (replays get IDEMPOTENCY_WORKFLOW_FAILED).
+ * `'failed'`: leased work that failed for sure on its last attempt (replays get IDEMPOTENCY_WORKFLOW_FAILED).
  */
 export type InspectedKeyStatus = 'completed' | 'started' | 'failed' | 'claimed';
 

@@ -3,7 +3,7 @@ import { type AnyPgColumn, check, index, integer, jsonb, pgSchema, pgTable, prim
 
 /** The states a key row can be in. A `started` row is visible to other
  * transactions only while leased work holds it (`locked_until`, `owner_token`);
- * `failed` is leased work that ran out of attempts. */
+ * `failed` is leased work that failed for sure on its last attempt. */
 export type IdempotencyKeyStatus = 'started' | 'completed' | 'failed';
 
 /** Name of the table in the database. */

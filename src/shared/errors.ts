@@ -189,7 +189,7 @@ export class IdempotencyOutcomeUnknownError extends IdempotencyError {
 }
 
 /**
- * Leased work ran out of attempts and the key was recorded as failed: every
+ * Leased work failed for sure on its last attempt and the key was recorded as failed: every
  * replay gets this error until the key expires. The message names the
  * workflow, its last committed step and the attempts, never input or results.
  */

@@ -27,7 +27,7 @@ async function keyRow(key: string) {
  * Runs a workflow on `key` in a child process, kills it (SIGKILL) right after
  * `step` committed, and waits until its lease has run out: abandoned work.
  */
-async function abandon(key: string, which: 'pay' | 'once' | 'unknown', step = 'record-intent'): Promise<void> {
+async function abandon(key: string, which: 'pay' | 'once' | 'declined' | 'unknown', step = 'record-intent'): Promise<void> {
   const child: Launched = launch(process.execPath, ['--import', 'tsx', 'test/support/workflow-crash-child.ts', t.url, key, which], {
     cwd: ROOT,
     env: { ...process.env, CRASH_AFTER: step },
@@ -70,15 +70,25 @@ describe('drizzle-idempotency complete', () => {
     expect(await keyRow('stranger')).toMatchObject({ status: 'started', workflow: 'cli.not-exported', attempts: 1 });
   });
 
-  it('records a key that ran out of attempts as failed, runs none of its steps again, and counts it', async () => {
+  it('resumes a key abandoned by a crash even when it used its attempts (the crash may hide a charge), and completes it', async () => {
     await abandon('last-try', 'once');
 
     const run = await cli(['complete', '--workflows', MODULE]);
 
-    expect(run).toMatchObject({ code: 0, stdout: 'complete: 0 completed, 1 failed, 0 retried, 0 skipped\n' });
-    expect(await keyRow('last-try')).toMatchObject({ status: 'failed', workflow: 'cli.pay-once', attempts: 1, owner_token: null });
+    expect(run).toMatchObject({ code: 0, stdout: 'complete: 1 completed, 0 failed, 0 retried, 0 skipped\n' });
+    expect(await keyRow('last-try')).toMatchObject({ status: 'completed', workflow: 'cli.pay-once', attempts: 2, owner_token: null });
     expect(await count(t.pool, 'charges', 'ref = $1', ['last-try'])).toBe(1);
-    expect(await count(t.pool, 'charges', 'ref = $1', ['last-try:paid'])).toBe(0);
+    expect(await count(t.pool, 'charges', 'ref = $1', ['last-try:paid'])).toBe(1);
+  });
+
+  it('records a resumed key that fails definitely with no attempts left as failed, runs none of its committed steps again, and counts it', async () => {
+    await abandon('declined', 'declined');
+
+    const run = await cli(['complete', '--workflows', MODULE]);
+
+    expect(run).toMatchObject({ code: 0, stdout: 'complete: 0 completed, 1 failed, 0 retried, 0 skipped\n' });
+    expect(await keyRow('declined')).toMatchObject({ status: 'failed', workflow: 'cli.pay-declined', attempts: 2, owner_token: null });
+    expect(await count(t.pool, 'charges', 'ref = $1', ['declined'])).toBe(1);
   });
 
   it('finds nothing to do when no lease ran out, says so, and exits 0', async () => {

@@ -807,7 +807,7 @@ describe.each(adapters)('a workflow route on the $name adapter', (adapter) => {
     expect(await leasedRow(key)).toMatchObject([{ status: 'completed', attempts: 2, owner_token: null }]);
   });
 
-  it('answers 500 IDEMPOTENCY_WORKFLOW_FAILED, not retryable, once the key ran out of attempts, and never runs it again', async () => {
+  it('answers 500 IDEMPOTENCY_WORKFLOW_FAILED, not retryable, once the workflow threw on its last attempt (a definite error), and never runs it again', async () => {
     const key = `${name}-wf-doomed`;
     workflowThrows.set(key, 100);
     const answers = [];

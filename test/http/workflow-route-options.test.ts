@@ -29,6 +29,7 @@ describe.each(builders)('idempotentWorkflow on %s', (_name, build) => {
     ['required: every request needs a key', { scope: 'shop', input, required: false }, /does not take required/],
     ['isFinal: the answer is stored whatever its status', { scope: 'shop', input, isFinal: () => true }, /does not take isFinal/],
     ['a transaction config: each step has its own', { scope: 'shop', input, transaction: { isolationLevel: 'serializable' } }, /does not take transaction/],
+    ['maxResultBytes: the workflow sets it, for the completer too', { scope: 'shop', input, maxResultBytes: 4096 }, /does not take maxResultBytes: set it on defineWorkflow/],
     ['an invalid TTL', { scope: 'shop', input, ttl: 'forever' }, /ttl/],
   ])('refuses %s with IDEMPOTENCY_OPTIONS_INVALID', (_what, options, message) => {
     expect(() => build(options)).toThrow(IdempotencyOptionsInvalidError);

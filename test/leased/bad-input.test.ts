@@ -42,6 +42,8 @@ describe('bad input to leased work gets a typed error and writes nothing', () =>
     ['a heartbeat under 50 ms', { lease: '1s', heartbeat: 10 }],
     ['zero attempts', { maxAttempts: 0 }],
     ['fractional attempts', { maxAttempts: 1.5 }],
+    ['a result limit under 16 bytes', { maxResultBytes: 8 }],
+    ['a fractional result limit', { maxResultBytes: 1024.5 }],
   ])('defineWorkflow refuses %s', (_what, options) => {
     expect(() => defineWorkflow('test.bad', async () => 1, options as never)).toThrow(IdempotencyOptionsInvalidError);
   });
@@ -89,6 +91,8 @@ describe('bad input to leased work gets a typed error and writes nothing', () =>
     ['a bad onInFlight', noop, { onInFlight: 'later' }],
     ['a bad ttl', noop, { ttl: '-1s' }],
     ['a bad schema', noop, { schema: 'x"; drop table y; --' }],
+    // The workflow's own limit, so that the completer resumes with the same one.
+    ['maxResultBytes (an option of defineWorkflow)', noop, { maxResultBytes: 2048 }],
   ])('runWorkflow refuses a workflow or options %s', async (_what, workflow, options) => {
     await expect(runWorkflow(t.db, 'bad-options', workflow as Workflow<null, unknown>, null, options as never)).rejects.toBeInstanceOf(
       IdempotencyOptionsInvalidError,

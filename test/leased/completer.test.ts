@@ -64,6 +64,44 @@ describe('completeAbandonedKeys', () => {
     expect(rows).toEqual([{ status: 'started' }]);
   });
 
+  it("resumes with the workflow's own maxResultBytes (2 MiB here), as a client's run does: a 1.5 MiB result completes, not fails", async () => {
+    const big = 'x'.repeat(1.5 * 1024 * 1024);
+    const large = defineWorkflow(
+      'test.large',
+      async (ctx) => {
+        const text = await ctx.step('render', async () => big);
+        if (ctx.attempt === 1) throw new Error('the client went away');
+        return { text };
+      },
+      { lease: LEASE, maxResultBytes: 2 * 1024 * 1024 },
+    );
+    await expect(runWorkflow(t.db, 'large', large, null)).rejects.toThrow('the client went away');
+    const errors: unknown[] = [];
+    expect(await completeAbandonedKeys(t.db, [large], { onError: (e) => errors.push(e) })).toEqual({ completed: 1, failed: 0, retried: 0, skipped: 0 });
+    expect(errors).toEqual([]);
+    const { rows } = await t.pool.query(`select status, attempts, octet_length(response::text) > 1500000 as large from idempotency_keys where key = 'large'`);
+    expect(rows).toEqual([{ status: 'completed', attempts: 2, large: true }]);
+    expect((await runWorkflow(t.db, 'large', large, null)).text).toHaveLength(big.length);
+  });
+
+  it("refuses a result over the workflow's maxResultBytes in a client's run and in the completer alike: the key stays started", async () => {
+    const small = defineWorkflow(
+      'test.small',
+      async (ctx) => {
+        if (ctx.attempt === 1) throw new Error('the client went away');
+        return 'y'.repeat(4096);
+      },
+      { lease: LEASE, maxResultBytes: 1024 },
+    );
+    await expect(runWorkflow(t.db, 'small', small, null)).rejects.toThrow('the client went away');
+    const errors: unknown[] = [];
+    expect(await completeAbandonedKeys(t.db, [small], { onError: (e) => errors.push(e) })).toEqual({ completed: 0, failed: 0, retried: 1, skipped: 0 });
+    expect(errors).toMatchObject([{ code: 'IDEMPOTENCY_RESULT_INVALID' }]);
+    await expect(runWorkflow(t.db, 'small', small, null)).rejects.toMatchObject({ code: 'IDEMPOTENCY_RESULT_INVALID' });
+    const { rows } = await t.pool.query(`select status, attempts from idempotency_keys where key = 'small'`);
+    expect(rows).toEqual([{ status: 'started', attempts: 3 }]);
+  });
+
   it('records a key that is out of attempts as failed', async () => {
     const hopeless = defineWorkflow(
       'test.hopeless',
@@ -102,6 +140,6 @@ describe('startCompleter', () => {
     expect(sum(passes).completed).toBe(keys.length);
     const { rows } = await t.pool.query<{ n: number }>(`select count(*)::int as n from runs where key like 'loop-%'`);
     expect(rows[0]!.n).toBe(keys.length);
-    expect((await keysByStatus(t.pool)).started ?? 0).toBe(1); // test.other's key, which no completer was given
+    expect((await keysByStatus(t.pool)).started ?? 0).toBe(2); // the keys of test.other and test.small, which these completers were not given
   });
 });

@@ -26,14 +26,17 @@ async function keyRow(key: string) {
 }
 
 describe('a database connection lost under leased work', () => {
-  it('in a local step: IDEMPOTENCY_CONNECTION_LOST, the step rolled back, and a retry resumes and runs it once', async () => {
+  it('in a local step, even on the last attempt: IDEMPOTENCY_CONNECTION_LOST, the step rolled back, the key stays started (never failed), and a retry resumes and runs it once', async () => {
     let runs = 0;
-    const slowStep = defineWorkflow('test.lost-in-step', async (ctx) =>
-      ctx.step('write', async (tx) => {
-        runs++;
-        if (runs === 1) await tx.execute(sql`select pg_sleep(5)`);
-        return 'written';
-      }),
+    const slowStep = defineWorkflow(
+      'test.lost-in-step',
+      async (ctx) =>
+        ctx.step('write', async (tx) => {
+          runs++;
+          if (runs === 1) await tx.execute(sql`select pg_sleep(5)`);
+          return 'written';
+        }),
+      { maxAttempts: 1 },
     );
     const first = runWorkflow(t.db, 'lost-in-step', slowStep, null).catch((e: unknown) => e);
     await killWhenRunning('%pg_sleep%');

@@ -1,7 +1,8 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { defineWorkflow, IdempotencyOptionsInvalidError, runWorkflow, type WorkflowContext } from '../../src/index.js';
 import { testDatabase } from '../support/db.js';
 import { deferred } from '../support/fixtures.js';
+import { settled } from '../support/processes.js';
 
 const t = await testDatabase();
 
@@ -86,6 +87,44 @@ describe('a workflow context used where it cannot hold the key', () => {
     expect(await runWorkflow(t.db, 'orphan-call', resumed, null, { onInFlight: 'reject' })).toBe('ch_again');
     expect(await keyRow('orphan-call')).toEqual([{ status: 'completed', steps: { charge: { value: 'ch_again' } }, recovery_point: 'charge', released: null }]);
   });
+
+  it.each([
+    ['releasing the lease', 5],
+    ['recording the last attempt as failed', 1],
+  ])("gives up %s when an orphaned local step of the run still holds the key row, and delivers the run's own error", async (_what, maxAttempts) => {
+    const key = `orphan-step-${maxAttempts}`;
+    const stepDone = deferred();
+    const inside = deferred();
+    let runs = 0;
+    const racing = defineWorkflow(
+      `test.orphan-step-${maxAttempts}`,
+      async (ctx) => {
+        // Not awaited: its transaction locks the key row and stays open after the run threw.
+        const orphan = ctx.step('slow', async () => {
+          runs++;
+          inside.resolve();
+          await stepDone.promise;
+          return 'late';
+        });
+        orphan.catch(() => {});
+        await inside.promise;
+        throw new Error('declined');
+      },
+      { lease: '500ms', maxAttempts },
+    );
+    onTestFinished(() => stepDone.resolve());
+    // Unbounded, the release (or the failure record) would wait on the orphan's row lock for ever.
+    await expect(runWorkflow(t.db, key, racing, null)).rejects.toThrow('declined');
+    stepDone.resolve();
+    // The orphan still held the lease: its step commits, and the key stays started (never failed blind).
+    const committed = await settled(() => keyRow(key), (rows) => rows[0]?.recovery_point === 'slow', 5_000);
+    expect(committed).toEqual([{ status: 'started', steps: { slow: { value: 'late' } }, recovery_point: 'slow', released: expect.any(Boolean) }]);
+    // Once the lease ran out, a retry resumes: the committed step does not run again.
+    const resumed = defineWorkflow(`test.orphan-step-${maxAttempts}`, async (ctx) => ctx.step('slow', async () => ++runs), { lease: '500ms' });
+    expect(await runWorkflow(t.db, key, resumed, null, { waitTimeout: '10s' })).toBe('late');
+    expect(runs).toBe(1);
+    expect(await keyRow(key)).toEqual([{ status: 'completed', steps: { slow: { value: 'late' } }, recovery_point: 'slow', released: null }]);
+  }, 15_000);
 
   it('refuses a call timeout over 24.8 days (longer than a timer can wait: Node would fire it after 1 ms) before the call runs', async () => {
     let called = 0;

@@ -77,6 +77,26 @@ describe('a process killed while it holds leased work', () => {
   });
 });
 
+describe('a key abandoned by a crash after it used its attempts', () => {
+  it.each(['a retry', 'the completer'] as const)('is taken over and resumed by %s, never recorded as failed blind (the crash may hide a charge): one payment, one charge', async (by) => {
+    const key = `out-of-attempts-${by === 'a retry' ? 'retry' : 'completer'}`;
+    const child = await childAt(key, 'charged', 'kill');
+    await child.exited;
+    await settled(() => leaseOf(key), (l) => !l.live, 5_000);
+    const pay = payWorkflow(gateway, { reconcile: true }, { lease: LEASE, maxAttempts: 1 });
+
+    if (by === 'a retry') {
+      const outcome = await runWorkflowOutcome(t.db, key, pay, { ref: key, amount: 500 }, { onInFlight: 'reject' });
+      expect(outcome.replayed).toBe(false);
+    } else {
+      expect(await completeAbandonedKeys(t.db, [pay])).toEqual({ completed: 1, failed: 0, retried: 0, skipped: 0 });
+    }
+    const audit = await auditPayment(t.pool, key, chargeKey(key));
+    expect(audit).toEqual({ payments: [{ status: 'paid', charge_id: audit.chargeId }], charges: 1, chargeId: audit.chargeId, events: ['paid'] });
+    expect(await leaseOf(key)).toMatchObject({ status: 'completed', attempts: 2, recovery_point: 'mark-paid' });
+  });
+});
+
 describe('a zombie owner (paused past its lease, then resumed)', () => {
   it.each([
     ['inside its external call', 'charged'],

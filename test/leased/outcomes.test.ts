@@ -1,5 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
+  completeAbandonedKeys,
   defineWorkflow,
   IdempotencyOutcomeUnknownError,
   IdempotencyWorkflowFailedError,
@@ -69,6 +70,28 @@ describe('an external call whose outcome is unknown', () => {
     expect(await calls('unknown')).toBe(2);
     expect(await auditPayment(t.pool, 'unknown', chargeKey('unknown'))).toMatchObject({ payments: [{ status: 'paid' }], charges: 1, chargeId: outcome.value.body.chargeId, events: ['paid'] });
     expect(await row('unknown')).toMatchObject({ status: 'completed', attempts: 2 });
+  });
+
+  it('lost on every try past maxAttempts never records the key as failed (the gateway may have charged): it stays started, and once the gateway recovers the completer completes it with one charge', async () => {
+    const key = 'gateway-down';
+    const options = { lease: '500ms', maxAttempts: 2 } as const;
+    const down = payWorkflow(gateway, { fault: () => 'drop-answer', retries: 1 }, options);
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const error = await runWorkflow(t.db, key, down, { ref: key, amount: 900 }, { onInFlight: 'reject' }).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: 'IDEMPOTENCY_OUTCOME_UNKNOWN', retryable: true });
+      expect(await row(key)).toEqual({ status: 'started', attempts: attempt, released: true, recovery_point: 'record-intent' });
+    }
+    // Two tries per run, each with the same downstream key: the gateway charged once.
+    expect(await calls(key)).toBe(6);
+
+    const up = payWorkflow(gateway, { reconcile: true }, options);
+    expect(await completeAbandonedKeys(t.db, [up])).toEqual({ completed: 1, failed: 0, retried: 0, skipped: 0 });
+    // The resumed run asked the gateway first, found the charge, and recorded it: no new request.
+    expect(await calls(key)).toBe(6);
+    const audit = await auditPayment(t.pool, key, chargeKey(key));
+    expect(audit).toEqual({ payments: [{ status: 'paid', charge_id: audit.chargeId }], charges: 1, chargeId: audit.chargeId, events: ['paid'] });
+    expect(await row(key)).toMatchObject({ status: 'completed', attempts: 4 });
+    expect(await runWorkflow(t.db, key, up, { ref: key, amount: 900 })).toMatchObject({ body: { chargeId: audit.chargeId } });
   });
 
   it('a definite failure (not a timeout or network error) is not retried within the run', async () => {

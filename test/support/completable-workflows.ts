@@ -32,8 +32,19 @@ async function pay(ctx: WorkflowContext, input: PaymentInput) {
 /** The payment, with a short lease: a killed run is soon abandoned. */
 export const payOrder = defineWorkflow('cli.pay', pay, { lease: '1s' });
 
-/** The same with one attempt only: abandoned once, it is recorded as failed. */
+/** The same with one attempt only: abandoned by a crash, it is still resumed (the crash may hide a charge). */
 export const payOnce = defineWorkflow('cli.pay-once', pay, { lease: '1s', maxAttempts: 1 });
+
+/** One attempt, and a card that is declined once the intent is recorded: resumed, it fails definitely and is recorded as failed. */
+export const payDeclined = defineWorkflow(
+  'cli.pay-declined',
+  async (ctx: WorkflowContext, input: PaymentInput) => {
+    await ctx.step('record-intent', (tx: IdempotencyDatabase) => insertCharge(tx, input.ref, input.amount));
+    await crashPoint('record-intent');
+    throw new Error('card declined');
+  },
+  { lease: '1s', maxAttempts: 1 },
+);
 
 export default payOrder;
 

@@ -1,13 +1,14 @@
 // Child process for completer tests: runs a workflow on a key and is killed
 // where CRASH_AFTER says (see completable-workflows.ts), leaving a started key
 // whose lease runs out soon after: abandoned work. `unknown` runs a workflow
-// the module given to `complete` does not export; `once` one that has a single attempt.
+// the module given to `complete` does not export; `once` one that has a single attempt;
+// `declined` one with a single attempt that fails definitely once resumed.
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
 import { defineWorkflow, runWorkflow } from '../../src/index.js';
-import { payOnce, payOrder, type PaymentInput } from './completable-workflows.js';
+import { payDeclined, payOnce, payOrder, type PaymentInput } from './completable-workflows.js';
 
-const [url, key, which] = process.argv.slice(2) as [string, string, 'pay' | 'once' | 'unknown'];
+const [url, key, which] = process.argv.slice(2) as [string, string, 'pay' | 'once' | 'declined' | 'unknown'];
 const pool = new pg.Pool({ connectionString: url, max: 2 });
 const db = drizzle({ client: pool });
 const unknown = defineWorkflow(
@@ -21,4 +22,4 @@ const unknown = defineWorkflow(
 );
 const input = { ref: key, amount: 4200 };
 if (which === 'unknown') await runWorkflow(db, key, unknown, input, { scope: 'cli' });
-else await runWorkflow(db, key, which === 'pay' ? payOrder : payOnce, input, { scope: 'cli' });
+else await runWorkflow(db, key, { pay: payOrder, once: payOnce, declined: payDeclined }[which], input, { scope: 'cli' });

@@ -26,6 +26,8 @@ export abstract class GatewayError extends Error {
 export class GatewayOutcomeUnknownError extends GatewayError {
   readonly code = 'GATEWAY_OUTCOME_UNKNOWN' as const;
   readonly retryable = true;
+  /** Read by drizzle-idempotency's `ctx.call`: try again with the same downstream key (or reconcile first). */
+  readonly outcomeUnknown = true;
   constructor(
     readonly reason: UnknownOutcomeReason,
     message: string,

@@ -43,6 +43,13 @@ describe('an external call whose outcome is unknown', () => {
     expect(await auditPayment(t.pool, 'slow', chargeKey('slow'))).toMatchObject({ charges: 1, chargeId: outcome.value.body.chargeId, events: ['paid'] });
   });
 
+  it('is tried again with the same downstream key when the error says outcomeUnknown (a gateway 5xx): the gateway charges once', async () => {
+    const pay = payWorkflow(gateway, { fault: (attempt) => (attempt === 1 ? 'charge-then-500' : 'none'), retries: 1 });
+    const outcome = await runWorkflowOutcome(t.db, 'answered-500', pay, { ref: 'answered-500', amount: 700 });
+    expect(await calls('answered-500')).toBe(2);
+    expect(await auditPayment(t.pool, 'answered-500', chargeKey('answered-500'))).toMatchObject({ charges: 1, chargeId: outcome.value.body.chargeId, events: ['paid'] });
+  });
+
   it('with reconcile, asks the gateway before a retry and records what it found: no second request', async () => {
     const pay = payWorkflow(gateway, { fault: (attempt) => (attempt === 1 ? 'drop-answer' : 'none'), reconcile: true });
     const outcome = await runWorkflowOutcome(t.db, 'reconciled', pay, { ref: 'reconciled', amount: 700 });

@@ -21,7 +21,7 @@ export async function createShopTables(pool: pg.Pool): Promise<void> {
 export type ShopPoint = 'after-claim' | 'in-intent' | 'after-intent' | 'charged' | 'after-charge' | 'before-complete';
 
 /** What the gateway does besides charging. */
-export type GatewayFault = 'none' | 'drop-answer' | 'slow' | 'refuse';
+export type GatewayFault = 'none' | 'drop-answer' | 'slow' | 'refuse' | 'charge-then-500';
 
 export interface ShopHooks {
   /** Called at each point; may never return (a crash) or stop the process. */
@@ -75,6 +75,11 @@ export function payWorkflow(gateway: pg.Pool, hooks: ShopHooks = {}, options: Wo
         async ({ downstreamKey, attempt }) => {
           const fault = hooks.fault?.(attempt) ?? 'none';
           if (fault === 'refuse') throw Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+          // A 5xx after the gateway charged: its client marks the error as an unknown outcome.
+          if (fault === 'charge-then-500') {
+            await gatewayCharge(gateway, downstreamKey, input.amount);
+            throw Object.assign(new Error('gateway answered 500'), { outcomeUnknown: true });
+          }
           const charged = await gatewayCharge(gateway, downstreamKey, input.amount);
           await at('charged', ctx.attempt);
           if (fault === 'drop-answer') throw networkError();

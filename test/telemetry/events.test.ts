@@ -197,10 +197,12 @@ describe('the events of one call', () => {
     while (!events.names(scope, 'rr-key').includes('claimed')) await new Promise((r) => setTimeout(r, 5));
     const duplicate = () => t.db.transaction((tx) => withIdempotencyOutcome(tx, 'rr-key', (tx) => insertCharge(tx, 'rr-key', 5), { scope }), rr);
     const second = duplicate();
+    // Its expectation is attached now: the duplicate may fail before the first's COMMIT answer arrives.
+    const secondFails = expect(second).rejects.toBeInstanceOf(IdempotencySerializationError);
     await waitForLockWaiters(t.pool, 1);
     gate.resolve();
     await first;
-    await expect(second).rejects.toBeInstanceOf(IdempotencySerializationError);
+    await secondFails;
     expect(await duplicate()).toMatchObject({ replayed: true });
     expect(events.byCall(scope, 'rr-key')).toEqual([['claimed', 'stored', 'call'], ['call'], ['replayed', 'call']]);
     const calls = events.of(scope, 'rr-key').filter((e) => e.event === 'call').map((e) => e.message);

@@ -9,6 +9,7 @@ import { problemOf } from './problem.js';
 import { normalizeResponse, storedForm, type IdempotentResponse } from './response.js';
 import { refusedRequest, sendCommitted, type HttpAdapter } from './route.js';
 import { workflowProblem } from './workflow-answer.js';
+import { requestInputProblem } from './workflow-input.js';
 import { resolveWorkflowRouteOptions, type WorkflowRouteOptions } from './workflow-options.js';
 
 /** A workflow route, served by a framework adapter. */
@@ -68,6 +69,9 @@ export function idempotentWorkflowRoute<TReq, TRes, I, O extends IdempotentRespo
       try {
         outcome = await runWorkflowOutcome(db, key, workflow, input, { ...o.core, scope, fingerprint: o.fingerprint(req) });
       } catch (error) {
+        // Refused before anything was claimed: when the client sent what cannot be stored, it is told so (4xx), and nobody is paged.
+        const client = error instanceof IdempotencyOptionsInvalidError ? requestInputProblem(input, o.core.maxResultBytes) : undefined;
+        if (client !== undefined) return adapter.sendProblem(res, client, undefined, false);
         const answer = workflowProblem(error, o.retryAfter);
         if (answer.report) report(error, req);
         return adapter.sendProblem(res, answer.problem, answer.retryAfter, false);

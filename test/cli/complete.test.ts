@@ -147,6 +147,8 @@ describe('drizzle-idempotency complete', () => {
       [['complete'], 'complete: --workflows <module> is required'],
       [['complete', '--workflows', MODULE, '--interval', '5s'], 'complete: --interval needs --watch'],
       [['complete', '--workflows', MODULE, '--watch', '--interval', '5'], '--interval must be a duration'],
+      // Past 2^31 - 1 ms Node's timers fire after 1 ms: a pass every millisecond, hammering the database.
+      [['complete', '--workflows', MODULE, '--watch', '--interval', '25d'], '--interval must be at most 24 days'],
       [['complete', '--workflows', MODULE, '--limit', '0'], '--limit must be a whole number from 1 to'],
       [['complete', '--workflows', 'test/support/no-such-module.ts'], 'complete: --workflows: no module file at'],
       [['complete', '--workflows', 'test/support/fixtures.ts'], 'exports no workflow: export those made by defineWorkflow()'],

@@ -53,12 +53,15 @@ export function idempotentWorkflowRoute<TReq, TRes, I, O extends IdempotentRespo
       let key: string;
       let scope: string;
       let input: I;
+      let fingerprint;
       try {
         const found = keyFromHeaderLines(adapter.keyLines(req));
         if (found === undefined) throw new IdempotencyKeyInvalidError('this request needs an Idempotency-Key header');
         key = found;
         await adapter.readBody(req, o.maxBodyBytes);
         scope = await o.scope(req);
+        // The application's too, as scope and input: outside the run, whose errors would tell the client to retry.
+        fingerprint = o.fingerprint(req);
         // A throw here is the application's (a body without what `input` reads): nothing is claimed, it goes to the framework.
         input = await o.input(req);
       } catch (error) {
@@ -67,7 +70,7 @@ export function idempotentWorkflowRoute<TReq, TRes, I, O extends IdempotentRespo
       }
       let outcome;
       try {
-        outcome = await runWorkflowOutcome(db, key, workflow, input, { ...o.core, scope, fingerprint: o.fingerprint(req) });
+        outcome = await runWorkflowOutcome(db, key, workflow, input, { ...o.core, scope, fingerprint });
       } catch (error) {
         // Refused before anything was claimed: when the client sent what cannot be stored, it is told so (4xx), and nobody is paged.
         const client = error instanceof IdempotencyOptionsInvalidError ? requestInputProblem(input, o.core.maxResultBytes) : undefined;

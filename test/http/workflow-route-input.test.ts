@@ -1,7 +1,8 @@
 // What a client puts in a workflow's input that PostgreSQL cannot store (a NUL,
 // a lone surrogate, more JSON than maxResultBytes) is the request's fault: a 4xx
 // that claims nothing and wakes nobody, not a 500 reported to onError. An input
-// the application built wrong (a BigInt) stays the server's 500.
+// the application built wrong (a BigInt) stays the server's 500, and a
+// fingerprint function that throws goes to the framework, as a throwing scope or input does.
 import express from 'express';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { defineWorkflow } from '../../src/index.js';
@@ -22,14 +23,24 @@ const options = { scope: 'shop', maxResultBytes: 1024, onError: (error: unknown)
 const input = (req: { body?: unknown }) => req.body as { note: string };
 const asBigInt = () => ({ note: 1n }) as never;
 
+const fingerprint = () => {
+  throw new Error('fingerprint: no customer on the request');
+};
+
 const app = express().use(express.json());
 app.post('/notes', expressWorkflow(t.db, note, { ...options, input }));
 app.post('/bigint', expressWorkflow(t.db, note, { ...options, input: asBigInt }));
-const web = webWorkflow(t.db, note, { ...options, input });
-const webBigInt = webWorkflow(t.db, note, { ...options, input: asBigInt });
+app.post('/fingerprint', expressWorkflow(t.db, note, { ...options, input, fingerprint }));
+// What reaches the framework's error handler (the Web listener answers thrown errors the same way).
+app.use(((error, _req, res, _next) => void res.status(500).json({ error: (error as Error).message })) as express.ErrorRequestHandler);
+const web: Record<string, (request: Request) => Promise<Response>> = {
+  '/notes': webWorkflow(t.db, note, { ...options, input }),
+  '/bigint': webWorkflow(t.db, note, { ...options, input: asBigInt }),
+  '/fingerprint': webWorkflow(t.db, note, { ...options, input, fingerprint }),
+};
 const servers: Record<string, Listening> = {
   express: await listen(app),
-  web: await listen(webListener((request) => (new URL(request.url).pathname === '/bigint' ? webBigInt : web)(request))),
+  web: await listen(webListener((request) => web[new URL(request.url).pathname]!(request))),
 };
 afterAll(() => Promise.all(Object.values(servers).map((s) => s.close())));
 
@@ -41,7 +52,7 @@ beforeEach(async () => {
 
 const post = async (url: string, key: string, body: string) => {
   const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': key }, body });
-  return { status: response.status, problem: (await response.json()) as { code: string; retryable: boolean } };
+  return { status: response.status, retryAfter: response.headers.get('retry-after'), problem: (await response.json()) as { code?: string; retryable?: boolean; error?: string } };
 };
 const keysStored = async () => Number((await t.pool.query<{ n: string }>('select count(*) as n from idempotency_keys')).rows[0]!.n);
 
@@ -75,6 +86,15 @@ describe.each(Object.keys(servers))('idempotentWorkflow on %s', (name) => {
 
     expect(answer).toMatchObject({ status: 500, problem: { code: 'IDEMPOTENCY_OPTIONS_INVALID' } });
     expect(reported).toHaveLength(1);
+    expect(runs).toBe(0);
+    expect(await keysStored()).toBe(0);
+  });
+
+  it('sends a fingerprint function that throws to the framework, as a scope or an input that throws: nothing claimed, no 503 that invites retries', async () => {
+    const answer = await post(url('/fingerprint'), 'k4', '{"note":"hello"}');
+
+    expect(answer).toEqual({ status: 500, retryAfter: null, problem: { error: 'fingerprint: no customer on the request' } });
+    expect(reported).toEqual([]);
     expect(runs).toBe(0);
     expect(await keysStored()).toBe(0);
   });

@@ -226,6 +226,9 @@ export function parseCommandLine(argv: readonly string[], env: Readonly<Record<s
   }
 }
 
+// The longest delay Node's timers take: 2^31 - 1 ms, about 24.8 days.
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** `complete`'s own flags: a module is required, an interval only means something with --watch. */
 function completeArgs(values: Record<string, string | boolean | undefined>): { workflows: string; watch: boolean; intervalMs: number; limit: number } {
   const { workflows, interval } = values;
@@ -234,10 +237,13 @@ function completeArgs(values: Record<string, string | boolean | undefined>): { w
   }
   const watch = values.watch === true;
   if (interval !== undefined && !watch) throw usageError('complete: --interval needs --watch: without it, complete runs one pass and exits');
+  const intervalMs = durationArg(interval ?? COMPLETE_INTERVAL, '--interval')!;
+  // Node runs a longer timer after 1 ms (TimeoutOverflowWarning): a pass every millisecond.
+  if (intervalMs > MAX_TIMER_MS) throw usageError(`--interval must be at most 24 days (a timer's limit), got ${JSON.stringify(interval)}`);
   return {
     workflows,
     watch,
-    intervalMs: durationArg(interval ?? COMPLETE_INTERVAL, '--interval')!,
+    intervalMs,
     limit: wholeNumberArg(values.limit, '--limit', DEFAULT_COMPLETE_LIMIT, MAX_COMPLETE_LIMIT),
   };
 }

@@ -46,12 +46,7 @@ export async function completeOnce(db: IdempotencyDatabase, c: CompleteCommand, 
  * await completeWatch(db, { workflows: [payOrder], limit: 100, intervalMs: 5_000, schema: undefined }, 'postgres://db/app');
  */
 export async function completeWatch(db: IdempotencyDatabase, c: CompleteCommand, database: string): Promise<void> {
-  let stop!: (signal: string) => void;
-  const stopped = new Promise<string>((resolve) => (stop = resolve));
-  const removeHandlers = onFirstSignal('complete', 'stopping after the current pass', (signal) => stop(signal));
-  // The completer's timers are unref'd so that they never hold an application open; here it is the application.
-  const keepAlive = setInterval(() => {}, 1 << 30);
-  process.stderr.write(`complete: every ${formatSpan(c.intervalMs)}, up to ${c.limit} keys a pass, workflows ${names(c.workflows)}; SIGTERM stops\n`);
+  // Started first: should it refuse its arguments, nothing below (signal handlers, the keep-alive timer) is left to hold the process open.
   const completer = startCompleter(db, c.workflows, {
     interval: c.intervalMs,
     limit: c.limit,
@@ -66,6 +61,12 @@ export async function completeWatch(db: IdempotencyDatabase, c: CompleteCommand,
       process.stderr.write(`complete: a pass failed, next one in ${formatSpan(c.intervalMs)}: ${message}\n`);
     },
   });
+  let stop!: (signal: string) => void;
+  const stopped = new Promise<string>((resolve) => (stop = resolve));
+  const removeHandlers = onFirstSignal('complete', 'stopping after the current pass', (signal) => stop(signal));
+  // The completer's timers are unref'd so that they never hold an application open; here it is the application.
+  const keepAlive = setInterval(() => {}, 1 << 30);
+  process.stderr.write(`complete: every ${formatSpan(c.intervalMs)}, up to ${c.limit} keys a pass, workflows ${names(c.workflows)}; SIGTERM stops\n`);
   try {
     const signal = await stopped;
     await completer.stop();

@@ -13,7 +13,7 @@ export interface WorkflowsModule {
 /**
  * Imports the module at `path` (relative to the working directory) and
  * collects every export that is a workflow, each once (a workflow exported
- * under two names is one workflow). A module that is not there, or exports
+ * under two names is one workflow; two workflows of one name are refused). A module that is not there, or exports
  * no workflow, is a usage error (exit code 2); one that throws while loading
  * is a failure (exit code 1) with its own message.
  *
@@ -36,6 +36,12 @@ export async function loadWorkflows(path: string): Promise<WorkflowsModule> {
   const workflows = [...new Set(Object.values(exports).filter(isWorkflow))];
   if (workflows.length === 0) {
     throw usageError(`complete: ${absolute} exports no workflow: export those made by defineWorkflow(), e.g. export const payOrder = defineWorkflow('shop.pay', ...)`);
+  }
+  // Two workflows under one name: the completer could not tell which one resumes a key of that name.
+  const byName = new Map<string, AnyWorkflow>();
+  for (const w of workflows) {
+    if (byName.has(w.name)) throw usageError(`complete: ${absolute} exports two workflows named ${JSON.stringify(w.name)}: give each workflow its own name`);
+    byName.set(w.name, w);
   }
   return { path: absolute, workflows };
 }

@@ -8,7 +8,8 @@ export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
  * Codes an HTTP answer of this library can carry: the core's, plus a commit
  * that failed after the handler ran, and a request body that could not be
  * read to fingerprint it (over `maxBodyBytes`: 413; cut off: 400; content-encoded or in an unknown charset, Web only: 415; consumed by
- * other middleware without a parsed value: 500).
+ * other middleware without a parsed value: 500), or a workflow's input from it that cannot be stored (text jsonb
+ * refuses: 400; over `maxResultBytes`: 413).
  */
 export type ProblemCode = IdempotencyErrorCode | 'IDEMPOTENCY_COMMIT_FAILED' | 'IDEMPOTENCY_BODY_TOO_LARGE' | 'IDEMPOTENCY_BODY_UNREADABLE';
 

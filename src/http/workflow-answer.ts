@@ -3,6 +3,7 @@ import {
   IdempotencyConnectionLostError,
   IdempotencyError,
   IdempotencyInFlightError,
+  IdempotencyLeaseLostError,
   IdempotencyOutcomeUnknownError,
   IdempotencyWorkflowFailedError,
 } from '../shared/errors.js';
@@ -38,6 +39,11 @@ export function workflowProblem(error: unknown, retryAfter: number): WorkflowPro
     // Not the error's message: it names the workflow and its last step, which are the server's business.
     const detail = 'the work for this key failed after repeated attempts and is recorded as failed: it will not run again';
     return { problem: problem(500, error.code, detail, false), retryAfter: undefined, report: true };
+  }
+  if (error instanceof IdempotencyLeaseLostError) {
+    // Not the error's message: it names the workflow, which is the server's business (as for a failed key).
+    const detail = 'another request or the completer took this key over while this one ran; retry with the same key to get its answer';
+    return { problem: problem(error.status, error.code, detail, true), retryAfter, report: false };
   }
   if (error instanceof IdempotencyOutcomeUnknownError) {
     const detail = `whether a call to another service took effect is not known yet; ${RESUMES}`;

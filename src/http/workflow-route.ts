@@ -9,6 +9,7 @@ import { problemOf } from './problem.js';
 import { normalizeResponse, storedForm, type IdempotentResponse } from './response.js';
 import { refusedRequest, sendCommitted, type HttpAdapter } from './route.js';
 import { workflowProblem } from './workflow-answer.js';
+import { requestInputProblem } from './workflow-input.js';
 import { resolveWorkflowRouteOptions, type WorkflowRouteOptions } from './workflow-options.js';
 
 /** A workflow route, served by a framework adapter. */
@@ -52,12 +53,15 @@ export function idempotentWorkflowRoute<TReq, TRes, I, O extends IdempotentRespo
       let key: string;
       let scope: string;
       let input: I;
+      let fingerprint;
       try {
         const found = keyFromHeaderLines(adapter.keyLines(req));
         if (found === undefined) throw new IdempotencyKeyInvalidError('this request needs an Idempotency-Key header');
         key = found;
         await adapter.readBody(req, o.maxBodyBytes);
         scope = await o.scope(req);
+        // The application's too, as scope and input: outside the run, whose errors would tell the client to retry.
+        fingerprint = o.fingerprint(req);
         // A throw here is the application's (a body without what `input` reads): nothing is claimed, it goes to the framework.
         input = await o.input(req);
       } catch (error) {
@@ -66,8 +70,11 @@ export function idempotentWorkflowRoute<TReq, TRes, I, O extends IdempotentRespo
       }
       let outcome;
       try {
-        outcome = await runWorkflowOutcome(db, key, workflow, input, { ...o.core, scope, fingerprint: o.fingerprint(req) });
+        outcome = await runWorkflowOutcome(db, key, workflow, input, { ...o.core, scope, fingerprint });
       } catch (error) {
+        // Refused before anything was claimed: when the client sent what cannot be stored, it is told so (4xx), and nobody is paged.
+        const client = error instanceof IdempotencyOptionsInvalidError ? requestInputProblem(input, o.core.maxResultBytes) : undefined;
+        if (client !== undefined) return adapter.sendProblem(res, client, undefined, false);
         const answer = workflowProblem(error, o.retryAfter);
         if (answer.report) report(error, req);
         return adapter.sendProblem(res, answer.problem, answer.retryAfter, false);

@@ -132,12 +132,33 @@ describe('drizzle-idempotency complete', () => {
     expect(run.stderr).toMatch(/^drizzle-idempotency: complete: loading .*failing-workflows\.ts failed: GATEWAY_URL is not set\n$/);
   });
 
+  it('refuses a module with two workflows of one name with exit code 2, before touching the database', async () => {
+    // Nothing listens on port 1: had it connected first, the answer would be exit code 3.
+    const run = await cli(['complete', '--workflows', 'test/support/same-name-workflows.ts', '--database-url', 'postgres://postgres@127.0.0.1:1/none']);
+
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toMatch(/^drizzle-idempotency: complete: .*same-name-workflows\.ts exports two workflows named "shop\.pay"/);
+  });
+
+  it('--watch with a module of two workflows of one name exits with code 2 instead of running on without a completer', async () => {
+    // Before the fix it printed nothing and kept running (its signal handlers and keep-alive timer were left in place).
+    const started = start(['complete', '--workflows', 'test/support/same-name-workflows.ts', '--watch', '--interval', '1s']);
+    onTestFinished(() => void started.child.kill('SIGKILL'));
+    const run = await started.done;
+
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('two workflows named "shop.pay"');
+  });
+
   it('refuses a bad command line with exit code 2 and one line saying what is wrong, and touches no key', async () => {
     await abandon('untouched', 'pay');
     const cases: [string[], string][] = [
       [['complete'], 'complete: --workflows <module> is required'],
       [['complete', '--workflows', MODULE, '--interval', '5s'], 'complete: --interval needs --watch'],
       [['complete', '--workflows', MODULE, '--watch', '--interval', '5'], '--interval must be a duration'],
+      // Past 2^31 - 1 ms Node's timers fire after 1 ms: a pass every millisecond, hammering the database.
+      [['complete', '--workflows', MODULE, '--watch', '--interval', '25d'], '--interval must be at most 24 days'],
       [['complete', '--workflows', MODULE, '--limit', '0'], '--limit must be a whole number from 1 to'],
       [['complete', '--workflows', 'test/support/no-such-module.ts'], 'complete: --workflows: no module file at'],
       [['complete', '--workflows', 'test/support/fixtures.ts'], 'exports no workflow: export those made by defineWorkflow()'],

@@ -755,7 +755,10 @@ describe.each(adapters)('a workflow route on the $name adapter', (adapter) => {
     const lost = await first;
     expect(lost.status).toBe(409);
     expect(lost.headers.get('retry-after')).toBe('1');
-    expect(await lost.json()).toMatchObject({ code: 'IDEMPOTENCY_LEASE_LOST', retryable: true });
+    const problem = (await lost.json()) as { code: string; retryable: boolean; detail: string };
+    expect(problem).toMatchObject({ code: 'IDEMPOTENCY_LEASE_LOST', retryable: true });
+    // The workflow's name is the server's business, as in the failed-key answer: the client gets what to do, not our internals.
+    expect(problem.detail).not.toContain('conformance.pay');
     // The zombie recorded nothing after the takeover: the charge's answer is the new owner's to find (by its downstream key).
     const [row] = await leasedRow(key);
     expect(row).toMatchObject({ status: 'started', attempts: 2, owner_token: rows[0]!.token, lease_running: true });

@@ -1,11 +1,10 @@
-import { DEFAULT_MAX_RESULT_BYTES } from '../core/result.js';
 import { isExactText } from '../shared/key.js';
 import { problem, type ProblemDetails } from './problem.js';
 
 /**
  * Why a workflow's input, taken from the request, cannot be stored, when the
  * request is to blame: text jsonb refuses (a NUL, a lone surrogate: valid
- * JSON a client can send) answers 400, more JSON than `maxResultBytes` 413.
+ * JSON a client can send) answers 400, more JSON than the workflow's `maxResultBytes` 413.
  * Undefined otherwise (a BigInt, a Map: the application built the input
  * wrong, which stays the server's 500). Called only after the run refused
  * the input, so a request that can be stored pays nothing for it.
@@ -13,7 +12,7 @@ import { problem, type ProblemDetails } from './problem.js';
  * @example
  * requestInputProblem({ note: '\ud800' }, undefined) // 400 IDEMPOTENCY_BODY_UNREADABLE
  */
-export function requestInputProblem(input: unknown, maxResultBytes: number | undefined): ProblemDetails | undefined {
+export function requestInputProblem(input: unknown, maxResultBytes: number): ProblemDetails | undefined {
   let inexact = false;
   let json: string;
   try {
@@ -28,9 +27,8 @@ export function requestInputProblem(input: unknown, maxResultBytes: number | und
   if (inexact) {
     return problem(400, 'IDEMPOTENCY_BODY_UNREADABLE', 'the request holds text that cannot be stored (a NUL character or a lone UTF-16 surrogate)', false);
   }
-  const max = maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
-  if (Buffer.byteLength(json, 'utf8') > max) {
-    return problem(413, 'IDEMPOTENCY_BODY_TOO_LARGE', `the work this request asks for is over ${max} bytes of JSON, more than can be stored with its key`, false);
+  if (Buffer.byteLength(json, 'utf8') > maxResultBytes) {
+    return problem(413, 'IDEMPOTENCY_BODY_TOO_LARGE', `the work this request asks for is over ${maxResultBytes} bytes of JSON, more than can be stored with its key`, false);
   }
   return undefined;
 }

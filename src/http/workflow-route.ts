@@ -73,7 +73,7 @@ export function idempotentWorkflowRoute<TReq, TRes, I, O extends IdempotentRespo
         outcome = await runWorkflowOutcome(db, key, workflow, input, { ...o.core, scope, fingerprint });
       } catch (error) {
         // Refused before anything was claimed: when the client sent what cannot be stored, it is told so (4xx), and nobody is paged.
-        const client = error instanceof IdempotencyOptionsInvalidError ? requestInputProblem(input, o.core.maxResultBytes) : undefined;
+        const client = error instanceof IdempotencyOptionsInvalidError ? requestInputProblem(input, workflow.maxResultBytes) : undefined;
         if (client !== undefined) return adapter.sendProblem(res, client, undefined, false);
         const answer = workflowProblem(error, o.retryAfter);
         if (answer.report) report(error, req);

@@ -17,9 +17,9 @@ let runs = 0;
 const note = defineWorkflow('input.note', async (_ctx, input: { note: string }) => {
   runs++;
   return { status: 201, body: input };
-});
+}, { maxResultBytes: 1024 });
 const reported: unknown[] = [];
-const options = { scope: 'shop', maxResultBytes: 1024, onError: (error: unknown) => reported.push(error) };
+const options = { scope: 'shop', onError: (error: unknown) => reported.push(error) };
 const input = (req: { body?: unknown }) => req.body as { note: string };
 const asBigInt = () => ({ note: 1n }) as never;
 

@@ -33,7 +33,7 @@ export interface InspectedKey {
   expired: boolean;
   /** A live transaction holds the key: its uncommitted claim, or a lock on the row (a call taking an expired key over, a sweep batch, an evict). */
   locked: boolean;
-  /** What `evictKey` refuses without `force`: a claim, a locked row or a `started` row. */
+  /** What `evictKey` refuses without `force`: a claim, a locked row or a `started` row (with `force` too: leased work whose `lease` is `'held'`). */
   inFlight: boolean;
   /** When the key was claimed; `null` for `'claimed'`. */
   createdAt: Date | null;

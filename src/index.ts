@@ -39,7 +39,7 @@ export type { SweepOptions, SweepProgress, SweepResult, SweepStop } from './ops/
 export { startSweeper } from './ops/sweeper.js';
 export type { Sweeper, SweeperOptions } from './ops/sweeper.js';
 export { idempotencyStats } from './ops/stats.js';
-export type { IdempotencyStats, OldestLiveKey } from './ops/stats.js';
+export type { IdempotencyStats, OldestLiveKey, OldestWaitingKey } from './ops/stats.js';
 export { inspectKey } from './ops/inspect.js';
 export type { InspectKeyOptions, InspectedKey, InspectedKeyStatus } from './ops/inspect.js';
 export { evictKey } from './ops/evict.js';

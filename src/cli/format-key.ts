@@ -33,6 +33,18 @@ function nextCall(k: InspectedKey): string {
   return 'replays the stored response (another request body or fingerprint gets 422 IDEMPOTENCY_KEY_REUSED)';
 }
 
+/** Leased work's facts, for a key that has them: never the steps' results, the input or the owner token. */
+function leasedRows(k: InspectedKey): [string, string][] {
+  if (k.workflow === null && !k.hasOwnerToken) return [];
+  return [
+    ['workflow', k.workflow === null ? '-' : printable(k.workflow)],
+    ['recovery', k.recoveryPoint === null ? 'no step recorded yet' : `after step ${printable(k.recoveryPoint)}`],
+    ['steps', k.recordedSteps.length === 0 ? 'none recorded' : k.recordedSteps.map(printable).join(', ')],
+    ['attempts', String(k.attempts)],
+    ['owner', k.hasOwnerToken ? 'a run owns it (owner token set; not shown)' : 'none'],
+  ];
+}
+
 /** `inspect` for people: one aligned line per fact, the response (when asked for) last. */
 export function formatInspected(k: InspectedKey, table: string): string {
   const none = '-';
@@ -43,9 +55,10 @@ export function formatInspected(k: InspectedKey, table: string): string {
     ['created', k.createdAt ? when(k.createdAt, k.now) : none],
     ['completed', k.completedAt ? when(k.completedAt, k.now) : none],
     ['expires', k.expiresAt ? `${when(k.expiresAt, k.now)}${k.expired ? ', expired' : ''}` : none],
-    ['lease', k.lockedUntil ? when(k.lockedUntil, k.now) : 'none'],
+    ['lease', k.lockedUntil ? `${when(k.lockedUntil, k.now)}, ${k.lease === 'held' ? 'held' : 'ran out or released'}` : 'none'],
     ['fingerprint', k.fingerprint === null ? none : printable(k.fingerprint)],
     ['response', k.responseBytes === null ? none : `${formatBytes(k.responseBytes)}${'response' in k ? '' : ' (--show-response prints it)'}`],
+    ...leasedRows(k),
     ['next call', nextCall(k)],
   ];
   const width = Math.max(...rows.map(([label]) => label.length));
@@ -62,5 +75,10 @@ export function formatEvicted(e: EvictedKey, table: string): string {
     e.completedAt ? `completed ${e.completedAt.toISOString()}` : 'never completed',
     `response ${e.responseBytes === null ? 'none' : formatBytes(e.responseBytes)}`,
   ];
-  return `evict: removed ${keyName(e.key, e.scope)} from ${table} (${facts.join(', ')}); the next call with it runs again`;
+  if (e.workflow !== null) facts.push(`workflow ${printable(e.workflow)}, attempt ${e.attempts}, steps ${e.recordedSteps.length === 0 ? 'none' : e.recordedSteps.map(printable).join(', ')}`);
+  const after =
+    e.status === 'started' && e.recordedSteps.length > 0
+      ? 'the next call with it runs the workflow from the start: it repeats the recorded steps (their downstream keys are the same)'
+      : 'the next call with it runs again';
+  return `evict: removed ${keyName(e.key, e.scope)} from ${table} (${facts.join(', ')}); ${after}`;
 }

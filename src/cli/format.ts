@@ -52,6 +52,18 @@ export function formatSweepResult(r: SweepResult, budget?: { signal?: string; ti
   }
 }
 
+/** The leased key waiting longest: enough to `inspect` it, never its input. */
+function oldestWaiting(s: IdempotencyStats): string {
+  const w = s.oldestWaiting;
+  if (!w) return 'none';
+  const ago = (at: Date) => `${formatSpan(Math.max(0, s.now.getTime() - at.getTime()))} ago`;
+  const point = w.recoveryPoint === null ? 'no step recorded' : `recovery point ${JSON.stringify(w.recoveryPoint)}`;
+  return (
+    `key ${JSON.stringify(w.key)} in scope ${JSON.stringify(w.scope)}, workflow ${JSON.stringify(w.workflow)}, created ${ago(w.createdAt)}, ` +
+    `${point}, attempt ${formatCount(w.attempts)}${w.leaseEndedAt ? `, lease ended ${ago(w.leaseEndedAt)}` : ''}`
+  );
+}
+
 /** `stats` for people: one aligned line per figure. */
 export function formatStats(s: IdempotencyStats, table: string): string {
   const oldest = s.oldestLive
@@ -62,6 +74,10 @@ export function formatStats(s: IdempotencyStats, table: string): string {
     ['live keys', formatCount(s.live)],
     ['expired keys', formatCount(s.expired) + (s.expired > 0 ? '  (`drizzle-idempotency sweep` deletes them)' : '')],
     ['in progress', formatCount(s.inProgress)],
+    ['  leased, held', `${formatCount(s.leasedHeld)}  (a process is running them)`],
+    ['  leased, waiting', formatCount(s.leasedWaiting) + (s.leasedWaiting > 0 ? '  (lease ran out or released: a retry or `drizzle-idempotency complete` resumes them)' : '')],
+    ['  oldest waiting', oldestWaiting(s)],
+    ['failed keys', formatCount(s.failed) + (s.failed > 0 ? '  (every call gets 500 IDEMPOTENCY_WORKFLOW_FAILED until they expire)' : '')],
     ['oldest live key', oldest],
     ['table size', formatBytes(s.tableBytes)],
     ['index size', formatBytes(s.indexBytes)],

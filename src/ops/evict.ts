@@ -26,7 +26,8 @@ export interface EvictKeyOptions {
   /** The scope the key was used in. (Default: `''`) */
   scope?: string;
   /**
-   * Remove the key even when it is in flight: a `started` row is deleted, and
+   * Remove the key even when it is in flight: a `started` row is deleted
+   * (but never leased work whose lease is held: a run is working on it), and
    * a key a live transaction holds is waited for (at most `waitTimeout`), then
    * deleted if that transaction left it `started` or expired, or left the
    * result that was there before; a result it completed is left to replay
@@ -52,6 +53,16 @@ export interface EvictedKey {
   lockedUntil: Date | null;
   fingerprint: string | null;
   responseBytes: number | null;
+  /** Leased work: its workflow; `null` for an in-transaction call's key. */
+  workflow: string | null;
+  /** Leased work: the last step that had committed. */
+  recoveryPoint: string | null;
+  /** Leased work: the names of the steps it had recorded (removed with it: a new run repeats them), sorted. */
+  recordedSteps: string[];
+  /** Leased work: its attempts so far; 0 for other keys. */
+  attempts: number;
+  /** Leased work that a run owned (an owner token was set). */
+  hasOwnerToken: boolean;
   /** The database clock at the deletion. */
   evictedAt: Date;
 }
@@ -66,7 +77,11 @@ const MAX_WAIT_MS = 2 ** 31 - 1;
  * Deletes one key so that the next call with it runs `fn` again. Refuses
  * (`IDEMPOTENCY_IN_FLIGHT`, nothing deleted) a key that is in flight: a live
  * transaction's claim, a row a live transaction has locked, or a `started`
- * row; it finds out without waiting. With `force` it deletes a `started` row,
+ * row; it finds out without waiting. Leased work (a `started` row with an
+ * owner token) whose lease is held is refused even with `force`: a run is
+ * working on it, and deleting its recorded steps under it would let a retry
+ * start over beside it; once the lease ran out, `force` deletes it with its
+ * recorded steps. With `force` it deletes a `started` row,
  * and waits up to `waitTimeout` for a live transaction to let go of the key
  * (then `IDEMPOTENCY_IN_FLIGHT` if it has not); once it has, it deletes what is
  * still stuck (a `started` row) or expired, but never a result that live
@@ -129,11 +144,12 @@ async function attempt(
       for (let pass = 0; pass < 2; pass++) {
         const row = await readKeyRow(tx, at, { lock: 'update', response: false });
         if (row) {
-          if (row.status === 'started' && !force) throw refused(at, 'its row is started, without a result: leased work, or a claim committed unfinished');
+          if (row.status === 'started' && row.hasOwnerToken && row.leaseHeld) throw leaseHeld(at, row);
+          if (row.status === 'started' && !force) throw refused(at, startedWhy(row));
           const before = pass > 0 ? null : waitedFor;
           if (before !== undefined && row.status === 'completed' && !row.expired && !sameResult(before, row)) throw completedMeanwhile(at);
           await deleteRow(tx, at);
-          const { response: _response, locked: _locked, now, ...kept } = row;
+          const { response: _response, locked: _locked, leaseHeld: _leaseHeld, now, ...kept } = row;
           return { commit: true, value: { held: false, removed: { scope: at.scope, key: at.key, ...kept, evictedAt: now } } };
         }
         const probe = await probeKey(tx, at);
@@ -169,6 +185,24 @@ const name = (at: KeyAddress) => `idempotency key ${JSON.stringify(at.key)}${at.
 
 function refused(at: KeyAddress, why: string): IdempotencyInFlightError {
   return new IdempotencyInFlightError(`${name(at)} is in flight (${why}); nothing was removed. Pass force (the CLI's --force) to remove it anyway`);
+}
+
+/** Why a `started` row is in flight, in the words of the runbook. */
+function startedWhy(row: KeyRow): string {
+  if (!row.hasOwnerToken) return 'its row is started, without a result: a claim committed unfinished';
+  const where = row.recoveryPoint === null ? 'no step recorded yet' : `recovery point ${JSON.stringify(row.recoveryPoint)}`;
+  return (
+    `leased work of workflow ${JSON.stringify(row.workflow)}, ${where}, attempt ${row.attempts}, lease ran out: ` +
+    'the next retry or the completer (drizzle-idempotency complete) resumes it; removing it removes its recorded steps, and a new run repeats them'
+  );
+}
+
+/** Refused even with force: deleting the row under a live run would let a retry start over beside it. */
+function leaseHeld(at: KeyAddress, row: KeyRow): IdempotencyInFlightError {
+  return new IdempotencyInFlightError(
+    `${name(at)} is leased work in flight (workflow ${JSON.stringify(row.workflow)}, lease held until ${row.lockedUntil?.toISOString() ?? '?'}); ` +
+      'nothing was removed, even with force: a run is working on it. Wait for it to finish or for its lease to run out',
+  );
 }
 
 function completedMeanwhile(at: KeyAddress): IdempotencyInFlightError {

@@ -33,7 +33,7 @@ export interface InspectedKey {
   expired: boolean;
   /** A live transaction holds the key: its uncommitted claim, or a lock on the row (a call taking an expired key over, a sweep batch, an evict). */
   locked: boolean;
-  /** What `evictKey` refuses without `force`: a claim, a locked row or a `started` row. */
+  /** What `evictKey` refuses without `force`: a claim, a locked row or a `started` row (with `force` too: leased work whose `lease` is `'held'`). */
   inFlight: boolean;
   /** When the key was claimed; `null` for `'claimed'`. */
   createdAt: Date | null;
@@ -47,6 +47,25 @@ export interface InspectedKey {
   fingerprint: string | null;
   /** Size of the stored result as JSON text, in bytes; `null` when none is stored. */
   responseBytes: number | null;
+  /**
+   * The lease of leased work, by the database clock: `'held'` while
+   * `lockedUntil` lies ahead (a process is running it, or is paused: its
+   * heartbeat keeps extending it), `'ran-out'` once it has passed (the holder
+   * died, or released it when a run ended in an error or an unknown outcome:
+   * the next retry or the completer resumes it), `'none'` without a lease (any
+   * key that is not `started` leased work).
+   */
+  lease: 'held' | 'ran-out' | 'none';
+  /** Leased work: the workflow's name, which the completer resumes it with; `null` for an in-transaction call's key. */
+  workflow: string | null;
+  /** Leased work: the recovery point, the last step that committed; `null` before the first (and for other keys). */
+  recoveryPoint: string | null;
+  /** Leased work: the names of the steps recorded so far, sorted by name; never their results (customer data). `[]` for other keys. */
+  recordedSteps: string[];
+  /** Leased work: claims, takeovers and resumes so far (1 on the first run); 0 for other keys. */
+  attempts: number;
+  /** Leased work: a run owns the key (an owner token is set); the token itself is never shown: it is what lets a run write the key. */
+  hasOwnerToken: boolean;
   /** With `showResponse`: what `fn` returned, as every replay gets it (`undefined` when nothing is stored). */
   response?: unknown;
   /** The database clock the key was read at. */
@@ -58,8 +77,10 @@ const PROBE_LOCK_TIMEOUT_MS = 1;
 
 /**
  * Looks up one key without waiting and without changing anything: its
- * status, age, expiry, lease, fingerprint and result size, and the result
- * itself with `showResponse`. Resolves to `null` when no row exists and no
+ * status, age, expiry, lease, fingerprint and result size; for leased work
+ * also its workflow, recovery point, the names of its recorded steps and its
+ * attempts (never the steps' results, the input or the owner token); and the
+ * result itself with `showResponse`. Resolves to `null` when no row exists and no
  * transaction holds the key (a call would run `fn`).
  *
  * Pass the database, not a transaction: the look runs in a transaction of its
@@ -111,6 +132,12 @@ function fromRow(at: { scope: string; key: string }, row: KeyRow, showResponse: 
     lockedUntil: row.lockedUntil,
     fingerprint: row.fingerprint,
     responseBytes: row.responseBytes,
+    lease: row.lockedUntil === null ? 'none' : row.leaseHeld ? 'held' : 'ran-out',
+    workflow: row.workflow,
+    recoveryPoint: row.recoveryPoint,
+    recordedSteps: row.recordedSteps,
+    attempts: row.attempts,
+    hasOwnerToken: row.hasOwnerToken,
     now: row.now,
   };
   if (showResponse) found.response = row.response === null ? undefined : deserializeResult(row.response);
@@ -132,6 +159,12 @@ function claimed(at: { scope: string; key: string }, now: Date): InspectedKey {
     lockedUntil: null,
     fingerprint: null,
     responseBytes: null,
+    lease: 'none',
+    workflow: null,
+    recoveryPoint: null,
+    recordedSteps: [],
+    attempts: 0,
+    hasOwnerToken: false,
     now,
   };
 }

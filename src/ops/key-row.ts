@@ -28,6 +28,18 @@ export interface KeyRow {
   expired: boolean;
   /** A live transaction holds a lock on the row (only known to reads that skip locked rows). */
   locked: boolean;
+  /** Leased work: the workflow that resumes it; `null` for an in-transaction call's key. */
+  workflow: string | null;
+  /** Leased work: the last step that committed; `null` before the first. */
+  recoveryPoint: string | null;
+  /** Leased work: the names of the steps recorded so far, sorted; never their results. */
+  recordedSteps: string[];
+  /** Leased work: claims and takeovers so far; 0 for an in-transaction call's key. */
+  attempts: number;
+  /** An owner token is set: a run of leased work owns the key (the token itself is a capability, never read). */
+  hasOwnerToken: boolean;
+  /** `locked_until` lies ahead of the database clock. */
+  leaseHeld: boolean;
   now: Date;
 }
 
@@ -42,6 +54,12 @@ interface RawKeyRow {
   response: unknown;
   expired: boolean;
   locked: boolean;
+  workflow: string | null;
+  recovery_point: string | null;
+  recorded_steps: string;
+  attempts: number | string;
+  has_owner_token: boolean;
+  lease_held: boolean;
   now: Date | string;
 }
 
@@ -80,6 +98,11 @@ export async function readKeyRow(
                ${options.response ? sql`k.response::text` : sql`null::text`} as response,
                k.expires_at <= statement_timestamp() as expired,
                ${locked} as locked,
+               k.workflow, k.recovery_point, k.attempts,
+               -- Names only: a step's result (a charge, an address) is customer data.
+               coalesce((select jsonb_agg(name order by name) from jsonb_object_keys(case when jsonb_typeof(k.steps) = 'object' then k.steps end) as name), '[]'::jsonb)::text as recorded_steps,
+               k.owner_token is not null as has_owner_token,
+               coalesce(k.locked_until > statement_timestamp(), false) as lease_held,
                statement_timestamp() as now
         from ${table} as k
         where k.scope = ${at.scope} and k.key = ${at.key}
@@ -97,6 +120,12 @@ export async function readKeyRow(
     response: typeof row.response === 'string' ? (JSON.parse(row.response) as unknown) : row.response,
     expired: row.expired,
     locked: row.locked,
+    workflow: row.workflow,
+    recoveryPoint: row.recovery_point,
+    recordedSteps: JSON.parse(row.recorded_steps) as string[],
+    attempts: Number(row.attempts),
+    hasOwnerToken: row.has_owner_token,
+    leaseHeld: row.lease_held,
     now: toDate(row.now),
   };
 }

@@ -132,8 +132,9 @@ workflow the module exports, takes each over (never while another process holds
 it) and resumes it from its last recovery point, without repeating a committed
 step, whatever attempts it used. A resumed run that fails for sure with no
 attempts left records the key as failed. Prints the counts
-of each pass on stdout. With --watch it keeps running until SIGTERM or SIGINT,
-which stop it after the current pass (exit code 0); a second one stops it at once.
+of each pass on stdout. With --watch it keeps running. SIGTERM or SIGINT starts
+no new key: the running ones finish, the rest stay for the next pass (exit code
+0); a second one stops it at once.
 
   --workflows <module>   path of a JavaScript module (or TypeScript, when the CLI
                          runs under tsx) whose exports include the workflows

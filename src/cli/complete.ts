@@ -14,6 +14,9 @@ export interface CompleteCommand {
   schema: string | undefined;
 }
 
+// What the first signal does; a second one exits at once.
+const STOPPING = 'starting no new key, finishing the running ones (again to exit now)';
+
 const names = (workflows: AnyWorkflow[]) => workflows.map((w) => w.name).join(', ');
 
 /** One line on stderr for a key whose resumed run failed: it stays for a later pass, or was recorded as failed. */
@@ -27,20 +30,32 @@ function keyFailed(c: CompleteCommand, database: string): (error: unknown, key?:
 
 /**
  * `complete` once: one pass, its counts on stdout (for cron, a Kubernetes CronJob, a deploy step).
+ * SIGTERM/SIGINT start no new key: the running ones finish, the rest stay for the next pass.
  *
  * @example
  * await completeOnce(db, { workflows: [payOrder], limit: 100, intervalMs: 5_000, schema: undefined }, 'postgres://db/app');
  */
 export async function completeOnce(db: IdempotencyDatabase, c: CompleteCommand, database: string): Promise<void> {
+  const abort = new AbortController();
+  let stoppedBy: string | undefined;
+  const removeHandlers = onFirstSignal('complete', STOPPING, (signal) => {
+    stoppedBy = signal;
+    abort.abort();
+  });
   process.stderr.write(`complete: one pass over abandoned keys of ${names(c.workflows)}\n`);
-  const counts = await completeAbandonedKeys(db, c.workflows, { limit: c.limit, schema: c.schema, onError: keyFailed(c, database) });
-  process.stdout.write(`${formatCompleted(counts)}\n`);
+  try {
+    const counts = await completeAbandonedKeys(db, c.workflows, { limit: c.limit, schema: c.schema, onError: keyFailed(c, database), signal: abort.signal });
+    process.stdout.write(`${formatCompleted(counts)}\n`);
+    if (stoppedBy !== undefined) process.stderr.write(`complete: stopped by ${stoppedBy}\n`);
+  } finally {
+    removeHandlers();
+  }
 }
 
 /**
  * `complete --watch`: the in-process completer until SIGTERM/SIGINT, which
- * stop it after the pass that runs (a resumed workflow is never cut off by
- * the CLI). A pass that fails is reported and the next one comes at its time.
+ * stop it once the keys it runs are done, starting no new one (a resumed
+ * workflow is never cut off by the CLI). A pass that fails is reported and the next one comes at its time.
  *
  * @example
  * await completeWatch(db, { workflows: [payOrder], limit: 100, intervalMs: 5_000, schema: undefined }, 'postgres://db/app');
@@ -63,7 +78,7 @@ export async function completeWatch(db: IdempotencyDatabase, c: CompleteCommand,
   });
   let stop!: (signal: string) => void;
   const stopped = new Promise<string>((resolve) => (stop = resolve));
-  const removeHandlers = onFirstSignal('complete', 'stopping after the current pass', (signal) => stop(signal));
+  const removeHandlers = onFirstSignal('complete', STOPPING, (signal) => stop(signal));
   // The completer's timers are unref'd so that they never hold an application open; here it is the application.
   const keepAlive = setInterval(() => {}, 1 << 30);
   process.stderr.write(`complete: every ${formatSpan(c.intervalMs)}, up to ${c.limit} keys a pass, workflows ${names(c.workflows)}; SIGTERM stops\n`);

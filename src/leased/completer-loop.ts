@@ -5,8 +5,8 @@ import { completePass, resolveCompleteOptions, type CompleteOptions, type Comple
 import { assertDatabase, workflowsByName } from './run-options.js';
 import type { AnyWorkflow } from './workflow.js';
 
-/** Options of `startCompleter`. */
-export interface CompleterOptions extends CompleteOptions {
+/** Options of `startCompleter` (`stop()` takes the place of a signal). */
+export interface CompleterOptions extends Omit<CompleteOptions, 'signal'> {
   /** Time between the end of one pass and the start of the next. (Default: `'5s'`) */
   interval?: Duration;
   /** Told what each pass did. (Default: none) */
@@ -15,7 +15,7 @@ export interface CompleterOptions extends CompleteOptions {
 
 /** A running completer. */
 export interface Completer {
-  /** Cancels the next pass, waits for a running one to end, and resolves then. Safe to call twice. */
+  /** Cancels the next pass, lets a running one start no new key, waits for the keys it runs, and resolves then. Safe to call twice. */
   stop(): Promise<void>;
 }
 
@@ -32,7 +32,8 @@ export interface Completer {
 export function startCompleter(db: IdempotencyDatabase, workflows: AnyWorkflow[], options: CompleterOptions = {}): Completer {
   assertDatabase(db, 'startCompleter');
   const byName = workflowsByName(workflows, 'startCompleter');
-  const o = resolveCompleteOptions(options);
+  const abort = new AbortController();
+  const o = { ...resolveCompleteOptions(options), signal: abort.signal };
   const intervalMs = parseTimerDuration(options.interval ?? '5s', 'interval');
   const onPass = options.onPass;
   let timer: NodeJS.Timeout | undefined;
@@ -61,6 +62,7 @@ export function startCompleter(db: IdempotencyDatabase, workflows: AnyWorkflow[]
   return {
     async stop() {
       stopped = true;
+      abort.abort();
       clearTimeout(timer);
       await running;
     },

@@ -28,6 +28,8 @@ export interface CompleteOptions {
   schema?: string;
   /** Told about every key whose run failed (it stays for a later pass, or was recorded as failed). (Default: none) */
   onError?: (error: unknown, key?: AbandonedKey) => void;
+  /** Once aborted, the pass starts no new key and ends when the keys it runs are done; the rest stay abandoned for a later pass. (Default: none) */
+  signal?: AbortSignal;
 }
 
 /** What one pass did. */
@@ -47,6 +49,7 @@ interface ResolvedComplete {
   concurrency: number;
   schema: string | undefined;
   onError: ((error: unknown, key?: AbandonedKey) => void) | undefined;
+  signal: AbortSignal | undefined;
 }
 
 /** Checks the completer's options; throws a typed error and touches nothing. */
@@ -58,7 +61,8 @@ export function resolveCompleteOptions(options: CompleteOptions = {}): ResolvedC
   if (!Number.isSafeInteger(concurrency) || concurrency < 1 || concurrency > 100) throw new IdempotencyOptionsInvalidError('concurrency must be an integer from 1 to 100');
   if (options.schema !== undefined) assertValidSchemaName(options.schema);
   if (options.onError !== undefined && typeof options.onError !== 'function') throw new IdempotencyOptionsInvalidError('onError must be a function');
-  return { limit, concurrency, schema: options.schema, onError: options.onError };
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new IdempotencyOptionsInvalidError('signal must be an AbortSignal');
+  return { limit, concurrency, schema: options.schema, onError: options.onError, signal: options.signal };
 }
 
 interface AbandonedRow extends AbandonedKey {
@@ -72,10 +76,11 @@ interface AbandonedRow extends AbandonedKey {
  * resumes it from its last committed step, whatever attempts it used (a
  * crash may hide a charge: such a key is never recorded as failed unseen).
  * A resumed run that fails for sure on its last attempt records the key as
- * failed. Never throws for one key: `onError` hears about it.
+ * failed. Never throws for one key: `onError` hears about it. Once `signal`
+ * aborts, no new key is started: the pass ends when the running ones do.
  *
  * @example
- * const { completed, failed } = await completeAbandonedKeys(db, [payOrder], { limit: 50 });
+ * const { completed, failed } = await completeAbandonedKeys(db, [payOrder], { limit: 50, signal: shutdown.signal });
  */
 export async function completeAbandonedKeys(db: IdempotencyDatabase, workflows: AnyWorkflow[], options?: CompleteOptions): Promise<CompleteResult> {
   assertDatabase(db, 'completeAbandonedKeys');
@@ -98,7 +103,8 @@ export async function completePass(db: IdempotencyDatabase, byName: Map<string, 
   const result: CompleteResult = { completed: 0, failed: 0, retried: 0, skipped: 0 };
   let next = 0;
   const worker = async () => {
-    while (next < rows.length) {
+    // A key whose run has begun is finished (cutting it off would only leave it for its lease to run out again); an abort stops the next one.
+    while (next < rows.length && o.signal?.aborted !== true) {
       const row = rows[next++]!;
       result[await completeOne(db, byName.get(row.workflow)!, row, o)]++;
     }

@@ -1,6 +1,9 @@
 // `drizzle-idempotency complete` end to end: workflows abandoned by a process
 // that was killed mid-run (SIGKILL, its lease then runs out), finished by the
 // CLI in a child process of its own, against a real database.
+import { rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { beforeAll, beforeEach, describe, expect, it, onTestFinished } from 'vitest';
 import { ROOT, startCli } from '../support/cli.js';
 import { testDatabase } from '../support/db.js';
@@ -8,6 +11,7 @@ import { count, createBusinessTables } from '../support/fixtures.js';
 import { launch, settled, type Launched } from '../support/processes.js';
 
 const MODULE = 'test/support/completable-workflows.ts';
+const SLOW_MODULE = 'test/support/slow-workflows.ts';
 const t = await testDatabase();
 
 /** Starts `drizzle-idempotency …args` on this file's database. */
@@ -27,12 +31,13 @@ async function keyRow(key: string) {
  * Runs a workflow on `key` in a child process, kills it (SIGKILL) right after
  * `step` committed, and waits until its lease has run out: abandoned work.
  */
-async function abandon(key: string, which: 'pay' | 'once' | 'declined' | 'unknown', step = 'record-intent'): Promise<void> {
+async function abandon(key: string, which: 'pay' | 'once' | 'declined' | 'unknown' | 'slow', step = 'record-intent'): Promise<void> {
   const child: Launched = launch(process.execPath, ['--import', 'tsx', 'test/support/workflow-crash-child.ts', t.url, key, which], {
     cwd: ROOT,
     env: { ...process.env, CRASH_AFTER: step },
   });
-  await child.waitFor(which === 'unknown' ? /claimed/ : new RegExp(`${step} committed`));
+  const reached = which === 'unknown' ? /claimed/ : which === 'slow' ? /cli\.slow: run of/ : new RegExp(`${step} committed`);
+  await child.waitFor(reached);
   child.child.kill('SIGKILL');
   await child.exited;
   // Abandoned once its lease ran out; a completer already running may have taken it over by then.
@@ -114,6 +119,76 @@ describe('drizzle-idempotency complete', () => {
     expect(run.stderr).toMatch(/stopped by SIGTERM\n$/);
     expect(await keyRow('late-order')).toMatchObject({ status: 'completed', attempts: 2, owner_token: null });
     expect(await count(t.pool, 'charges', 'ref = $1', ['late-order'])).toBe(1);
+  });
+
+  /**
+   * Starts `complete` on the slow workflow with six abandoned keys: its pass
+   * runs four at once (the default concurrency), each held at a gate until
+   * the test opens it. Returns the command and the runs it started so far.
+   */
+  async function slowCompleteOnSixKeys(flags: string[]) {
+    const keys = ['slow-1', 'slow-2', 'slow-3', 'slow-4', 'slow-5', 'slow-6'];
+    await Promise.all(keys.map((key) => abandon(key, 'slow')));
+    const gate = join(tmpdir(), `complete-gate-${process.pid}-${Math.random().toString(36).slice(2)}`);
+    onTestFinished(() => rm(gate, { force: true }));
+    const started = startCli(['complete', '--workflows', SLOW_MODULE, ...flags], { DATABASE_URL: t.url, SLOW_GATE: gate });
+    // Never left running into the next test, whatever fails here.
+    onTestFinished(() => void started.child.kill('SIGKILL'));
+    const runs = () => started.stderr().match(/cli\.slow: run of [^,]+/g) ?? [];
+    expect(await settled(async () => runs(), (r) => r.length === 4)).toHaveLength(4);
+    return { keys, gate, started, runs, openGate: () => writeFile(gate, '') };
+  }
+
+  it.each([
+    ['one pass', []],
+    ['--watch', ['--watch', '--interval', '100ms']],
+  ])('%s: SIGTERM starts no new key, lets the running ones finish, leaves the rest abandoned for the next pass, and exits 0', async (_mode, flags) => {
+    const { keys, gate, started, runs, openGate } = await slowCompleteOnSixKeys(flags);
+
+    started.child.kill('SIGTERM');
+    await settled(async () => started.stderr(), (err) => err.includes('SIGTERM received'));
+    await openGate();
+    const run = await started.done;
+
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe('complete: 4 completed, 0 failed, 0 retried, 0 skipped\n');
+    expect(run.stderr).toMatch(/stopped by SIGTERM\n$/);
+    // No run started after the signal, and none twice.
+    const ran = runs().map((line) => line.replace('cli.slow: run of ', ''));
+    expect(ran).toHaveLength(4);
+    expect(new Set(ran).size).toBe(4);
+    for (const key of keys) {
+      // Finished by a takeover, or untouched: still started on the crashed run's attempt, its lease run out.
+      if (ran.includes(key)) expect(await keyRow(key)).toMatchObject({ status: 'completed', attempts: 2, owner_token: null });
+      else expect(await keyRow(key)).toMatchObject({ status: 'started', attempts: 1 });
+      expect(await count(t.pool, 'charges', 'ref = $1', [key])).toBe(1);
+    }
+
+    // The next pass takes the two left behind (its gate is open).
+    const next = await startCli(['complete', '--workflows', SLOW_MODULE], { DATABASE_URL: t.url, SLOW_GATE: gate }).done;
+    expect(next).toMatchObject({ code: 0, stdout: 'complete: 2 completed, 0 failed, 0 retried, 0 skipped\n' });
+    for (const key of keys) {
+      expect(await keyRow(key)).toMatchObject({ status: 'completed', attempts: 2, owner_token: null });
+      expect(await count(t.pool, 'charges', 'ref = $1', [key])).toBe(1);
+    }
+  });
+
+  it('a second SIGTERM exits at once with code 143, the keys it ran left to their lease', async () => {
+    const { keys, started, runs } = await slowCompleteOnSixKeys([]);
+
+    started.child.kill('SIGTERM');
+    await settled(async () => started.stderr(), (err) => err.includes('SIGTERM received'));
+    started.child.kill('SIGTERM');
+    const run = await started.done;
+
+    expect(run.code).toBe(143);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toContain('SIGTERM again, exiting without waiting');
+    expect(runs()).toHaveLength(4);
+    for (const key of keys) {
+      expect(await keyRow(key)).toMatchObject({ status: 'started' });
+      expect(await count(t.pool, 'charges', 'ref = $1', [key])).toBe(1);
+    }
   });
 
   it('--help explains the command and its flags, and needs no database', async () => {

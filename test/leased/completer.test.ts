@@ -53,6 +53,24 @@ describe('completeAbandonedKeys', () => {
     expect(await runWorkflow(t.db, keys[0]!, abandoning, { key: keys[0]! })).toEqual({ finishedBy: 2 });
   });
 
+  it('once its signal is aborted starts no key, leaving each abandoned for a later pass, and refuses a signal that is not an AbortSignal', async () => {
+    const keys = ['aborted-0', 'aborted-1', 'aborted-2'];
+    await abandon(keys);
+    const inDatabase = () => t.pool.query(`select key, status, attempts from idempotency_keys where key like 'aborted-%' order by key`).then((r) => r.rows);
+    const before = await inDatabase();
+
+    expect(await completeAbandonedKeys(t.db, [abandoning], { signal: AbortSignal.abort() })).toEqual({ completed: 0, failed: 0, retried: 0, skipped: 0 });
+    const refused = await completeAbandonedKeys(t.db, [abandoning], { signal: { aborted: true } as AbortSignal }).catch((e: unknown) => e);
+    expect(refused).toMatchObject({ code: 'IDEMPOTENCY_OPTIONS_INVALID', message: expect.stringContaining('signal must be an AbortSignal') });
+    expect(await inDatabase()).toEqual(before);
+    expect(before.map((r) => r.status)).toEqual(['started', 'started', 'started']);
+
+    // A later pass finishes them, each once.
+    expect(await completeAbandonedKeys(t.db, [abandoning])).toMatchObject({ completed: keys.length });
+    const { rows } = await t.pool.query<{ n: number }>(`select count(*)::int as n from runs where key like 'aborted-%' group by key order by key`);
+    expect(rows.map((r) => r.n)).toEqual([1, 1, 1]);
+  });
+
   it('leaves alone keys whose lease still runs and keys of workflows it was not given', async () => {
     const other = defineWorkflow('test.other', async (ctx) => {
       await ctx.step('start', async () => 1);

@@ -19,6 +19,8 @@ export interface StartedCli {
   done: Promise<CliRun>;
   /** What it printed on stdout so far. */
   stdout(): string;
+  /** What it printed on stderr so far. */
+  stderr(): string;
 }
 
 /**
@@ -41,5 +43,5 @@ export function startCli(args: string[], env: Record<string, string> = {}): Star
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
-  return { child, done, stdout: () => stdout };
+  return { child, done, stdout: () => stdout, stderr: () => stderr };
 }

@@ -2,13 +2,15 @@
 // where CRASH_AFTER says (see completable-workflows.ts), leaving a started key
 // whose lease runs out soon after: abandoned work. `unknown` runs a workflow
 // the module given to `complete` does not export; `once` one that has a single attempt;
-// `declined` one with a single attempt that fails definitely once resumed.
+// `declined` one with a single attempt that fails definitely once resumed;
+// `slow` the workflow of slow-workflows.ts, killed while it waits for its gate.
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
 import { defineWorkflow, runWorkflow } from '../../src/index.js';
 import { payDeclined, payOnce, payOrder, type PaymentInput } from './completable-workflows.js';
+import { slowPay } from './slow-workflows.js';
 
-const [url, key, which] = process.argv.slice(2) as [string, string, 'pay' | 'once' | 'declined' | 'unknown'];
+const [url, key, which] = process.argv.slice(2) as [string, string, 'pay' | 'once' | 'declined' | 'unknown' | 'slow'];
 const pool = new pg.Pool({ connectionString: url, max: 2 });
 const db = drizzle({ client: pool });
 const unknown = defineWorkflow(
@@ -22,4 +24,5 @@ const unknown = defineWorkflow(
 );
 const input = { ref: key, amount: 4200 };
 if (which === 'unknown') await runWorkflow(db, key, unknown, input, { scope: 'cli' });
+else if (which === 'slow') await runWorkflow(db, key, slowPay, input, { scope: 'cli' });
 else await runWorkflow(db, key, { pay: payOrder, once: payOnce, declined: payDeclined }[which], input, { scope: 'cli' });

@@ -1,7 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { usageError } from './errors.js';
 import { assertValidSchemaName } from '../schema/keys-table.js';
-import { parseDuration } from '../shared/duration.js';
+import { MAX_TIMER_MS, parseDuration } from '../shared/duration.js';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
 import { assertValidKey, assertValidScope } from '../shared/key.js';
 import { DEFAULT_SWEEP_BATCH_SIZE, MAX_SWEEP_BATCH_SIZE } from '../ops/sweep.js';
@@ -215,7 +215,7 @@ export function parseCommandLine(argv: readonly string[], env: Readonly<Record<s
         command,
         ...connection,
         batchSize: wholeNumberArg(values.batch, '--batch', DEFAULT_SWEEP_BATCH_SIZE, MAX_SWEEP_BATCH_SIZE),
-        everyMs: durationArg(values.every, '--every'),
+        everyMs: timerDurationArg(values.every, '--every'),
         timeBudgetMs: durationArg(values['time-budget'], '--time-budget'),
       };
     case 'inspect':
@@ -227,9 +227,6 @@ export function parseCommandLine(argv: readonly string[], env: Readonly<Record<s
   }
 }
 
-// The longest delay Node's timers take: 2^31 - 1 ms, about 24.8 days.
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
 /** `complete`'s own flags: a module is required, an interval only means something with --watch. */
 function completeArgs(values: Record<string, string | boolean | undefined>): { workflows: string; watch: boolean; intervalMs: number; limit: number } {
   const { workflows, interval } = values;
@@ -238,9 +235,7 @@ function completeArgs(values: Record<string, string | boolean | undefined>): { w
   }
   const watch = values.watch === true;
   if (interval !== undefined && !watch) throw usageError('complete: --interval needs --watch: without it, complete runs one pass and exits');
-  const intervalMs = durationArg(interval ?? COMPLETE_INTERVAL, '--interval')!;
-  // Node runs a longer timer after 1 ms (TimeoutOverflowWarning): a pass every millisecond.
-  if (intervalMs > MAX_TIMER_MS) throw usageError(`--interval must be at most 24 days (a timer's limit), got ${JSON.stringify(interval)}`);
+  const intervalMs = timerDurationArg(interval ?? COMPLETE_INTERVAL, '--interval')!;
   return {
     workflows,
     watch,
@@ -315,6 +310,13 @@ function durationArg(value: string | boolean | undefined, flag: string): number 
     if (!(error instanceof IdempotencyOptionsInvalidError)) throw error;
   }
   throw usageError(`${flag} must be a duration such as 500ms, 30s, 5m, 1h or 1d, got ${JSON.stringify(value)}`);
+}
+
+/** A duration a timer waits: Node runs a longer one after 1 ms (TimeoutOverflowWarning), a pass or sweep every millisecond. */
+function timerDurationArg(value: string | boolean | undefined, flag: string): number | undefined {
+  const ms = durationArg(value, flag);
+  if (ms !== undefined && ms > MAX_TIMER_MS) throw usageError(`${flag} must be at most 24 days (a timer's limit), got ${JSON.stringify(value)}`);
+  return ms;
 }
 
 // node:util explains its errors at length; the option it names is what the user needs.

@@ -1,6 +1,6 @@
 import { isTransaction, type IdempotencyDatabase } from '../driver/database.js';
 import { listenForIdleErrors } from '../driver/pool-transaction.js';
-import { parseDuration, type Duration } from '../shared/duration.js';
+import { parseTimerDuration, type Duration } from '../shared/duration.js';
 import { errorMessage } from '../driver/error-message.js';
 import { IdempotencyOptionsInvalidError } from '../shared/errors.js';
 import { resolveSweepOptions, runSweep, type SweepOptions, type SweepResult } from './sweep.js';
@@ -47,7 +47,8 @@ export function startSweeper(db: IdempotencyDatabase, options: SweeperOptions): 
     throw new IdempotencyOptionsInvalidError('startSweeper needs a database, not a transaction');
   }
   const { every, immediate = false, onSweep, onError = reportToStderr, ...sweepOptions } = options;
-  const everyMs = parseDuration(every, 'every');
+  // A timer's bound: past 2^31 - 1 ms Node fires it after 1 ms, a sweep every millisecond.
+  const everyMs = parseTimerDuration(every, 'every');
   for (const [name, hook] of [['onSweep', onSweep], ['onError', onError]] as const) {
     if (hook !== undefined && typeof hook !== 'function') throw new IdempotencyOptionsInvalidError(`${name} must be a function`);
   }

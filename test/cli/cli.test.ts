@@ -92,6 +92,8 @@ describe.concurrent('commands that fail or only print', () => {
       ['an unknown option', ['sweep', '--batch-size', '10'], 'unknown option --batch-size'],
       ['a batch that is not a number', ['sweep', '--batch', 'lots'], '--batch must be a whole number'],
       ['a duration without unit', ['sweep', '--every', '300'], '--every must be a duration'],
+      // Past 2^31 - 1 ms Node fires a timer after 1 ms: a sweep every millisecond.
+      ['an --every past a timer\'s limit', ['sweep', '--every', '25d'], '--every must be at most 24 days'],
       ['a URL that is not postgres://', ['stats', '--database-url', 'mysql://db/x'], '--database-url must be a postgres://'],
     ])('%s: exit code 2 and a one-line hint', async (_name, args, message) => {
       const run = await cli(args, { DATABASE_URL: t.url });

@@ -165,6 +165,9 @@ describe('startSweeper with bad options', () => {
     ['no every', {}],
     ['an unreadable every', { every: 'often' }],
     ['every 0', { every: 0 }],
+    // Past 2^31 - 1 ms Node fires a timer after 1 ms: a sweep every millisecond.
+    ['an every past a timer\'s limit (25 days)', { every: '25d' }],
+    ['an every of 2^31 ms', { every: 2 ** 31 }],
     ['batchSize 0', { every: '1m', batchSize: 0 }],
     ['an onError that is not a function', { every: '1m', onError: 'log' }],
     ['an onSweep that is not a function', { every: '1m', onSweep: 42 }],

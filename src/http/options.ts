@@ -39,7 +39,7 @@ export interface RouteOptions<TReq>
    * transaction back and is not stored. (Default: `isFinalByDefault`: 2xx, 3xx and 4xx
    * except 408, 425 and 429; 5xx never) */
   isFinal?: (status: number) => boolean;
-  /** `Retry-After` seconds on 409 in flight and other retryable answers. (Default: `1`) */
+  /** `Retry-After` seconds on 409 in flight and other retryable answers: a whole number, at least 1. (Default: `1`) */
   retryAfter?: number;
   /** Send `Idempotency-Key-Expires` (an HTTP-date: when the key expires, by the database
    * clock) on first answers and on replays, so a client knows until when a retry replays.
@@ -156,7 +156,8 @@ export function resolveRouteOptions<TReq>(options: RouteOptions<TReq>, view: Req
   const maxBody = maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   if (!Number.isSafeInteger(maxBody) || maxBody < 0) throw invalid('maxBodyBytes must be a whole number of bytes');
   const seconds = retryAfter ?? 1;
-  if (!Number.isSafeInteger(seconds) || seconds < 0) throw invalid('retryAfter must be a whole number of seconds');
+  // Retry-After: 0 would tell every client to retry at once, hot: a second is the least a header may say.
+  if (!Number.isSafeInteger(seconds) || seconds < 1) throw invalid('retryAfter must be a whole number of seconds, at least 1');
   return {
     required: required ?? true,
     methods: new Set(tokens(methods ?? DEFAULT_METHODS, 'methods').map((m) => m.toUpperCase())),

@@ -838,6 +838,8 @@ describe('options', () => {
     ['onInFlight', { onInFlight: 'maybe' as never }],
     ['methods', { methods: ['PO ST'] }],
     ['retryAfter', { retryAfter: -1 }],
+    // Retry-After: 0 tells every client to retry at once, hot.
+    ['retryAfter of 0 seconds', { retryAfter: 0 }],
     ['scope', { scope: 42 as never }],
   ])('rejects an invalid %s when the route is built', (_name, options) => {
     expect(() => idempotent(t.db, handler, { scope: 'tests', ...options })).toThrow(IdempotencyOptionsInvalidError);

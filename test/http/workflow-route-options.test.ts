@@ -31,6 +31,8 @@ describe.each(builders)('idempotentWorkflow on %s', (_name, build) => {
     ['a transaction config: each step has its own', { scope: 'shop', input, transaction: { isolationLevel: 'serializable' } }, /does not take transaction/],
     ['maxResultBytes: the workflow sets it, for the completer too', { scope: 'shop', input, maxResultBytes: 4096 }, /does not take maxResultBytes: set it on defineWorkflow/],
     ['an invalid TTL', { scope: 'shop', input, ttl: 'forever' }, /ttl/],
+    ['a retryAfter of 0 seconds: Retry-After: 0 tells every client to retry at once', { scope: 'shop', input, retryAfter: 0 }, /retryAfter must be a whole number of seconds, at least 1/],
+    ['a retryAfter of a fraction of a second', { scope: 'shop', input, retryAfter: 0.5 }, /retryAfter must be a whole number of seconds, at least 1/],
   ])('refuses %s with IDEMPOTENCY_OPTIONS_INVALID', (_what, options, message) => {
     expect(() => build(options)).toThrow(IdempotencyOptionsInvalidError);
     expect(() => build(options)).toThrow(message);

@@ -48,8 +48,8 @@ export const HELP = {
 Commands:
   migrate   create or update the idempotency_keys table
   sweep     delete expired keys, once (for cron) or --every <duration>
-  stats     live, expired and in-progress keys, oldest live key, table and index size
-  inspect   one key: status, age, expiry, lease, fingerprint, response size
+  stats     live, expired, in-progress keys (leased: held, waiting for the completer), failed, sizes
+  inspect   one key: status, age, expiry, lease; leased: workflow, recovery point, steps, attempts
   evict     delete one key, so that its next call runs again
   complete  finish leased workflows whose lease ran out (abandoned by a crash), once or --watch
 
@@ -85,8 +85,10 @@ ${COMMON_HELP}
 ${EXIT_HELP}`,
   stats: `Usage: drizzle-idempotency stats [options]
 
-Counts live, expired and in-progress keys, shows the oldest live key and the
-size of the table and its indexes. Reads the whole table.
+Counts live, expired and in-progress keys; of those in progress, leased work
+whose lease is held and leased work waiting for the completer (with the key
+waiting longest); failed keys. Shows the oldest live key and the size of the
+table and its indexes. Reads the whole table.
 
   --json                one JSON object on stdout, for scripts
 
@@ -96,10 +98,12 @@ ${EXIT_HELP}`,
   inspect: `Usage: drizzle-idempotency inspect <key> [options]
 
 Shows one key without waiting and without changing anything: its status
-(completed, started, or claimed by a live transaction that has not committed),
-age, expiry, lease, fingerprint, the size of its stored response, and what the
-next call with the key would meet. The response itself is customer data: it is
-printed only with --show-response.
+(completed, started, failed, or claimed by a live transaction that has not
+committed), age, expiry, lease, fingerprint, the size of its stored response,
+and what the next call with the key would meet; for leased work also its
+workflow, recovery point (the last committed step), recorded steps and
+attempts. The response itself is customer data: it is printed only with
+--show-response; the input and the steps' results never.
 
 ${KEY_HELP}
   --show-response       also print the stored response

@@ -71,6 +71,20 @@ describe.concurrent('commands that fail or only print', () => {
       expect(await keyCounts(t.pool)).toEqual({ total: 0, expired: 0, live: 0 });
     });
 
+    it('sums up what stats and inspect show of leased work, in the command list and in their own help', async () => {
+      const [main, stats, inspect] = await Promise.all([cli(['--help']), cli(['stats', '--help']), cli(['inspect', '--help'])]);
+      const summary = (command: string) => main.stdout.split('\n').find((line) => line.startsWith(`  ${command} `)) ?? '';
+
+      for (const text of ['held', 'waiting for the completer', 'failed']) {
+        expect(summary('stats')).toContain(text);
+        expect(stats.stdout).toContain(text);
+      }
+      for (const text of ['workflow', 'recovery point', 'steps', 'attempts']) {
+        expect(summary('inspect')).toContain(text);
+        expect(inspect.stdout).toContain(text);
+      }
+    });
+
     it.each([
       ['sweep', ['--batch', '--every', '--time-budget', 'SIGTERM']],
       ['stats', ['--json']],

@@ -33,10 +33,11 @@ async function one<T>(pool: pg.Pool, text: string, params: unknown[] = []): Prom
 export async function auditShop(pool: pg.Pool, initialStock: Record<string, number>): Promise<ShopAudit> {
   const pay = await one<{ n: number; keys: number; naive: number; naive_keys: number }>(
     pool,
+    // A key is the user's (the shop scopes keys by X-User-Id): two users who chose one key made two payments, not a duplicate.
     `select count(*) filter (where channel = 'idempotent')::int as n,
-            count(distinct request_key) filter (where channel = 'idempotent')::int as keys,
+            count(distinct (user_id, request_key)) filter (where channel = 'idempotent' and request_key is not null)::int as keys,
             count(*) filter (where channel = 'naive')::int as naive,
-            count(distinct request_key) filter (where channel = 'naive')::int as naive_keys
+            count(distinct (user_id, request_key)) filter (where channel = 'naive' and request_key is not null)::int as naive_keys
      from shop_payments`,
   );
   const ord = await one<{ n: number; keys: number }>(pool, `select count(*)::int as n, count(distinct request_key)::int as keys from shop_orders`);
@@ -103,12 +104,12 @@ export async function auditMail(pool: pg.Pool, deliveries: readonly { ref?: stri
 
 /** The gateway's ledger against the shop's payments: money taken per payment key. */
 export interface GatewayAudit {
-  /** Succeeded charges in the ledger for the idempotent endpoint's payments. */
+  /** Succeeded charges in the ledger that are not the naive endpoint's: the idempotent endpoint's, and any that name no payment at all. */
   charges: number;
   /** Payment keys answered paid, and declined (402, nothing charged). */
   paidKeys: number;
   declinedKeys: number;
-  /** Payment keys whose succeeded charges are not exactly one (paid) or not zero (declined). */
+  /** Payment keys (per user) whose succeeded charges are not exactly one (paid) or not zero (declined). */
   keysWithoutOneCharge: number;
   /** Succeeded charges that no paid payment names (its charge_id): money taken that the shop does not know of. */
   chargesUnaccounted: number;
@@ -128,24 +129,27 @@ export interface GatewayAudit {
  * const audit = await auditGateway(pool, await gateway.ledger());
  */
 export async function auditGateway(pool: pg.Pool, ledger: readonly Charge[]): Promise<GatewayAudit> {
-  const { rows } = await pool.query<{ id: string; channel: string; request_key: string; status: string; charge_id: string | null }>(
-    `select id::text, channel, request_key, status, charge_id from shop_payments`,
+  const { rows } = await pool.query<{ id: string; channel: string; user_id: string; request_key: string; status: string; charge_id: string | null }>(
+    `select id::text, channel, user_id, request_key, status, charge_id from shop_payments`,
   );
   const charged = new Map<string, Charge[]>();
   for (const c of ledger) if (c.status === 'succeeded') charged.set(c.reference, [...(charged.get(c.reference) ?? []), c]);
   const keys = new Map<string, { channel: string; statuses: Set<string>; charges: number }>();
   const known = new Set<string>();
   for (const p of rows) {
-    const k = keys.get(`${p.channel}:${p.request_key}`) ?? { channel: p.channel, statuses: new Set(), charges: 0 };
+    // Per user and key, as the shop scopes its keys.
+    const id = JSON.stringify([p.channel, p.user_id, p.request_key]);
+    const k = keys.get(id) ?? { channel: p.channel, statuses: new Set(), charges: 0 };
     k.statuses.add(p.status);
     k.charges += charged.get(p.id)?.length ?? 0;
-    keys.set(`${p.channel}:${p.request_key}`, k);
+    keys.set(id, k);
     if (p.status === 'paid' && p.charge_id) known.add(p.charge_id);
   }
   const ours = [...keys.values()].filter((k) => k.channel === 'idempotent');
   const naive = [...keys.values()].filter((k) => k.channel === 'naive');
   const idOf = new Map(rows.map((p) => [p.id, p]));
-  const oursCharges = ledger.filter((c) => c.status === 'succeeded' && idOf.get(c.reference)?.channel === 'idempotent');
+  // Every charge but the naive endpoint's is ours to account for: one whose reference names no payment at all is money taken that the shop knows nothing of.
+  const oursCharges = ledger.filter((c) => c.status === 'succeeded' && idOf.get(c.reference)?.channel !== 'naive');
   const naiveCharges = naive.reduce((n, k) => n + k.charges, 0);
   return {
     charges: oursCharges.length,

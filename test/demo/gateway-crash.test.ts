@@ -196,6 +196,38 @@ describe('a shop paused past its lease while the gateway call is out', () => {
   }, 90_000);
 });
 
+describe('a paused owner resumed while the shop that took its payment over is itself mid-way', () => {
+  it("has its late write refused by the owner token alone (the key is still started), and the taker's run pays once", async () => {
+    // With the key completed, a late write would be refused for its status alone; here the key is still started under
+    // the taker's token when the first owner wakes, so only the fencing stands between its write and the row.
+    const paused = await startShopProcess(t.url, sinkDir, { ...FAST, SHOP_PAUSE_AT: 'after-charge-before-record', SHOP_COMPLETER_INTERVAL: '1h' });
+    shops.push(paused);
+    const p: Sent = { key: randomUUID(), user: 'paused-twice', amount: 4_343 };
+    const ownersAnswer = fetch(`${paused.url}/payments`, request(p)).then(async (res) => ({ status: res.status, body: (await res.json()) as { code?: string } }));
+    await paused.process.waitFor(/paused at after-charge-before-record/);
+    // The taker's completer takes the key over, records the charge the gateway reports, and stops before marking it paid.
+    const taker = await startShopProcess(t.url, sinkDir, { ...FAST, SHOP_PAUSE_AT: 'after-charge' });
+    shops.push(taker);
+    await taker.process.waitFor(/paused at after-charge/);
+    const row = () => t.pool.query(`select status, owner_token, response, steps, recovery_point, attempts from idempotency_keys where key = $1`, [p.key]).then((r) => r.rows);
+    const before = await row();
+    expect(before).toMatchObject([{ status: 'started', recovery_point: 'charge' }]);
+
+    paused.process.child.kill('SIGCONT');
+    const answer = await ownersAnswer;
+    expect(answer.status).toBe(409);
+    expect(answer.body.code).toBe('IDEMPOTENCY_LEASE_LOST');
+    expect(await row()).toEqual(before);
+    expect((await auditKeys([p.key])).get(p.key)).toMatchObject({ key: 'started', payments: ['pending'], charges: 1 });
+
+    taker.process.child.kill('SIGCONT');
+    expect(await settled(() => startedKeys([p.key]), (left) => left.length === 0)).toEqual([]);
+    expect((await auditKeys([p.key])).get(p.key)).toMatchObject(PAID);
+    const retried = await payUntilAnswered(paused.url, p);
+    expect(retried).toMatchObject({ status: 201, body: { chargeId: (await auditKeys([p.key])).get(p.key)!.chargeId } });
+  }, 90_000);
+});
+
 describe('the completer as a process of its own (drizzle-idempotency complete)', () => {
   it('finishes a payment whose shop died after the gateway charged, with no client and no shop left: one charge', async () => {
     const shop = await startShopProcess(t.url, sinkDir, { ...FAST, SHOP_CRASH_AT: 'after-charge-before-record' });

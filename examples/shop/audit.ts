@@ -23,6 +23,8 @@ export interface ShopAudit {
   emailJobsWithoutOneLogRow: number;
   keysStored: number;
   keysStarted: number;
+  /** Keys recorded as failed: their clients were told 500 and nothing took effect. */
+  keysFailed: number;
 }
 
 async function one<T>(pool: pg.Pool, text: string, params: unknown[] = []): Promise<T> {
@@ -52,9 +54,11 @@ export async function auditShop(pool: pg.Pool, initialStock: Record<string, numb
               where (select count(*) from pgboss.job c where c.name = 'order-confirmation' and c.data->>'ref' = o.id::text) <> 1)::int as unconfirmed
      from pgboss.job j where name in ('welcome-email', 'order-confirmation')`,
   );
-  const keys = await one<{ stored: number; started: number }>(
+  const keys = await one<{ stored: number; started: number; failed: number }>(
     pool,
-    `select count(*) filter (where status = 'completed')::int as stored, count(*) filter (where status = 'started')::int as started from idempotency_keys`,
+    `select count(*) filter (where status = 'completed')::int as stored, count(*) filter (where status = 'started')::int as started,
+            count(*) filter (where status = 'failed')::int as failed
+     from idempotency_keys`,
   );
   const { rows } = await pool.query<{ sku: string; left: number; sold: number }>(
     `select i.sku, i.stock as left, coalesce(sum(oi.quantity), 0)::int as sold
@@ -78,6 +82,7 @@ export async function auditShop(pool: pg.Pool, initialStock: Record<string, numb
     emailJobsWithoutOneLogRow: mail.unlogged,
     keysStored: keys.stored,
     keysStarted: keys.started,
+    keysFailed: keys.failed,
   };
 }
 
@@ -178,6 +183,7 @@ export function brokenInvariants(audit: ShopAudit, mail: MailAudit, gateway?: Ga
   if (mail.deliveredTwice) broken.push(`${mail.deliveredTwice} e-mails delivered twice`);
   if (mail.neverDelivered) broken.push(`${mail.neverDelivered} e-mails never delivered`);
   if (audit.keysStarted) broken.push(`${audit.keysStarted} keys left in progress`);
+  if (audit.keysFailed) broken.push(`${audit.keysFailed} keys recorded as failed`);
   for (const s of audit.stock) {
     if (s.left < 0) broken.push(`${s.sku}: stock ${s.left} is negative`);
     if (s.initial - s.sold !== s.left) broken.push(`${s.sku}: ${s.initial} - ${s.sold} sold != ${s.left} left`);

@@ -75,4 +75,14 @@ describe("the demo's audit of the gateway's ledger against the shop's payments",
     await paidOnce('alice', key);
     expect(await broken()).toEqual(expect.arrayContaining(['1 duplicate payments', "1 payment keys without exactly one charge in the gateway's ledger"]));
   });
+
+  it.each([
+    ['started', '1 keys left in progress'],
+    // A failed payment key told its client 500 and took no effect: not "once per key", though nothing is pending.
+    ['failed', '1 keys recorded as failed'],
+  ])('fails on a key left %s', async (status, message) => {
+    await paidOnce('alice', randomUUID());
+    await t.pool.query(`insert into idempotency_keys (scope, key, status, expires_at) values ('bob', $1, $2, now() + interval '1 day')`, [randomUUID(), status]);
+    expect(await broken()).toContain(message);
+  });
 });

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { Charge } from '../gateway/client.js';
+import { PAYMENT_WORKFLOW } from './payment-workflow.js';
 
 /** The database's own account of the storm: the source of truth for every invariant. */
 export interface ShopAudit {
@@ -120,6 +121,8 @@ export interface GatewayAudit {
   chargesUnaccounted: number;
   /** Idempotent payments still pending: a workflow never finished. */
   pendingPayments: number;
+  /** Payment keys completed (their clients answered) without exactly one payment of their user and key: told 201 or 402 for nothing the shop recorded. */
+  keysWithoutPayment: number;
   /** The naive endpoint: its charges, and how many more than the keys its clients sent. */
   naiveCharges: number;
   naiveDuplicateCharges: number;
@@ -156,6 +159,13 @@ export async function auditGateway(pool: pg.Pool, ledger: readonly Charge[]): Pr
   // Every charge but the naive endpoint's is ours to account for: one whose reference names no payment at all is money taken that the shop knows nothing of.
   const oursCharges = ledger.filter((c) => c.status === 'succeeded' && idOf.get(c.reference)?.channel !== 'naive');
   const naiveCharges = naive.reduce((n, k) => n + k.charges, 0);
+  // From the keys' side: a key answered with no payment behind it is invisible to the counts above, which start from payments.
+  const unbacked = await pool.query<{ n: number }>(
+    `select count(*)::int as n from idempotency_keys k
+     where k.workflow = $1 and k.status = 'completed'
+       and (select count(*) from shop_payments p where p.channel = 'idempotent' and p.user_id = k.scope and p.request_key = k.key) <> 1`,
+    [PAYMENT_WORKFLOW],
+  );
   return {
     charges: oursCharges.length,
     paidKeys: ours.filter((k) => k.statuses.has('paid')).length,
@@ -163,6 +173,7 @@ export async function auditGateway(pool: pg.Pool, ledger: readonly Charge[]): Pr
     keysWithoutOneCharge: ours.filter((k) => k.charges !== (k.statuses.has('paid') ? 1 : 0)).length,
     chargesUnaccounted: oursCharges.filter((c) => !known.has(c.id)).length,
     pendingPayments: ours.filter((k) => k.statuses.has('pending')).length,
+    keysWithoutPayment: unbacked.rows[0]!.n,
     naiveCharges,
     naiveDuplicateCharges: naiveCharges - naive.filter((k) => k.charges > 0).length,
   };
@@ -174,6 +185,7 @@ export function brokenInvariants(audit: ShopAudit, mail: MailAudit, gateway?: Ga
   if (gateway?.keysWithoutOneCharge) broken.push(`${gateway.keysWithoutOneCharge} payment keys without exactly one charge in the gateway's ledger`);
   if (gateway?.chargesUnaccounted) broken.push(`${gateway.chargesUnaccounted} charges in the gateway's ledger that no paid payment names`);
   if (gateway?.pendingPayments) broken.push(`${gateway.pendingPayments} payments left pending`);
+  if (gateway?.keysWithoutPayment) broken.push(`${gateway.keysWithoutPayment} payment keys answered without exactly one payment of their user and key`);
   if (audit.duplicatePayments) broken.push(`${audit.duplicatePayments} duplicate payments`);
   if (audit.duplicateOrders) broken.push(`${audit.duplicateOrders} duplicate orders`);
   if (audit.duplicateWelcomeJobs) broken.push(`${audit.duplicateWelcomeJobs} duplicate welcome e-mails queued`);

@@ -27,6 +27,9 @@ export interface PaymentWorkflowOptions {
   callRetries?: number;
 }
 
+/** The payment workflow's name, stored with each of its keys: how the completer and the audit find them. */
+export const PAYMENT_WORKFLOW = 'shop.pay';
+
 /** A step's transaction: the shop's functions take it like the database. */
 type Tx = TransactionOf<ShopDb>;
 
@@ -49,7 +52,7 @@ const outcomeOf = (charge: Charge): ChargeOutcome =>
 export function paymentWorkflow(gateway: GatewayClient, options: PaymentWorkflowOptions = {}) {
   const timeoutMs = options.callTimeoutMs ?? 2_000;
   return defineWorkflow(
-    'shop.pay',
+    PAYMENT_WORKFLOW,
     async (ctx, input: PayInput): Promise<IdempotentResponse> => {
       crashPoint('after-claim');
       const payment = await ctx.step('record-intent', (tx: Tx) => createPendingPayment(tx, input.userId, input, input.requestKey));

@@ -85,4 +85,13 @@ describe("the demo's audit of the gateway's ledger against the shop's payments",
     await t.pool.query(`insert into idempotency_keys (scope, key, status, expires_at) values ('bob', $1, $2, now() + interval '1 day')`, [randomUUID(), status]);
     expect(await broken()).toContain(message);
   });
+
+  it('fails on a payment key answered with no payment behind it: a client told 201 for money never taken', async () => {
+    await paidOnce('alice', randomUUID());
+    await t.pool.query(
+      `insert into idempotency_keys (scope, key, status, workflow, response, expires_at) values ('bob', $1, 'completed', 'shop.pay', '{"status": 201}', now() + interval '1 day')`,
+      [randomUUID()],
+    );
+    expect(await broken()).toContain('1 payment keys answered without exactly one payment of their user and key');
+  });
 });

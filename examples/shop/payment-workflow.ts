@@ -27,6 +27,9 @@ export interface PaymentWorkflowOptions {
   callRetries?: number;
 }
 
+/** The payment workflow's name, stored with each of its keys: how the completer and the audit find them. */
+export const PAYMENT_WORKFLOW = 'shop.pay';
+
 /** A step's transaction: the shop's functions take it like the database. */
 type Tx = TransactionOf<ShopDb>;
 
@@ -49,7 +52,7 @@ const outcomeOf = (charge: Charge): ChargeOutcome =>
 export function paymentWorkflow(gateway: GatewayClient, options: PaymentWorkflowOptions = {}) {
   const timeoutMs = options.callTimeoutMs ?? 2_000;
   return defineWorkflow(
-    'shop.pay',
+    PAYMENT_WORKFLOW,
     async (ctx, input: PayInput): Promise<IdempotentResponse> => {
       crashPoint('after-claim');
       const payment = await ctx.step('record-intent', (tx: Tx) => createPendingPayment(tx, input.userId, input, input.requestKey));
@@ -65,7 +68,9 @@ export function paymentWorkflow(gateway: GatewayClient, options: PaymentWorkflow
             crashPoint('after-charge-before-record');
             return outcomeOf(charge);
           } catch (error) {
-            // 4xx: the gateway refused and charged nothing; that is the answer to record. Anything else is an unknown outcome: rethrown, retried.
+            // 422: a charge of another request stands under this key (an earlier run's, before the key was evicted or expired). Not a decline: in doubt.
+            if (error instanceof GatewayDeclinedError && error.reason === 'idempotency_key_reused') throw new ChargeKeyConflictError(downstreamKey, { cause: error });
+            // Any other 4xx: the gateway refused and charged nothing; that is the answer to record. Anything else is an unknown outcome: rethrown, retried.
             if (error instanceof GatewayDeclinedError) return { status: 'declined', code: error.reason };
             throw error;
           }
@@ -76,6 +81,8 @@ export function paymentWorkflow(gateway: GatewayClient, options: PaymentWorkflow
           // Before a retry, and on resume: did the gateway charge this key? undefined: it did not, charge it.
           reconcile: async ({ downstreamKey, signal }) => {
             const found = await gateway.findCharge(downstreamKey, { signal, timeoutMs });
+            // Only this payment's own charge answers for it: another request's under the key is the conflict above, never a payment.
+            if (found && (found.reference !== payment.id || found.amount !== input.amount || found.currency !== input.currency)) throw new ChargeKeyConflictError(downstreamKey);
             return found && outcomeOf(found);
           },
         },
@@ -95,6 +102,22 @@ export function paymentWorkflow(gateway: GatewayClient, options: PaymentWorkflow
 }
 
 export type PaymentWorkflow = ReturnType<typeof paymentWorkflow>;
+
+/**
+ * The gateway holds a charge of another request under this payment's
+ * downstream key: an earlier run's, whose key was evicted or expired before
+ * this run. Money may stand behind it, so it is an unknown outcome to the
+ * library (`outcomeUnknown`): the key is never recorded declined or failed,
+ * it stays started for an operator (`drizzle-idempotency inspect`).
+ */
+export class ChargeKeyConflictError extends Error {
+  readonly code = 'CHARGE_KEY_CONFLICT' as const;
+  readonly outcomeUnknown = true;
+  constructor(downstreamKey: string, options?: { cause?: unknown }) {
+    super(`the gateway holds another request's charge under downstream key ${downstreamKey}: left started for an operator`, options);
+    this.name = 'ChargeKeyConflictError';
+  }
+}
 
 /** A step that found its payment no longer pending would be a second run of a recorded step: a bug, never an answer. */
 async function settled(update: Promise<Payment | undefined>): Promise<Payment> {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { gatewayClient } from '../../examples/gateway/client.js';
 import { spawnGateway } from '../../examples/gateway/process.js';
-import { CRASH_POINTS } from '../../examples/shop/crash-points.js';
+import { CRASH_POINTS, type CrashPoint } from '../../examples/shop/crash-points.js';
 import { fetchWithRetry } from '../../src/client.js';
 import { testDatabase } from '../support/db.js';
 import { sleep } from '../support/fixtures.js';
@@ -93,6 +93,40 @@ async function auditKeys(keys: string[]) {
 
 const PAID = { key: 'completed', payments: ['paid'], charges: 1, namesItsCharge: true };
 
+/** Where a payment stands, as the database and the ledger show it, in the order a payment passes: what each crash point leaves. */
+const STAGES = ['no key', 'claimed', 'intent recorded', 'charged, not recorded', 'charge recorded', 'marked paid', 'completed'] as const;
+const STAGE_AT: Record<CrashPoint, (typeof STAGES)[number]> = {
+  'before-claim': 'no key',
+  'after-claim': 'claimed',
+  'after-record-intent': 'intent recorded',
+  'during-charge': 'charged, not recorded',
+  'after-charge-before-record': 'charged, not recorded',
+  'after-charge': 'charge recorded',
+  'after-mark-paid': 'marked paid',
+};
+
+/**
+ * The furthest stage any payment of `keys` reached. Every payment passes the
+ * crash points in order and the first to reach the named one kills the shop,
+ * so at the kill the furthest stage is the point's own: reached, and none past it.
+ */
+async function furthestStage(keys: string[]): Promise<(typeof STAGES)[number]> {
+  const ledger = await gateway.ledger();
+  const { rows } = await t.pool.query<{ status: string; charge_recorded: boolean; payment: string | null; payment_id: string | null }>(
+    `select k.status, coalesce(k.steps ? 'charge', false) as charge_recorded, p.status as payment, p.id::text as payment_id
+     from idempotency_keys k left join shop_payments p on p.request_key = k.key where k.key = any($1)`,
+    [keys],
+  );
+  const stage = (r: (typeof rows)[number]) => {
+    if (r.status === 'completed') return 'completed';
+    if (r.payment === 'paid') return 'marked paid';
+    if (r.charge_recorded) return 'charge recorded';
+    if (ledger.some((c) => c.reference === r.payment_id)) return 'charged, not recorded';
+    return r.payment ? 'intent recorded' : 'claimed';
+  };
+  return STAGES[Math.max(0, ...rows.map((r) => STAGES.indexOf(stage(r))))]!;
+}
+
 describe('the shop killed with SIGKILL at every point of a payment through the gateway', () => {
   it.each(CRASH_POINTS)('at %s: a restart, the retries and the completer finish every payment, one charge per key', async (point) => {
     const first = await startShopProcess(t.url, sinkDir, { ...FAST, SHOP_CRASH_AT: point });
@@ -110,6 +144,8 @@ describe('the shop killed with SIGKILL at every point of a payment through the g
 
     // It died at the point (or, if no payment ever reached it, this fails instead of waiting forever).
     expect(await Promise.race([first.process.exited, sleep(20_000).then(() => 'still running')])).toMatchObject({ signal: 'SIGKILL' });
+    // And it died at that point, not merely died: the furthest payment stands where the point leaves it.
+    expect(await furthestStage([abandoned.key, ...retrying.map((p) => p.key)])).toBe(STAGE_AT[point]);
     await gateway.setFaults({ slowRate: 0 });
     const second = await startShopProcess(t.url, sinkDir, FAST, first.port);
     shops.push(second);
@@ -157,6 +193,38 @@ describe('a shop paused past its lease while the gateway call is out', () => {
     // The client's retry gets the completed answer: the taker's payment and its one charge.
     const retried = await payUntilAnswered(paused.url, p);
     expect(retried).toMatchObject({ status: 201, body: { id: done.get(p.key)!.id, chargeId: done.get(p.key)!.chargeId } });
+  }, 90_000);
+});
+
+describe('a paused owner resumed while the shop that took its payment over is itself mid-way', () => {
+  it("has its late write refused by the owner token alone (the key is still started), and the taker's run pays once", async () => {
+    // With the key completed, a late write would be refused for its status alone; here the key is still started under
+    // the taker's token when the first owner wakes, so only the fencing stands between its write and the row.
+    const paused = await startShopProcess(t.url, sinkDir, { ...FAST, SHOP_PAUSE_AT: 'after-charge-before-record', SHOP_COMPLETER_INTERVAL: '1h' });
+    shops.push(paused);
+    const p: Sent = { key: randomUUID(), user: 'paused-twice', amount: 4_343 };
+    const ownersAnswer = fetch(`${paused.url}/payments`, request(p)).then(async (res) => ({ status: res.status, body: (await res.json()) as { code?: string } }));
+    await paused.process.waitFor(/paused at after-charge-before-record/);
+    // The taker's completer takes the key over, records the charge the gateway reports, and stops before marking it paid.
+    const taker = await startShopProcess(t.url, sinkDir, { ...FAST, SHOP_PAUSE_AT: 'after-charge' });
+    shops.push(taker);
+    await taker.process.waitFor(/paused at after-charge/);
+    const row = () => t.pool.query(`select status, owner_token, response, steps, recovery_point, attempts from idempotency_keys where key = $1`, [p.key]).then((r) => r.rows);
+    const before = await row();
+    expect(before).toMatchObject([{ status: 'started', recovery_point: 'charge' }]);
+
+    paused.process.child.kill('SIGCONT');
+    const answer = await ownersAnswer;
+    expect(answer.status).toBe(409);
+    expect(answer.body.code).toBe('IDEMPOTENCY_LEASE_LOST');
+    expect(await row()).toEqual(before);
+    expect((await auditKeys([p.key])).get(p.key)).toMatchObject({ key: 'started', payments: ['pending'], charges: 1 });
+
+    taker.process.child.kill('SIGCONT');
+    expect(await settled(() => startedKeys([p.key]), (left) => left.length === 0)).toEqual([]);
+    expect((await auditKeys([p.key])).get(p.key)).toMatchObject(PAID);
+    const retried = await payUntilAnswered(paused.url, p);
+    expect(retried).toMatchObject({ status: 201, body: { chargeId: (await auditKeys([p.key])).get(p.key)!.chargeId } });
   }, 90_000);
 });
 

@@ -1,6 +1,8 @@
+import { randomUUID } from 'node:crypto';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startGateway } from '../../examples/gateway/app.js';
+import { downstreamKey } from '../../src/index.js';
 import { gatewayClient } from '../../examples/gateway/client.js';
 import { migrateGateway } from '../../examples/gateway/store.js';
 import { shopApp } from '../../examples/shop/app.js';
@@ -86,6 +88,21 @@ describe('POST /payments', () => {
     expect(reused.status).toBe(422);
     expect(reused.body).toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
     expect(await count(t.pool, 'shop_payments', `request_key = 'pay-2'`)).toBe(1);
+  });
+
+  it('never answers "declined" when the gateway holds another request under the payment\'s downstream key: in doubt, the key stays started', async () => {
+    // An earlier run of this key charged under its downstream key for another payment row (the key was then evicted, or
+    // expired and was sent again): the gateway answers 422 to the new run. A charge stands under the key, so the new
+    // payment is neither declined (the client would pay another way) nor paid with a charge that is not its own.
+    const earlier = await gateway.charge({ amount: 700, currency: 'EUR', reference: randomUUID() }, { idempotencyKey: downstreamKey({ scope: 'frank', key: 'pay-evicted', step: 'charge' }) });
+    const res = await call('POST', '/payments', { user: 'frank', key: 'pay-evicted', body: { amount: 700, currency: 'EUR' } });
+    expect(res.status).toBe(503);
+    const { rows } = await t.pool.query(`select status, charge_id from shop_payments where request_key = 'pay-evicted'`);
+    expect(rows).toEqual([{ status: 'pending', charge_id: null }]);
+    const { rows: keys } = await t.pool.query(`select status from idempotency_keys where scope = 'frank' and key = 'pay-evicted'`);
+    expect(keys).toEqual([{ status: 'started' }]);
+    // The gateway still holds the one earlier charge under that key, and nothing more.
+    expect((await gateway.ledger()).filter((c) => c.idempotencyKey === earlier.idempotencyKey)).toEqual([earlier]);
   });
 
   it.each([

@@ -132,9 +132,9 @@ describe('the pg-boss outbox', () => {
     const queue = await newQueue();
     const slow = await startBoss(t.url, { supervise: false });
     const other = await startBoss(t.url, { supervise: false });
+    const release = deferred();
     try {
       const inside = deferred();
-      const release = deferred();
       let runs = 0;
       const handler = welcomeHandler(mail.url, async () => {
         runs++;
@@ -146,11 +146,18 @@ describe('the pg-boss outbox', () => {
       const { jobId } = await signUp(queue, 'dan@example.test');
       await inside.promise;
       await other.work(queue, WORK, idempotentJobHandler(drizzle({ client: t.newPool(2) }), handler));
-      await waitForLockWaiters(t.pool, 1, 20_000);
+      // pg-boss reports its own failures (maintenance, fetches) only as 'error' events: name them if the wait fails.
+      const bossErrors: unknown[] = [];
+      for (const b of [boss, slow, other]) b.on('error', (error) => bossErrors.push(error));
+      await waitForLockWaiters(t.pool, 1, 20_000).catch((error: Error) => {
+        throw new Error(`${error.message}; pg-boss errors meanwhile: ${bossErrors.map(String).join(' | ') || 'none'}`);
+      });
       release.resolve();
       await expectOneEmailPerJob(queue, [jobId!]);
       expect(runs).toBe(1);
     } finally {
+      // Also when an expectation failed: a handler left waiting keeps stop({ wait: true }) waiting for a minute.
+      release.resolve();
       await Promise.all([slow.stop({ graceful: false, wait: true }), other.stop({ graceful: false, wait: true })]);
     }
   });

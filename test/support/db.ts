@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
-import { afterAll, inject } from 'vitest';
+import { afterAll, inject, type TestContext } from 'vitest';
 import { withDatabase } from './urls.js';
 
 export interface TestDatabase {
@@ -18,6 +18,26 @@ export interface TestDatabase {
  * empty with `migrated: false`), dropped after the file.
  */
 export async function testDatabase(options: { migrated?: boolean; max?: number } = {}): Promise<TestDatabase> {
+  const { database, drop } = await createDatabase(options);
+  afterAll(drop);
+  return database;
+}
+
+/**
+ * A database of the calling test's own, dropped (its connections closed) when
+ * the test finishes: for files whose tests run concurrently and must not see
+ * each other's keys (a completer takes every abandoned key of its database).
+ * Give it the test's context: a concurrent test's hooks are the context's.
+ *
+ * @example const t = await testDatabaseForTest(context, { max: 4 });
+ */
+export async function testDatabaseForTest(test: Pick<TestContext, 'onTestFinished'>, options: { migrated?: boolean; max?: number } = {}): Promise<TestDatabase> {
+  const { database, drop } = await createDatabase(options);
+  test.onTestFinished(drop);
+  return database;
+}
+
+async function createDatabase(options: { migrated?: boolean; max?: number }): Promise<{ database: TestDatabase; drop: () => Promise<void> }> {
   const server = inject('serverUrl');
   const template = inject('templateDatabase');
   const name = `t_${randomBytes(6).toString('hex')}`;
@@ -37,12 +57,12 @@ export async function testDatabase(options: { migrated?: boolean; max?: number }
     return p;
   };
   const pool = newPool(options.max ?? 60);
-  afterAll(async () => {
+  const drop = async () => {
     await Promise.all(pools.map((p) => p.end().catch(() => {})));
     const cleanup = new pg.Client({ connectionString: server });
     await cleanup.connect();
     await cleanup.query(`drop database if exists ${name} with (force)`);
     await cleanup.end();
-  });
-  return { url, name, pool, db: drizzle({ client: pool }), newPool };
+  };
+  return { database: { url, name, pool, db: drizzle({ client: pool }), newPool }, drop };
 }

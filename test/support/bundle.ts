@@ -28,7 +28,8 @@ export function bundled(entry: string): Promise<string> {
 async function bundle(entry: string): Promise<string> {
   const dir = join(ROOT, 'node_modules', '.cache', 'test-children');
   await mkdir(dir, { recursive: true });
-  const outfile = join(dir, `${basename(entry, '.ts')}-${process.pid}.mjs`);
+  // One file an entry, rebuilt by each test file that uses it: files run one at a time.
+  const outfile = join(dir, `${basename(entry, '.ts')}.mjs`);
   await build({ entryPoints: [join(ROOT, entry)], outfile, bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', logLevel: 'error' });
   return outfile;
 }

@@ -5,7 +5,7 @@
 // The bundle is the same sources, built once per test file; packages stay
 // imports, resolved from the project's node_modules.
 import { mkdir } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { build } from 'esbuild';
 import { ROOT } from './cli.js';
 
@@ -16,20 +16,26 @@ const built = new Map<string, Promise<string>>();
  *
  * @example launch(process.execPath, [await bundled('test/support/leased-child.ts'), url], { env: process.env })
  */
-export function bundled(entry: string): Promise<string> {
+export function bundled(entry: string, options: { beside?: boolean } = {}): Promise<string> {
   let path = built.get(entry);
   if (!path) {
-    path = bundle(entry);
+    path = bundle(entry, options.beside ?? false);
     built.set(entry, path);
   }
   return path;
 }
 
-async function bundle(entry: string): Promise<string> {
-  const dir = join(ROOT, 'node_modules', '.cache', 'test-children');
+/**
+ * `beside`: the bundle is written next to its entry (as `<name>.test-bundle.mjs`,
+ * ignored by git), for an entry whose modules find files by `import.meta.url`
+ * relative to themselves (the shop's migrations, the project's root): they
+ * then resolve as from the sources, the entry and those modules lying equally deep.
+ */
+async function bundle(entry: string, beside: boolean): Promise<string> {
+  const dir = beside ? dirname(join(ROOT, entry)) : join(ROOT, 'node_modules', '.cache', 'test-children');
   await mkdir(dir, { recursive: true });
   // One file an entry, rebuilt by each test file that uses it: files run one at a time.
-  const outfile = join(dir, `${basename(entry, '.ts')}.mjs`);
+  const outfile = join(dir, `${basename(entry, '.ts')}${beside ? '.test-bundle' : ''}.mjs`);
   await build({ entryPoints: [join(ROOT, entry)], outfile, bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', logLevel: 'error' });
   return outfile;
 }

@@ -15,13 +15,14 @@ export interface ShopProcess {
 /**
  * Starts a shop on `databaseUrl` with `env` on top (GATEWAY_URL,
  * SHOP_CRASH_AT, …) on a free port, or on `port`, and resolves once it listens.
+ * `script` is node's arguments: the server from the sources under tsx, or a bundle of it.
  *
  * @example
  * const shop = await startShopProcess(t.url, sinkDir, { GATEWAY_URL: gateway.url, SHOP_CRASH_AT: 'after-charge' });
  */
-export async function startShopProcess(databaseUrl: string, sinkDir: string, env: Record<string, string>, port?: number): Promise<ShopProcess> {
+export async function startShopProcess(databaseUrl: string, sinkDir: string, env: Record<string, string>, port?: number, script = ['--import', 'tsx', 'examples/shop/server.ts']): Promise<ShopProcess> {
   const chosen = port ?? (await freePort());
-  const child = launch(process.execPath, ['--import', 'tsx', 'examples/shop/server.ts'], {
+  const child = launch(process.execPath, script, {
     env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(chosen), MAIL_SINK: join(sinkDir, `mail-${chosen}.jsonl`), POOL_SIZE: '8', ...env },
   });
   await child.waitFor(/shop listening/);

@@ -10,26 +10,28 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, it, type TestContext } from 'vitest';
 import { killProcessesOf, launch, processesIn, processesOf, settled } from '../support/processes.js';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const asRoot = process.getuid?.() === 0;
 
-const folders: string[] = [];
-afterEach(async () => {
-  for (const folder of folders.splice(0)) {
+// The tests run concurrently (each waits mostly on processes of its own), so
+// each cleans up only its own folders and processes, when it finishes.
+/** Removes `folder` and ends every process that runs from it once the test `t` finishes. */
+function cleanUpAfter(t: TestContext, folder: string): void {
+  t.onTestFinished(async () => {
     await killProcessesOf(folder);
     await rm(folder, { recursive: true, force: true });
-  }
-});
+  });
+}
 
 /** A TMPDIR of the test's own that the server's user can reach. */
-async function scratch(): Promise<string> {
+async function scratch(t: TestContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'embedded-pg-test-'));
   await chmod(dir, 0o755);
-  folders.push(dir);
+  cleanUpAfter(t, dir);
   return dir;
 }
 
@@ -54,10 +56,10 @@ function leftBehind(tmp: string, which: 'server' | 'every' = 'server') {
 }
 
 /** A copy of the repository in a folder of mode 0700, as a clone in root's home would be (hard links: instant). */
-async function privateClone(): Promise<string> {
+async function privateClone(t: TestContext): Promise<string> {
   await mkdir(join(root, '.data'), { recursive: true });
   const home = await mkdtemp(join(root, '.data', 'private-'));
-  folders.push(home);
+  cleanUpAfter(t, home);
   const repo = join(home, 'shop');
   await mkdir(repo);
   const parts = ['src', 'tools', 'examples', 'migrations', 'node_modules', 'package.json', 'tsconfig.json'];
@@ -72,10 +74,11 @@ const ENDLESS = ['--payments', '1000000'];
 const MID_STORM = /with drizzle-idempotency/;
 const DEMO = ['--import', 'tsx', 'examples/shop/start.ts'];
 
-describe.runIf(process.platform === 'linux')('embedded PostgreSQL (no DATABASE_URL)', { timeout: 120_000 }, () => {
+describe.runIf(process.platform === 'linux')('embedded PostgreSQL (no DATABASE_URL)', { timeout: 120_000, concurrent: true }, () => {
   describe('the demo', () => {
-    it('npm start -- --quick audits its storm and leaves no process and no folder behind', async () => {
-      const tmp = await scratch();
+    it('npm start -- --quick audits its storm and leaves no process and no folder behind', async (t) => {
+      const { expect } = t;
+      const tmp = await scratch(t);
       const demo = launch('npm', ['start', '--', ...SMALL], { cwd: root, env: withoutDatabase(tmp) });
       expect(await demo.finished, demo.output()).toEqual({ code: 0, signal: null });
       expect(demo.output()).toMatch(/^OK: every key took effect once/m);
@@ -83,10 +86,11 @@ describe.runIf(process.platform === 'linux')('embedded PostgreSQL (no DATABASE_U
       expect((await readdir(tmp)).filter((name) => name.startsWith('shop-mail-'))).toEqual([]); // the mail sink's folder
     });
 
-    it.each(['SIGINT', 'SIGTERM'] as const)(
+    it.for(['SIGINT', 'SIGTERM'] as const)(
       'npm start interrupted by %s to its process group (as a terminal or a CI runner sends it) leaves no process and no folder behind',
-      async (signal) => {
-        const tmp = await scratch();
+      async (signal, t) => {
+        const { expect } = t;
+        const tmp = await scratch(t);
         const demo = launch('npm', ['start', '--', ...ENDLESS], { cwd: root, env: withoutDatabase(tmp), detached: true });
         await demo.waitFor(MID_STORM);
         process.kill(-demo.child.pid!, signal);
@@ -95,8 +99,9 @@ describe.runIf(process.platform === 'linux')('embedded PostgreSQL (no DATABASE_U
       },
     );
 
-    it('the demo killed with SIGKILL mid-storm, so that none of its own cleanup runs, leaves no process and no folder behind', async () => {
-      const tmp = await scratch();
+    it('the demo killed with SIGKILL mid-storm, so that none of its own cleanup runs, leaves no process and no folder behind', async (t) => {
+      const { expect } = t;
+      const tmp = await scratch(t);
       const demo = launch(process.execPath, [...DEMO, ...ENDLESS], { cwd: root, env: withoutDatabase(tmp) });
       await demo.waitFor(MID_STORM);
       demo.child.kill('SIGKILL');
@@ -106,17 +111,19 @@ describe.runIf(process.platform === 'linux')('embedded PostgreSQL (no DATABASE_U
   });
 
   describe.runIf(asRoot)('as root, where the server runs as the user "postgres"', () => {
-    it('npm start -- --quick works from a private folder (mode 0700, like a home directory) and leaves nothing behind', async () => {
-      const tmp = await scratch();
-      const demo = launch('npm', ['start', '--', ...SMALL], { cwd: await privateClone(), env: withoutDatabase(tmp) });
+    it('npm start -- --quick works from a private folder (mode 0700, like a home directory) and leaves nothing behind', async (t) => {
+      const { expect } = t;
+      const tmp = await scratch(t);
+      const demo = launch('npm', ['start', '--', ...SMALL], { cwd: await privateClone(t), env: withoutDatabase(tmp) });
       expect(await demo.finished, demo.output()).toEqual({ code: 0, signal: null });
       expect(demo.output()).toMatch(/^OK: every key took effect once/m);
       expect(await leftBehind(tmp, 'every')).toEqual(nothing);
     });
 
-    it('when that user cannot reach the temporary folder either, the demo says so in one line, naming DATABASE_URL', async () => {
+    it('when that user cannot reach the temporary folder either, the demo says so in one line, naming DATABASE_URL', async (t) => {
+      const { expect } = t;
       const tmp = await mkdtemp(join(tmpdir(), 'private-tmp-'));
-      folders.push(tmp);
+      cleanUpAfter(t, tmp);
       const demo = launch(process.execPath, [...DEMO, ...SMALL], { cwd: root, env: withoutDatabase(tmp) });
       expect((await demo.finished).code).toBe(1);
       const lines = demo.output().trim().split('\n');
@@ -125,9 +132,10 @@ describe.runIf(process.platform === 'linux')('embedded PostgreSQL (no DATABASE_U
       expect(await leftBehind(tmp, 'every')).toEqual(nothing);
     });
 
-    it('npm run serve from a private folder, whose data folder that user cannot reach, says so in one line, naming DATABASE_URL', async () => {
-      const tmp = await scratch();
-      const repo = await privateClone();
+    it('npm run serve from a private folder, whose data folder that user cannot reach, says so in one line, naming DATABASE_URL', async (t) => {
+      const { expect } = t;
+      const tmp = await scratch(t);
+      const repo = await privateClone(t);
       const shop = launch(process.execPath, ['--import', 'tsx', 'examples/shop/server.ts'], { cwd: repo, env: withoutDatabase(tmp, { PORT: '0' }) });
       expect((await shop.finished).code).toBe(1);
       const lines = shop.output().trim().split('\n');
@@ -138,24 +146,26 @@ describe.runIf(process.platform === 'linux')('embedded PostgreSQL (no DATABASE_U
   });
 
   // Only server processes here: vitest's fork workers outlive a vitest killed
-  // mid-test and spin (vitest-dev/vitest#9123); afterEach kills them.
+  // mid-test and spin (vitest-dev/vitest#9123); the test's cleanup kills them.
   describe('a test run (the suite\'s global setup)', () => {
     const VITEST = [join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--config', 'test/demo/fixtures/suite.config.ts'];
 
-    it('in which a test fails leaves no server process and no folder behind', async () => {
-      const tmp = await scratch();
+    it('in which a test fails leaves no server process and no folder behind', async (t) => {
+      const { expect } = t;
+      const tmp = await scratch(t);
       const suite = launch(process.execPath, VITEST, { cwd: root, env: withoutDatabase(tmp, { FIXTURE: 'fail' }) });
       expect((await suite.finished).code, suite.output()).toBe(1);
       expect(suite.output()).toMatch(/1 failed/);
       expect(await leftBehind(tmp)).toEqual(nothing);
     });
 
-    it.each([
+    it.for([
       { signal: 'SIGINT', to: 'its process group (Ctrl-C)' },
       { signal: 'SIGTERM', to: 'the vitest process' },
       { signal: 'SIGKILL', to: 'the vitest process' },
-    ] as const)('interrupted by $signal to $to leaves no server process and no folder behind', async ({ signal, to }) => {
-      const tmp = await scratch();
+    ] as const)('interrupted by $signal to $to leaves no server process and no folder behind', async ({ signal, to }, t) => {
+      const { expect } = t;
+      const tmp = await scratch(t);
       const marker = join(tmp, 'test-running');
       const group = to.startsWith('its process group');
       const suite = launch(process.execPath, VITEST, { cwd: root, env: withoutDatabase(tmp, { FIXTURE: 'hang', FIXTURE_MARKER: marker }), detached: group });

@@ -4,6 +4,7 @@
 import express, { type Express, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
+import { drizzle } from 'drizzle-orm/node-postgres';
 import { idempotent } from 'drizzle-idempotency/express';
 import { ShopRefusal, type ShopDb } from '../examples/shop/db.js';
 import { createPayment, type Payment, type PaymentInput } from '../examples/shop/payments.js';
@@ -79,13 +80,8 @@ export function benchHttpApp(db: ShopDb, plainDb: ShopDb, pool: pg.Pool, redis: 
         [scope, key, 'POST /handwritten/payments'],
       );
       if (claimed.rowCount === 1) {
-        const { rows } = await client.query<{ id: string; amount: number; currency: string; created_at: Date }>(
-          `insert into shop_payments (user_id, amount, currency, request_key, channel) values ($1, $2, $3, $4, 'handwritten')
-           returning id, amount, currency, created_at`,
-          [scope, input.amount, input.currency, key],
-        );
-        const row = rows[0]!;
-        const payment = { id: row.id, amount: row.amount, currency: row.currency, createdAt: row.created_at.toISOString() };
+        // The same business code as every other route, on this transaction's connection: only the idempotency layer differs.
+        const payment = await createPayment(drizzle({ client }), scope, input, key, 'handwritten');
         answer = { status: 201, body: payment, location: `/payments/${payment.id}` };
         await client.query(
           `update idempotency_keys set status = 'completed', response = $3, completed_at = now(), expires_at = now() + interval '1 day'

@@ -12,6 +12,7 @@ export function interceptQueries(pool: pg.Pool, intercept: QueryInterceptor): vo
   pool.on('connect', (client) => {
     const original = client.query.bind(client) as (...args: unknown[]) => unknown;
     const tapped = (...args: unknown[]) => {
+      if (isQueryObject(args[0])) return tapQueryObject(args[0], original, intercept, (client as unknown as { pipeline?: boolean }).pipeline === true);
       // pg-pool's own query() passes a callback; turn every call into the
       // promise form so the interceptor sees when each statement ends.
       const callback = typeof args.at(-1) === 'function' ? (args.pop() as (error: unknown, result?: unknown) => void) : undefined;
@@ -26,6 +27,42 @@ export function interceptQueries(pool: pg.Pool, intercept: QueryInterceptor): vo
     };
     (client as unknown as { query: typeof tapped }).query = tapped;
   });
+}
+
+/** A query object (node-postgres' Query, or one like it): it carries its callback and is answered through it. */
+interface QueryObject {
+  text: string;
+  submit: unknown;
+  callback?: (error: Error | null, result?: unknown) => void;
+  /** The library's fused queries: BEGIN sent ahead of the statement, COMMIT behind it, under one Sync. */
+  fused?: { before?: string; after?: string };
+}
+
+function isQueryObject(first: unknown): first is QueryObject {
+  return typeof first === 'object' && first !== null && typeof (first as QueryObject).submit === 'function';
+}
+
+/**
+ * A query object is one send; the interceptor sees each statement it carries,
+ * in order, each `send` handing on to the next, the last sending the query.
+ * An interceptor that holds one back holds back the whole query.
+ */
+function tapQueryObject(query: QueryObject, original: (...args: unknown[]) => unknown, intercept: QueryInterceptor, pipelining: boolean): QueryObject {
+  const parts = [query.fused?.before, query.text, query.fused?.after].filter((part): part is string => part !== undefined);
+  const send = () =>
+    new Promise<unknown>((resolve, reject) => {
+      const callback = query.callback;
+      query.callback = (error, result) => {
+        callback?.(error, result);
+        if (error) reject(error);
+        else resolve(result);
+      };
+      original(query);
+    });
+  const from = (i: number): Promise<unknown> => (i === parts.length ? send() : intercept(parts[i]!, () => from(i + 1), pipelining));
+  // The query's own callback reports its outcome to its caller.
+  from(0).catch(() => {});
+  return query;
 }
 
 function statementText(first: unknown): string {

@@ -210,22 +210,21 @@ async function claimRunStore<T>(tx: IdempotencyDatabase, o: ResolvedOptions, fn:
 }
 
 /**
- * `claimRunStore` on a connection of our own: on a pipelined pool, two round
- * trips fewer, because BEGIN goes out with the claim and the store with
- * COMMIT. A store that fails aborts the transaction, so the COMMIT behind it
- * rolls back.
+ * `claimRunStore` on a connection of our own: two round trips fewer, because
+ * BEGIN goes out with the claim and COMMIT with the store (under one Sync each,
+ * or pipelined). A store that fails aborts the transaction, so the COMMIT
+ * behind it does not commit.
  */
 async function claimRunStoreOnPool<T>(p: Pipeline, o: ResolvedOptions, fn: Fn<T>, progress: Progress): Promise<IdempotentOutcome<T>> {
-  const [begun, claimed] = p.together(() => [p.begin(), claimKey(p.runner, o)] as const);
-  await both(begun, claimed);
-  const live = await acquire(p.runner, o, claimed);
+  // BEGIN goes out ahead of the claim, under its Sync.
+  const live = await acquire(p.runner, o, claimKey(p.opening, o));
   if (live) return replayed(live, o, progress);
   const json = await runFn(p.tx, o, fn, progress);
   // COMMIT leaves right behind the store, before its answer: the store must
   // fail in SQL when it cannot complete the key (failInSql), so that this
-  // COMMIT rolls back. (node-postgres refuses to send a query only for a
-  // malformed config, which the store's is not.)
-  const [stored, committed] = await Promise.allSettled(p.together(() => [storeResult<T>(p.runner, o, json, true), p.commit()] as const));
+  // COMMIT does not run (or, pipelined, rolls back). (node-postgres refuses to
+  // send a query only for a malformed config, which the store's is not.)
+  const [stored, committed] = await p.close((runner) => storeResult<T>(runner, o, json, true));
   if (stored.status === 'rejected') {
     // No answer from the server (a client-side timeout, a dead socket): the
     // COMMIT queued behind the store may still have run.
@@ -257,14 +256,6 @@ function replayed<T>(row: KeyRow, o: ResolvedOptions, progress: Progress): Idemp
   const outcome = replayOf<T>(row, o);
   progress.phase = 'stored';
   return outcome;
-}
-
-/** Both results; else the first one's error (the second often just follows from it). */
-async function both<A, B>(first: Promise<A>, second: Promise<B>): Promise<[A, B]> {
-  const [a, b] = await Promise.allSettled([first, second]);
-  if (a.status === 'rejected') throw a.reason;
-  if (b.status === 'rejected') throw b.reason;
-  return [a.value, b.value];
 }
 
 // Rounds of claim / read / reclaim before giving up: each lost round means

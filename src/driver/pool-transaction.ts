@@ -6,6 +6,7 @@ import { statementName } from './named-statement.js';
 import { beginStatement } from './transaction-config.js';
 import { whileListeningIn } from './client-errors.js';
 import { transactionThatCommits } from './postgres-js-commit.js';
+import { mayGoAhead, queryClassOf, sendFused, type FusableClient } from './fused-query.js';
 
 // The parts of node-postgres and of drizzle's node-postgres session used here,
 // typed by shape: `pg` is an optional peer, so nothing here may import it.
@@ -58,6 +59,15 @@ export interface Pipeline {
   begin(): Promise<unknown>;
   /** Queues COMMIT behind what was queued before it. */
   commit(): Promise<unknown>;
+  /** `runner` for the statement that opens the transaction: BEGIN goes out ahead of it, under its Sync where the client allows. */
+  opening: TextRunner;
+  /**
+   * Runs `send`, whose one statement closes the transaction: COMMIT goes out
+   * behind it, under its Sync where the client allows. When the statement
+   * fails, COMMIT does not run and the transaction is rolled back. Settles
+   * with the outcome of each.
+   */
+  close<R>(send: (runner: TextRunner) => Promise<R>): Promise<[PromiseSettledResult<R>, PromiseSettledResult<unknown>]>;
   /** Runs `send`, which queues statements, holding them back until it returns so they leave in one write. */
   together<T>(send: () => T): T;
 }
@@ -155,20 +165,60 @@ export async function inPoolTransaction<R>(
     return queryText(text, params, named ? statementName(text) : undefined);
   };
   let open = false;
+  const runner: TextRunner = { execute: (query) => send(query, false), executeNamed: (query) => send(query, true), queryText, ...preparedStatementsOf(source.pool) };
+  const Query = queryClassOf(client);
+  const closed = (committed: Promise<unknown>) => {
+    // Whatever COMMIT answers, the transaction is over; if it failed, the
+    // connection may be on its way down, so it is not reused.
+    committed.catch(markBroken);
+    return committed;
+  };
   const pipeline: Pipeline = {
     tx,
-    runner: { execute: (query) => send(query, false), executeNamed: (query) => send(query, true), queryText, ...preparedStatementsOf(source.pool) },
+    runner,
     begin() {
       open = true;
       return client.query({ text: begin });
     },
     commit() {
-      // Whatever COMMIT answers, the transaction is over; if it failed, the
-      // connection may be on its way down, so it is not reused.
       open = false;
-      const committed = client.query({ text: 'commit' });
-      committed.catch(markBroken);
-      return committed;
+      return closed(client.query({ text: 'commit' }));
+    },
+    opening: {
+      ...runner,
+      queryText(text, values, name) {
+        if (!Query || !mayGoAhead(client, name)) {
+          const [begun, result] = pipeline.together(() => [pipeline.begin(), queryText(text, values, name)] as const);
+          return both(begun, result);
+        }
+        open = true;
+        return sendFused(client as unknown as FusableClient, Query, { text, values, name }, { before: begin }).statement;
+      },
+    },
+    async close(send) {
+      let committed: Promise<unknown> | undefined;
+      const closing: TextRunner = {
+        ...runner,
+        queryText(text, values, name) {
+          if (!Query) {
+            const result = queryText(text, values, name);
+            committed = pipeline.commit();
+            return result;
+          }
+          open = false;
+          const answer = sendFused(client as unknown as FusableClient, Query, { text, values, name }, { after: 'commit' });
+          // The statement failed: COMMIT was skipped, and the transaction is still open (aborted).
+          answer.statement.catch(() => (open = true));
+          // COMMIT itself failed: the connection may be on its way down, so it is not reused.
+          answer.after.catch((error: unknown) => answer.statement.then(() => markBroken(error), () => {}));
+          committed = answer.after;
+          return answer.statement;
+        },
+      };
+      const result = pipeline.together(() => send(closing));
+      const [stored] = await Promise.allSettled([result]);
+      if (!committed) return [stored, { status: 'rejected', reason: new Error('the statement that closes the transaction was never sent') }];
+      return [stored, (await Promise.allSettled([committed]))[0]];
     },
     together(send) {
       // node-postgres writes each query with its own system call; corking the
@@ -208,6 +258,14 @@ export async function inPoolTransaction<R>(
     if (broken || !hasQueriesOutstanding(client)) giveBack();
     else giveBackWhenDrained(client, giveBack, markBroken);
   }
+}
+
+/** The second result; else the first one's error (the second often just follows from it). */
+async function both<B>(first: Promise<unknown>, second: Promise<B>): Promise<B> {
+  const [a, b] = await Promise.allSettled([first, second]);
+  if (a.status === 'rejected') throw a.reason;
+  if (b.status === 'rejected') throw b.reason;
+  return b.value;
 }
 
 // How long fn's forgotten queries may keep the connection before it is closed instead.

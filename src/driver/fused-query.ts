@@ -1,0 +1,159 @@
+// node-postgres ends every query with a Sync, which the server answers with
+// ReadyForQuery and a flush of its output: BEGIN and COMMIT sent as queries of
+// their own each cost a message the server writes and this process reads and
+// parses, even when pipelined. Sent inside the claim's (or the store's) batch,
+// under its one Sync, they cost neither: the server runs the three in order
+// and answers once, as it does a multi-statement string, while the statement
+// keeps its parameters (and its name, when prepared).
+
+/** The parts of node-postgres' connection used here (protocol messages). */
+interface PgConnection {
+  parse(message: { text: string; name?: string }): void;
+  bind(message: { portal?: string; statement?: string; values?: unknown[] }): void;
+  execute(message: { portal: string; rows?: number }): void;
+  sync(): void;
+  parsedStatements: Record<string, string>;
+}
+
+/** The parts of node-postgres' Query used here. */
+interface PgQuery {
+  name?: string;
+  text: string;
+  portal: string;
+  callback?: (error: Error | null) => void;
+  _results: PgResult | PgResult[];
+  /** What travels with the statement, for taps that watch statements (the bench's, the tests'). */
+  fused?: { before?: string; after?: string };
+  prepare(connection: PgConnection): void;
+  handleCommandComplete(message: unknown, connection: PgConnection): void;
+  _getRows(connection: PgConnection, rows: number | undefined): void;
+}
+
+export interface PgResult {
+  rows: unknown[];
+  command: string | null;
+}
+
+type PgQueryClass = new (config: { text: string; values?: unknown[]; name?: string }) => PgQuery;
+
+/** A client that can take a fused query: node-postgres' own, whose class carries its Query. */
+export interface FusableClient {
+  query(query: PgQuery): unknown;
+  constructor: { Query?: PgQueryClass };
+}
+
+/** The Query class of a node-postgres client, when it has the parts this module uses; else undefined. */
+export function queryClassOf(client: object): PgQueryClass | undefined {
+  const Query = (client.constructor as { Query?: PgQueryClass }).Query;
+  const proto = Query?.prototype as Partial<PgQuery> | undefined;
+  const connection = (client as { connection?: Partial<PgConnection> }).connection;
+  const usable =
+    typeof proto?.prepare === 'function' &&
+    typeof proto._getRows === 'function' &&
+    typeof proto.handleCommandComplete === 'function' &&
+    typeof connection?.parse === 'function' &&
+    typeof connection.bind === 'function' &&
+    typeof connection.execute === 'function' &&
+    typeof connection.parsedStatements === 'object';
+  return usable ? Query : undefined;
+}
+
+/** A statement's text, parameters and, when prepared, name. */
+export interface QueryConfig {
+  text: string;
+  values: unknown[];
+  name: string | undefined;
+}
+
+/** Runs a statement without parameters in the unnamed statement and portal (BEGIN, COMMIT). */
+function runUtility(connection: PgConnection, text: string): void {
+  connection.parse({ text });
+  connection.bind({});
+  connection.execute({ portal: '' });
+}
+
+/** What a fused query answered: the statement's result, or how far it got before an error. */
+export interface FusedAnswer {
+  /** Settles with the statement's result once it completed, or with the error that stopped it first. */
+  statement: Promise<PgResult>;
+  /** With `after`: settles with the error that stopped the utility statement, after the statement completed. */
+  after: Promise<void>;
+}
+
+/**
+ * Whether `before` may go out ahead of the statement named `name` on this
+ * client: only once the server has confirmed that statement's Parse on this
+ * connection (or it is unnamed). Otherwise its Parse would travel behind
+ * `before`, and node-postgres, which credits every ParseComplete to the query
+ * it is answering, would take `before`'s for the statement's own, and never
+ * parse it again should its Parse fail. (Nor can the Parse go ahead of BEGIN:
+ * parsing takes a snapshot, and BEGIN ISOLATION LEVEL must come before any.)
+ */
+export function mayGoAhead(client: object, name: string | undefined): boolean {
+  if (name === undefined) return true;
+  const connection = (client as { connection?: Partial<PgConnection> }).connection;
+  return connection?.parsedStatements?.[name] !== undefined;
+}
+
+/**
+ * Sends `config` with `before` executed ahead of it, or `after` executed behind
+ * it, under one Sync (see `mayGoAhead` for `before`). When `before` or the
+ * statement fails, the server skips the rest up to the Sync.
+ */
+export function sendFused(client: FusableClient, Query: PgQueryClass, config: QueryConfig, fused: { before?: string; after?: string }): FusedAnswer {
+  const query = new Query({ text: config.text, values: config.values, name: config.name });
+  const prepare = Query.prototype.prepare;
+  const getRows = Query.prototype._getRows;
+  const { before, after } = fused;
+  query.fused = fused;
+  if (before !== undefined) {
+    query.prepare = function (connection) {
+      runUtility(connection, before);
+      prepare.call(this, connection);
+    };
+  }
+  if (after !== undefined) {
+    query._getRows = function (connection, rows) {
+      if (rows) return getRows.call(this, connection, rows);
+      connection.execute({ portal: this.portal });
+      runUtility(connection, after);
+      connection.sync();
+    };
+  }
+  let completes = 0;
+  const complete = Query.prototype.handleCommandComplete;
+  query.handleCommandComplete = function (message, connection) {
+    completes++;
+    complete.call(this, message, connection);
+  };
+  // Which of the two results is the statement's: with `before`, the second.
+  const index = before !== undefined ? 1 : 0;
+  let settleStatement!: { resolve(result: PgResult): void; reject(error: unknown): void };
+  let settleAfter!: { resolve(): void; reject(error: unknown): void };
+  const statement = new Promise<PgResult>((resolve, reject) => (settleStatement = { resolve, reject }));
+  const afterDone = new Promise<void>((resolve, reject) => (settleAfter = { resolve, reject }));
+  // Without `after` nobody waits for it; with it, the caller does.
+  afterDone.catch(() => {});
+  query.callback = (error) => {
+    const results = Array.isArray(query._results) ? query._results : [query._results];
+    if (!error) {
+      const result = results[index];
+      if (!result || results.length !== 2) {
+        const mismatch = new Error(`a fused query answered ${results.length} results instead of 2`);
+        settleStatement.reject(mismatch);
+        return settleAfter.reject(mismatch);
+      }
+      settleStatement.resolve(result);
+      return settleAfter.resolve();
+    }
+    // With `after`: one command complete means the statement ran, and the error is the utility's.
+    if (after !== undefined && completes === 1 && results[0]) {
+      settleStatement.resolve(results[0]);
+      return settleAfter.reject(error);
+    }
+    settleStatement.reject(error);
+    settleAfter.reject(error);
+  };
+  client.query(query);
+  return { statement, after: afterDone };
+}

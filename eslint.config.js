@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', '.data/', 'coverage/', 'migrations/', 'test/readme/*.example-*.ts', '**/*.test-bundle.mjs'] },
+  { ignores: ['dist/', 'node_modules/', '.data/', 'coverage/', 'migrations/', 'test/readme/*.example-*.ts', '**/*.test-bundle.mjs', 'bench/bundle/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

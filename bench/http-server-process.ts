@@ -12,6 +12,8 @@ export interface HttpServerConfig {
 }
 
 export const CONFIG_ENV = 'BENCH_HTTP_SERVER_CONFIG';
+/** The server bundled as plain JavaScript (set by bench/start.ts); without it, the server runs its sources under tsx. */
+export const SERVER_BUNDLE_ENV = 'BENCH_HTTP_SERVER_BUNDLE';
 
 /** What the server sends its parent once it listens. */
 export interface ListeningMessage {
@@ -30,10 +32,12 @@ const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const START_TIMEOUT_MS = 30_000;
 
 export async function startBenchServer(config: HttpServerConfig): Promise<BenchServer> {
-  const child = fork(ENTRY, [], {
+  const bundle = process.env[SERVER_BUNDLE_ENV];
+  // BENCH_SERVER_NODE_ARGS: extra Node flags for the server, e.g. '--cpu-prof' to profile it.
+  const extra = process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const child = fork(bundle ?? ENTRY, [], {
     cwd: ROOT,
-    // BENCH_SERVER_NODE_ARGS: extra Node flags for the server, e.g. '--cpu-prof' to profile it.
-    execArgv: ['--import', 'tsx', ...(process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [])],
+    execArgv: bundle ? extra : ['--import', 'tsx', ...extra],
     env: { ...process.env, [CONFIG_ENV]: JSON.stringify(config) },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });

@@ -19,6 +19,7 @@ import { resolveOptions, type IdempotencyOptions, type ResolvedOptions } from '.
 import { serializeResult, type Jsonified } from './result.js';
 import { lookupStored, readKey, replayOf, type IdempotentOutcome, type KeyRow } from './stored-key.js';
 import { storeResult } from './store.js';
+import { lookupGoesAlone, noteLookup } from './lookup-mode.js';
 import {
   startTrace,
   traceAttempt,
@@ -100,9 +101,12 @@ function runCall<T>(db: IdempotencyDatabase, o: ResolvedOptions, fn: Fn<T>): Pro
   const pool = checkoutPoolOf(db);
   const reader = pool ? poolRunner(pool, db) : db;
   const lookup = () => lookupStored<T>(reader, o);
+  // On a pool of our own, the lookup may travel with BEGIN and the claim instead (see lookup-mode.ts).
+  const alone = o.lookupFirst && (!pool || lookupGoesAlone(pool.pool));
   const run = async (): Promise<IdempotentOutcome<T>> => {
     // Before any turn: replays of a completed key never queue behind each other.
-    const hit = o.lookupFirst ? await lookup() : undefined;
+    const hit = alone ? await lookup() : undefined;
+    if (alone && pool) noteLookup(pool.pool, hit !== undefined);
     if (hit) return hit;
     return inKeyTurn(
       connectionOf(db),
@@ -113,7 +117,7 @@ function runCall<T>(db: IdempotencyDatabase, o: ResolvedOptions, fn: Fn<T>): Pro
         const replay = waitedForDuplicate ? await lookup() : undefined;
         if (replay) return replay;
         const bound = waitedForDuplicate ? { ...o, lockTimeoutMs: remainingMs } : o;
-        return inOwnTransaction(db, pool, bound, fn);
+        return inOwnTransaction(db, pool, bound, fn, o.lookupFirst && !alone && !waitedForDuplicate);
       },
       lookup,
     );
@@ -170,19 +174,24 @@ async function inCallersTransaction<T>(tx: IdempotencyDatabase, o: ResolvedOptio
   });
 }
 
-/** In a transaction of our own, run again when Postgres asks for it (the retry replays). */
+/**
+ * In a transaction of our own, run again when Postgres asks for it (the retry
+ * replays). `lookupAhead`: on a pool, the lookup goes out in the same write as
+ * BEGIN and the claim.
+ */
 async function inOwnTransaction<T>(
   db: IdempotencyDatabase,
   pool: PoolSource | undefined,
   o: ResolvedOptions,
   fn: Fn<T>,
+  lookupAhead = false,
 ): Promise<IdempotentOutcome<T>> {
   let refused = false;
   for (let attempt = 0; ; attempt++) {
     const progress: Progress = { phase: 'claim' };
     traceAttempt(o.trace);
     try {
-      if (pool) return await inPoolTransaction(pool, o.transaction, (p) => claimRunStoreOnPool(p, o, fn, progress));
+      if (pool) return await inPoolTransaction(pool, o.transaction, (p) => claimRunStoreOnPool(p, o, fn, progress, lookupAhead ? pool.pool : undefined));
       return await transactionThatCommits(db, o.transaction, (tx) => whileListeningIn(tx, () => claimRunStore(tx, o, fn, progress)));
     } catch (error) {
       // Nothing committed: the transaction failed at a named statement the server refused.
@@ -215,9 +224,35 @@ async function claimRunStore<T>(tx: IdempotencyDatabase, o: ResolvedOptions, fn:
  * or pipelined). A store that fails aborts the transaction, so the COMMIT
  * behind it does not commit.
  */
-async function claimRunStoreOnPool<T>(p: Pipeline, o: ResolvedOptions, fn: Fn<T>, progress: Progress): Promise<IdempotentOutcome<T>> {
-  // BEGIN goes out ahead of the claim, under its Sync.
-  const live = await acquire(p.runner, o, claimKey(p.opening, o));
+async function claimRunStoreOnPool<T>(
+  p: Pipeline,
+  o: ResolvedOptions,
+  fn: Fn<T>,
+  progress: Progress,
+  lookupOn: object | undefined,
+): Promise<IdempotentOutcome<T>> {
+  // The lookup goes out first (it is not part of the transaction); BEGIN goes
+  // out ahead of the claim, under its Sync. Pipelined, all in one write;
+  // otherwise the claim would only wait behind the lookup, so it waits for its answer.
+  let claimed: Promise<boolean> | undefined;
+  const found = p.together(() => {
+    const lookup = lookupOn ? lookupStored<T>(p.runner, o, false) : undefined;
+    if (!lookup || p.pipelined) claimed = claimKey(p.opening, o);
+    return lookup;
+  });
+  if (found) {
+    // Settled below, unless the lookup answers first.
+    claimed?.catch(() => {});
+    const hit = await found;
+    noteLookup(lookupOn!, hit !== undefined);
+    if (hit) {
+      // The claim, if sent, found the key and did nothing.
+      if (claimed) await p.rollback();
+      progress.phase = 'stored';
+      return hit;
+    }
+  }
+  const live = await acquire(p.runner, o, claimed ?? claimKey(p.opening, o));
   if (live) return replayed(live, o, progress);
   const json = await runFn(p.tx, o, fn, progress);
   // COMMIT leaves right behind the store, before its answer: the store must

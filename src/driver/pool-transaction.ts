@@ -53,12 +53,16 @@ export interface PoolSource {
 export interface Pipeline {
   /** The transaction `fn` gets: drizzle's own, on the checked-out connection. */
   tx: IdempotencyDatabase;
+  /** Whether statements go out without waiting for the answers before them (pipeline mode). */
+  pipelined: boolean;
   /** Runs the library's statements; each is queued on the connection the moment it is called. */
   runner: TextRunner;
   /** Queues BEGIN: the statement queued next travels in the same round trip. */
   begin(): Promise<unknown>;
   /** Queues COMMIT behind what was queued before it. */
   commit(): Promise<unknown>;
+  /** Ends the transaction with ROLLBACK; if that fails, the connection is not reused. Never rejects. */
+  rollback(): Promise<void>;
   /** `runner` for the statement that opens the transaction: BEGIN goes out ahead of it, under its Sync where the client allows. */
   opening: TextRunner;
   /**
@@ -175,6 +179,7 @@ export async function inPoolTransaction<R>(
   };
   const pipeline: Pipeline = {
     tx,
+    pipelined: client.pipeline === true,
     runner,
     begin() {
       open = true;
@@ -183,6 +188,10 @@ export async function inPoolTransaction<R>(
     commit() {
       open = false;
       return closed(client.query({ text: 'commit' }));
+    },
+    async rollback() {
+      open = false;
+      await client.query({ text: 'rollback' }).catch(markBroken);
     },
     opening: {
       ...runner,
@@ -239,7 +248,7 @@ export async function inPoolTransaction<R>(
     if (open) await pipeline.commit();
     return result;
   } catch (error) {
-    if (open) await client.query({ text: 'rollback' }).catch(markBroken);
+    if (open) await pipeline.rollback();
     throw error;
   } finally {
     // The transaction is over: whatever fn's tx is still asked to run fails

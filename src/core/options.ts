@@ -30,8 +30,9 @@ export interface IdempotencyOptions {
   /** Postgres schema that holds `idempotency_keys`. (Default: the search_path) */
   schema?: string;
   /** Given a database (not a transaction): look a completed key up with one
-   * SELECT before opening a transaction. Cheaper replays, one more round trip
-   * on first executions. (Default: `false`) */
+   * SELECT before the claim. Cheaper replays; on a node-postgres pool the
+   * lookup travels with BEGIN and the claim while lookups rarely find an
+   * answer, else it costs first executions a round trip. (Default: `false`) */
   lookupFirst?: boolean;
   /** Also return the key's expiry (database clock) in the outcome of
    * `withIdempotencyOutcome`, as `expiresAt`. (Default: `false`) */

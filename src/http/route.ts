@@ -116,8 +116,8 @@ export class Route<TReq, TRes> {
     let fresh: NormalizedResponse | undefined;
     let answer: { response: NormalizedResponse; replayed: boolean; expiresAt: Date | undefined };
     try {
-      // lookupFirst: replays skip the handler's transaction (one SELECT; on a
-      // node-postgres pool, the read travels with BEGIN and the claim).
+      // lookupFirst: replays skip the handler (one SELECT; on a node-postgres
+      // pool, while replays are rare, the read travels with BEGIN and the claim).
       const options = { ...this.o.core, scope: await this.o.scope(req), fingerprint: this.o.fingerprint(req), lookupFirst: true };
       const guard = this.adapter.guard(res);
       let outcome;

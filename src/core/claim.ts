@@ -161,3 +161,22 @@ async function bounded<T>(o: ResolvedOptions, run: () => Promise<T>): Promise<T>
     throw statementFailure(error, o, true);
   }
 }
+
+/**
+ * Deletes the row of a claim that committed on its own, outside the
+ * transaction it was meant to open (see FusedQueryLost): `started`, no result,
+ * no lease. No other call takes over or completes such a row, so it is this
+ * claim's; left, it would hold the key until its TTL.
+ */
+export async function releaseLoneClaim(db: SqlRunner, o: ResolvedOptions): Promise<void> {
+  const k = keysTable(o.schema);
+  await runStatement(
+    db,
+    {
+      shape: shapeOf('release-lone-claim', o),
+      values: keyValues(o),
+      build: (v) => sql`delete from ${k} where scope = ${v('scope')} and key = ${v('key')} and status = 'started' and response is null and owner_token is null`,
+    },
+    'never',
+  );
+}

@@ -6,6 +6,7 @@ import { transactionThatCommits } from '../driver/postgres-js-commit.js';
 import { checkoutPoolOf, inPoolTransaction, poolRunner, type Pipeline, type PoolSource } from '../driver/pool-transaction.js';
 import { sqlState } from '../driver/pg-error.js';
 import { PreparedStatementsRefused } from '../driver/statement.js';
+import { FusedQueryLost } from '../driver/fused-query.js';
 import {
   IdempotencyDeadlockError,
   IdempotencyError,
@@ -13,7 +14,7 @@ import {
   IdempotencyOptionsInvalidError,
   IdempotencySerializationError,
 } from '../shared/errors.js';
-import { claimKey, reclaimKey } from './claim.js';
+import { claimKey, reclaimKey, releaseLoneClaim } from './claim.js';
 import { explainFailure, type Progress } from './failure.js';
 import { resolveOptions, type IdempotencyOptions, type ResolvedOptions } from './options.js';
 import { serializeResult, type Jsonified } from './result.js';
@@ -186,7 +187,8 @@ async function inOwnTransaction<T>(
   fn: Fn<T>,
   lookupAhead = false,
 ): Promise<IdempotentOutcome<T>> {
-  let refused = false;
+  // Reruns after the pool changed how it sends (unnamed statements, BEGIN and COMMIT apart): once each.
+  const switched = new Set<unknown>();
   for (let attempt = 0; ; attempt++) {
     const progress: Progress = { phase: 'claim' };
     traceAttempt(o.trace);
@@ -194,10 +196,12 @@ async function inOwnTransaction<T>(
       if (pool) return await inPoolTransaction(pool, o.transaction, (p) => claimRunStoreOnPool(p, o, fn, progress, lookupAhead ? pool.pool : undefined));
       return await transactionThatCommits(db, o.transaction, (tx) => whileListeningIn(tx, () => claimRunStore(tx, o, fn, progress)));
     } catch (error) {
-      // Nothing committed: the transaction failed at a named statement the server refused.
-      if (error instanceof PreparedStatementsRefused && !refused) {
+      // Nothing committed: the transaction failed at a named statement the
+      // server refused, or at a fused query sent without its BEGIN or COMMIT.
+      const kind = error instanceof PreparedStatementsRefused ? PreparedStatementsRefused : error instanceof FusedQueryLost ? FusedQueryLost : undefined;
+      if (kind && !switched.has(kind)) {
         rolledBack(o.trace, progress, error);
-        refused = true;
+        switched.add(kind);
         attempt--;
         continue;
       }
@@ -235,9 +239,14 @@ async function claimRunStoreOnPool<T>(
   // out ahead of the claim, under its Sync. Pipelined, all in one write;
   // otherwise the claim would only wait behind the lookup, so it waits for its answer.
   let claimed: Promise<boolean> | undefined;
+  const claim = () => claimKey(p.opening, o).catch(async (error: unknown) => {
+    // The claim went out without BEGIN and committed on its own: its row holds nothing yet, and is ours to remove.
+    if (error instanceof FusedQueryLost && error.rows?.length === 1) await releaseLoneClaim(p.runner, o);
+    throw error;
+  });
   const found = p.together(() => {
     const lookup = lookupOn ? lookupStored<T>(p.runner, o, false) : undefined;
-    if (!lookup || p.pipelined) claimed = claimKey(p.opening, o);
+    if (!lookup || p.pipelined) claimed = claim();
     return lookup;
   });
   if (found) {
@@ -252,7 +261,7 @@ async function claimRunStoreOnPool<T>(
       return hit;
     }
   }
-  const live = await acquire(p.runner, o, claimed ?? claimKey(p.opening, o));
+  const live = await acquire(p.runner, o, claimed ?? claim());
   if (live) return replayed(live, o, progress);
   const json = await runFn(p.tx, o, fn, progress);
   // COMMIT leaves right behind the store, before its answer: the store must
@@ -263,7 +272,8 @@ async function claimRunStoreOnPool<T>(
   if (stored.status === 'rejected') {
     // No answer from the server (a client-side timeout, a dead socket): the
     // COMMIT queued behind the store may still have run.
-    if (sqlState(stored.reason) === undefined && !(stored.reason instanceof IdempotencyError)) progress.phase = 'stored';
+    const known = sqlState(stored.reason) !== undefined || stored.reason instanceof IdempotencyError || stored.reason instanceof FusedQueryLost;
+    if (!known) progress.phase = 'stored';
     throw stored.reason;
   }
   progress.phase = 'stored';

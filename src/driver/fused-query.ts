@@ -20,7 +20,7 @@ interface PgQuery {
   name?: string;
   text: string;
   portal: string;
-  callback?: (error: Error | null) => void;
+  callback?: (error: Error | null, results?: PgResult | PgResult[]) => void;
   _results: PgResult | PgResult[];
   /** What travels with the statement, for taps that watch statements (the bench's, the tests'). */
   fused?: { before?: string; after?: string };
@@ -72,14 +72,6 @@ function runUtility(connection: PgConnection, text: string): void {
   connection.execute({ portal: '' });
 }
 
-/** What a fused query answered: the statement's result, or how far it got before an error. */
-export interface FusedAnswer {
-  /** Settles with the statement's result once it completed, or with the error that stopped it first. */
-  statement: Promise<PgResult>;
-  /** With `after`: settles with the error that stopped the utility statement, after the statement completed. */
-  after: Promise<void>;
-}
-
 /**
  * Whether `before` may go out ahead of the statement named `name` on this
  * client: only once the server has confirmed that statement's Parse on this
@@ -96,9 +88,31 @@ export function mayGoAhead(client: object, name: string | undefined): boolean {
 }
 
 /**
+ * The fused query reached the server without what travels with it: something
+ * between the library and node-postgres (a `client.query` wrapper that copies
+ * its argument, as some instrumentation did) sent a plain copy, so the
+ * statement ran alone. `rows`: what it answered, when it ran.
+ */
+export class FusedQueryLost extends Error {
+  override name = 'FusedQueryLost';
+  constructor(readonly rows: unknown[] | undefined) {
+    super('BEGIN or COMMIT did not travel with the statement: a wrapper around client.query sent a copy of the query');
+  }
+}
+
+/** What a fused query answered: the statement's result, or how far it got before an error. */
+export interface FusedAnswer {
+  /** Settles with the statement's result once it completed, or with the error that stopped it first. */
+  statement: Promise<PgResult>;
+  /** With `after`: settles with the error that stopped the utility statement, after the statement completed. */
+  after: Promise<void>;
+}
+
+/**
  * Sends `config` with `before` executed ahead of it, or `after` executed behind
  * it, under one Sync (see `mayGoAhead` for `before`). When `before` or the
- * statement fails, the server skips the rest up to the Sync.
+ * statement fails, the server skips the rest up to the Sync. Both promises
+ * reject with `FusedQueryLost` when the statement went out without them.
  */
 export function sendFused(client: FusableClient, Query: PgQueryClass, config: QueryConfig, fused: { before?: string; after?: string }): FusedAnswer {
   const query = new Query({ text: config.text, values: config.values, name: config.name });
@@ -106,8 +120,11 @@ export function sendFused(client: FusableClient, Query: PgQueryClass, config: Qu
   const getRows = Query.prototype._getRows;
   const { before, after } = fused;
   query.fused = fused;
+  // Set once this very object wrote its messages, the fused ones with them.
+  let sent = false;
   if (before !== undefined) {
     query.prepare = function (connection) {
+      sent = true;
       runUtility(connection, before);
       prepare.call(this, connection);
     };
@@ -115,6 +132,7 @@ export function sendFused(client: FusableClient, Query: PgQueryClass, config: Qu
   if (after !== undefined) {
     query._getRows = function (connection, rows) {
       if (rows) return getRows.call(this, connection, rows);
+      sent = true;
       connection.execute({ portal: this.portal });
       runUtility(connection, after);
       connection.sync();
@@ -134,25 +152,27 @@ export function sendFused(client: FusableClient, Query: PgQueryClass, config: Qu
   const afterDone = new Promise<void>((resolve, reject) => (settleAfter = { resolve, reject }));
   // Without `after` nobody waits for it; with it, the caller does.
   afterDone.catch(() => {});
-  query.callback = (error) => {
-    const results = Array.isArray(query._results) ? query._results : [query._results];
-    if (!error) {
-      const result = results[index];
-      if (!result || results.length !== 2) {
-        const mismatch = new Error(`a fused query answered ${results.length} results instead of 2`);
-        settleStatement.reject(mismatch);
-        return settleAfter.reject(mismatch);
-      }
-      settleStatement.resolve(result);
-      return settleAfter.resolve();
-    }
-    // With `after`: one command complete means the statement ran, and the error is the utility's.
-    if (after !== undefined && completes === 1 && results[0]) {
-      settleStatement.resolve(results[0]);
-      return settleAfter.reject(error);
-    }
+  const fail = (error: unknown) => {
     settleStatement.reject(error);
     settleAfter.reject(error);
+  };
+  query.callback = (error, answered?: PgResult | PgResult[]) => {
+    if (!sent) {
+      const ran = Array.isArray(answered) ? answered.at(-1) : answered;
+      return fail(new FusedQueryLost(error ? undefined : ran?.rows));
+    }
+    const results = Array.isArray(query._results) ? query._results : [query._results];
+    // With `after`: both completed (a connection that dies after COMMIT's
+    // answer does not undo it), or only the statement, and the error is the utility's.
+    if (after !== undefined && results[0] && (completes >= 2 || (error && completes === 1))) {
+      settleStatement.resolve(results[0]);
+      return completes >= 2 ? settleAfter.resolve() : settleAfter.reject(error);
+    }
+    if (error) return fail(error);
+    const result = results[index];
+    if (!result || results.length !== 2) return fail(new Error(`a fused query answered ${results.length} results instead of 2`));
+    settleStatement.resolve(result);
+    settleAfter.resolve();
   };
   client.query(query);
   return { statement, after: afterDone };

@@ -6,7 +6,7 @@ import { statementName } from './named-statement.js';
 import { beginStatement } from './transaction-config.js';
 import { whileListeningIn } from './client-errors.js';
 import { transactionThatCommits } from './postgres-js-commit.js';
-import { mayGoAhead, queryClassOf, sendFused, type FusableClient } from './fused-query.js';
+import { FusedQueryLost, mayGoAhead, queryClassOf, sendFused, type FusableClient } from './fused-query.js';
 
 // The parts of node-postgres and of drizzle's node-postgres session used here,
 // typed by shape: `pg` is an optional peer, so nothing here may import it.
@@ -77,6 +77,10 @@ export interface Pipeline {
 }
 
 const watchedPools = new WeakSet<object>();
+// Pools on which a fused query went out without its BEGIN or COMMIT (see FusedQueryLost).
+const fusionLost = new WeakSet<object>();
+// Clients on which a fused COMMIT came back whole.
+const fusedWhole = new WeakSet<object>();
 
 /**
  * The pool the library checks connections out of itself, when `db` is
@@ -170,7 +174,11 @@ export async function inPoolTransaction<R>(
   };
   let open = false;
   const runner: TextRunner = { execute: (query) => send(query, false), executeNamed: (query) => send(query, true), queryText, ...preparedStatementsOf(source.pool) };
-  const Query = queryClassOf(client);
+  const Query = fusionLost.has(source.pool) ? undefined : queryClassOf(client);
+  // A fused query that went out without what travels with it: this pool sends them apart from now on.
+  const noteLost = (error: unknown) => {
+    if (error instanceof FusedQueryLost) fusionLost.add(source.pool);
+  };
   const closed = (committed: Promise<unknown>) => {
     // Whatever COMMIT answers, the transaction is over; if it failed, the
     // connection may be on its way down, so it is not reused.
@@ -196,12 +204,16 @@ export async function inPoolTransaction<R>(
     opening: {
       ...runner,
       queryText(text, values, name) {
-        if (!Query || !mayGoAhead(client, name)) {
+        // BEGIN goes ahead of the claim only on a client whose fused COMMIT came back whole: a lost
+        // BEGIN is a claim that committed on its own, a lost COMMIT only a store to roll back.
+        if (!Query || !fusedWhole.has(client) || !mayGoAhead(client, name)) {
           const [begun, result] = pipeline.together(() => [pipeline.begin(), queryText(text, values, name)] as const);
           return both(begun, result);
         }
         open = true;
-        return sendFused(client as unknown as FusableClient, Query, { text, values, name }, { before: begin }).statement;
+        const { statement } = sendFused(client as unknown as FusableClient, Query, { text, values, name }, { before: begin });
+        statement.catch(noteLost);
+        return statement;
       },
     },
     async close(send) {
@@ -216,8 +228,12 @@ export async function inPoolTransaction<R>(
           }
           open = false;
           const answer = sendFused(client as unknown as FusableClient, Query, { text, values, name }, { after: 'commit' });
-          // The statement failed: COMMIT was skipped, and the transaction is still open (aborted).
-          answer.statement.catch(() => (open = true));
+          // The statement failed (or went out alone): COMMIT was skipped, and the transaction is still open.
+          answer.statement.catch((error: unknown) => {
+            open = true;
+            noteLost(error);
+          });
+          answer.after.then(() => fusedWhole.add(client), () => {});
           // COMMIT itself failed: the connection may be on its way down, so it is not reused.
           answer.after.catch((error: unknown) => answer.statement.then(() => markBroken(error), () => {}));
           committed = answer.after;

@@ -3,6 +3,7 @@ import { PgDialect } from 'drizzle-orm/pg-core';
 import { queryRows, type SqlRunner } from './database.js';
 import { statementName } from './named-statement.js';
 import { redact } from './redacted-error.js';
+import { FusedQueryLost } from './fused-query.js';
 
 /**
  * One of the library's own statements (claim, read, store, lookup): its SQL
@@ -77,6 +78,8 @@ export async function runStatement<Row>(db: SqlRunner | TextRunner, s: Statement
   try {
     result = await db.queryText(text, params, named ? statementName(text) : undefined);
   } catch (error) {
+    // Not the server's answer: the caller sends again, without fusing.
+    if (error instanceof FusedQueryLost) throw error;
     const failure = redact(error);
     if (named && prepare === 'auto' && REFUSED.has(failure.code ?? '')) {
       db.refusePrepared();

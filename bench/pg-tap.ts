@@ -49,19 +49,19 @@ function isQueryObject(first: unknown): first is QueryObject {
  */
 function tapQueryObject(query: QueryObject, original: (...args: unknown[]) => unknown, intercept: QueryInterceptor, pipelining: boolean): QueryObject {
   const parts = [query.fused?.before, query.text, query.fused?.after].filter((part): part is string => part !== undefined);
+  const callback = query.callback;
   const send = () =>
     new Promise<unknown>((resolve, reject) => {
-      const callback = query.callback;
-      query.callback = (error, result) => {
-        callback?.(error, result);
-        if (error) reject(error);
-        else resolve(result);
-      };
+      query.callback = (error, result) => (error ? reject(error) : resolve(result));
       original(query);
     });
-  const from = (i: number): Promise<unknown> => (i === parts.length ? send() : intercept(parts[i]!, () => from(i + 1), pipelining));
-  // The query's own callback reports its outcome to its caller.
-  from(0).catch(() => {});
+  // What travels with the first statement shares its round trip, pipeline mode or not.
+  const from = (i: number): Promise<unknown> => (i === parts.length ? send() : intercept(parts[i]!, () => from(i + 1), pipelining || i > 0));
+  // The caller hears the answer when the interceptor lets it through, as with a promise query.
+  from(0).then(
+    (result) => callback?.(null, result),
+    (error: Error) => callback?.(error),
+  );
   return query;
 }
 

@@ -291,7 +291,8 @@ function report(counts: Count[], n: number): ModuleReport {
     `Counted over ${n} operations per row on one connection: every \`query\` call of the pool's clients passes a tap that records it. ` +
       'The server-side column is the change of `xact_commit + xact_rollback` in `pg_stat_database` for the bench database over the same operations ' +
       '(connection set-up subtracted): a statement outside BEGIN counts as a transaction of its own, so a one-statement replay shows 1.00. ' +
-      'node-postgres sends one statement per round trip, except on a pool in pipeline mode: the round-trip column counts the statements sent while no other was ' +
+      'node-postgres sends one statement per round trip, except on a pool in pipeline mode, and except BEGIN and COMMIT where the library sends them inside ' +
+      'the claim and the store (under one Sync; from the second call on a connection): the round-trip column counts the statements sent while no other was ' +
       'waiting for its answer.',
     '',
     countTable,

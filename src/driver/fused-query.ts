@@ -158,8 +158,10 @@ export function sendFused(client: FusableClient, Query: PgQueryClass, config: Qu
   };
   query.callback = (error, answered?: PgResult | PgResult[]) => {
     if (!sent) {
+      // Refused before it went out (a connection already lost): that error, as it is.
+      if (error) return fail(error);
       const ran = Array.isArray(answered) ? answered.at(-1) : answered;
-      return fail(new FusedQueryLost(error ? undefined : ran?.rows));
+      return fail(new FusedQueryLost(ran?.rows));
     }
     const results = Array.isArray(query._results) ? query._results : [query._results];
     // With `after`: both completed (a connection that dies after COMMIT's

@@ -3,7 +3,8 @@ import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { withIdempotencyOutcome } from '../../src/index.js';
 import { testDatabase } from '../support/db.js';
-import { count, createBusinessTables, insertCharge } from '../support/fixtures.js';
+import { count, createBusinessTables, deferred, insertCharge } from '../support/fixtures.js';
+import { sql } from 'drizzle-orm';
 
 const t = await testDatabase();
 await createBusinessTables(t.pool);
@@ -65,5 +66,31 @@ describe('BEGIN and COMMIT inside the claim and the store, behind a client.query
     expect(runs).toBe(1);
     expect(await audit('late-wrap-2')).toEqual({ charges: 1, completed: 1, started: 0 });
     expect((await withIdempotencyOutcome(db, 'late-wrap-2', () => Promise.reject(new Error('ran twice')))).replayed).toBe(true);
+  });
+});
+
+describe('a fused query the client refuses to send', () => {
+  it('fails the call as before and does not run fn again, when the store is the first query after the backend died', async () => {
+    const pool = t.newPool(2, { pipeline: true });
+    const db = drizzle({ client: pool });
+    await withIdempotencyOutcome(db, 'refused-warmup', (tx) => insertCharge(tx, 'refused-warmup', 1));
+    const inside = deferred<number>();
+    const gate = deferred();
+    let runs = 0;
+    const call = withIdempotencyOutcome(db, 'refused-store', async (tx) => {
+      runs++;
+      await insertCharge(tx, 'refused-store', 100);
+      inside.resolve(((await tx.execute(sql`select pg_backend_pid() as pid`)) as unknown as { rows: { pid: number }[] }).rows[0]!.pid);
+      await gate.promise;
+      return 'stored?';
+    });
+    await t.pool.query('select pg_terminate_backend($1)', [await inside.promise]);
+    // Let node-postgres notice the end of the connection before the store is sent on it.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    gate.resolve();
+    // Whether the store had gone out is not known to the call: a retry with the key is safe either way.
+    await expect(call).rejects.toMatchObject({ code: 'IDEMPOTENCY_COMMIT_FAILED' });
+    expect(runs).toBe(1);
+    expect(await audit('refused-store')).toEqual({ charges: 0, completed: 0, started: 0 });
   });
 });

@@ -34,7 +34,9 @@ export interface Progress {
 /**
  * The error a call fails with, given where it failed and whose transaction it
  * was in. `fn`'s own errors pass through unchanged, unless the connection is
- * gone: then the answer is the same wherever it broke, a retryable error.
+ * gone (then the answer is the same wherever it broke, a retryable error), or,
+ * in a transaction of our own, Postgres failed fn's statement as a
+ * serialization failure or deadlock (retried like the claim's).
  */
 export function explainFailure(error: unknown, progress: Progress, transaction: 'own' | 'caller'): unknown {
   if (error instanceof IdempotencyError) return error;
@@ -52,6 +54,21 @@ export function explainFailure(error: unknown, progress: Progress, transaction: 
     return new IdempotencyConnectionLostError('the database connection was lost before the transaction committed; retry with the same key', {
       cause: redact(error),
     });
+  }
+  if (progress.phase === 'fn' && transaction === 'own') {
+    // fn's statement lost to a concurrent transaction: Postgres rolled back the
+    // whole attempt, claim included, so running it again is what it asks for.
+    const state = sqlState(error);
+    if (state === SERIALIZATION_FAILURE) {
+      return new IdempotencySerializationError("a statement of fn could not serialize with a concurrent transaction; nothing committed, run it again", {
+        cause: redact(error),
+      });
+    }
+    if (state === DEADLOCK_DETECTED) {
+      return new IdempotencyDeadlockError('a statement of fn deadlocked with another transaction; nothing committed, run it again', {
+        cause: redact(error),
+      });
+    }
   }
   if (progress.phase === 'claim' && sqlState(error) === IN_FAILED_SQL_TRANSACTION) {
     return new IdempotencyTransactionAbortedError(

@@ -29,14 +29,17 @@ import type { ResolvedOptions } from './options.js';
  */
 export interface Progress {
   phase: 'claim' | 'fn' | 'store' | 'stored';
+  /** Set when Postgres failed one of fn's statements with a serialization
+   * failure or deadlock and so aborted the transaction (its SQLSTATE). */
+  conflict?: string;
 }
 
 /**
  * The error a call fails with, given where it failed and whose transaction it
  * was in. `fn`'s own errors pass through unchanged, unless the connection is
  * gone (then the answer is the same wherever it broke, a retryable error), or,
- * in a transaction of our own, Postgres failed fn's statement as a
- * serialization failure or deadlock (retried like the claim's).
+ * in a transaction of our own, Postgres aborted it at one of fn's statements
+ * with a serialization failure or deadlock (`progress.conflict`; retried like the claim's).
  */
 export function explainFailure(error: unknown, progress: Progress, transaction: 'own' | 'caller'): unknown {
   if (error instanceof IdempotencyError) return error;
@@ -58,7 +61,7 @@ export function explainFailure(error: unknown, progress: Progress, transaction: 
   if (progress.phase === 'fn' && transaction === 'own') {
     // fn's statement lost to a concurrent transaction: Postgres rolled back the
     // whole attempt, claim included, so running it again is what it asks for.
-    const state = sqlState(error);
+    const state = progress.conflict;
     if (state === SERIALIZATION_FAILURE) {
       return new IdempotencySerializationError("a statement of fn could not serialize with a concurrent transaction; nothing committed, run it again", {
         cause: redact(error),

@@ -1,10 +1,11 @@
+import { sql } from 'drizzle-orm';
 import { isTransaction, singleConnectionOf, type IdempotencyDatabase, type SqlRunner, type TransactionOf } from '../driver/database.js';
 import { whileListening, whileListeningIn } from '../driver/client-errors.js';
 import { inSavepoint } from '../driver/savepoint.js';
 import { refuseDriverWithoutTransactions } from '../driver/interactive-transactions.js';
 import { transactionThatCommits } from '../driver/postgres-js-commit.js';
 import { checkoutPoolOf, inPoolTransaction, poolRunner, type Pipeline, type PoolSource } from '../driver/pool-transaction.js';
-import { sqlState } from '../driver/pg-error.js';
+import { DEADLOCK_DETECTED, IN_FAILED_SQL_TRANSACTION, SERIALIZATION_FAILURE, sqlState, statementState } from '../driver/pg-error.js';
 import { PreparedStatementsRefused } from '../driver/statement.js';
 import { FusedQueryLost } from '../driver/fused-query.js';
 import {
@@ -166,7 +167,7 @@ async function inCallersTransaction<T>(tx: IdempotencyDatabase, o: ResolvedOptio
     try {
       // A savepoint: if fn throws, the claim and fn's writes roll back even
       // when the caller catches and commits.
-      return await whileListening(connection, () => inSavepoint(tx, () => claimRunStore(tx, o, fn, progress)));
+      return await whileListening(connection, () => inSavepoint(tx, () => claimRunStore(tx, o, fn, progress, false)));
     } catch (error) {
       const failure = explainFailure(error, progress, 'caller');
       rolledBack(o.trace, progress, failure);
@@ -194,7 +195,7 @@ async function inOwnTransaction<T>(
     traceAttempt(o.trace);
     try {
       if (pool) return await inPoolTransaction(pool, o.transaction, (p) => claimRunStoreOnPool(p, o, fn, progress, lookupAhead ? pool.pool : undefined));
-      return await transactionThatCommits(db, o.transaction, (tx) => whileListeningIn(tx, () => claimRunStore(tx, o, fn, progress)));
+      return await transactionThatCommits(db, o.transaction, (tx) => whileListeningIn(tx, () => claimRunStore(tx, o, fn, progress, true)));
     } catch (error) {
       // Nothing committed: the transaction failed at a named statement the
       // server refused, or at a fused query sent without its BEGIN or COMMIT.
@@ -213,10 +214,10 @@ async function inOwnTransaction<T>(
   }
 }
 
-async function claimRunStore<T>(tx: IdempotencyDatabase, o: ResolvedOptions, fn: Fn<T>, progress: Progress): Promise<IdempotentOutcome<T>> {
+async function claimRunStore<T>(tx: IdempotencyDatabase, o: ResolvedOptions, fn: Fn<T>, progress: Progress, own: boolean): Promise<IdempotentOutcome<T>> {
   const live = await acquire(tx, o, claimKey(tx, o));
   if (live) return replayed(live, o, progress);
-  const json = await runFn(tx, o, fn, progress);
+  const json = await runFn(tx, o, fn, progress, own);
   const outcome = await storeResult<T>(tx, o, json);
   progress.phase = 'stored';
   return outcome;
@@ -263,7 +264,7 @@ async function claimRunStoreOnPool<T>(
   }
   const live = await acquire(p.runner, o, claimed ?? claim());
   if (live) return replayed(live, o, progress);
-  const json = await runFn(p.tx, o, fn, progress);
+  const json = await runFn(p.tx, o, fn, progress, true);
   // COMMIT leaves right behind the store, before its answer: the store must
   // fail in SQL when it cannot complete the key (failInSql), so that this
   // COMMIT does not run (or, pipelined, rolls back). (node-postgres refuses to
@@ -281,14 +282,43 @@ async function claimRunStoreOnPool<T>(
   return stored.value;
 }
 
-/** Runs `fn` as the running call for this key, and serialises its result. */
-async function runFn<T>(tx: IdempotencyDatabase, o: ResolvedOptions, fn: Fn<T>, progress: Progress): Promise<string> {
+/**
+ * Runs `fn` as the running call for this key, and serialises its result.
+ * `own`: the transaction is the library's, which runs it again when Postgres
+ * aborted it at one of fn's statements with a serialization failure or deadlock.
+ */
+async function runFn<T>(tx: IdempotencyDatabase, o: ResolvedOptions, fn: Fn<T>, progress: Progress, own: boolean): Promise<string> {
   progress.phase = 'fn';
-  const value = await asRunningCall(o, tx, fn);
+  let value: T;
+  try {
+    value = await asRunningCall(o, tx, fn);
+  } catch (error) {
+    if (own) progress.conflict = await conflictThatAborted(tx, error);
+    throw error;
+  }
   progress.phase = 'store';
   const json = serializeResult(value, o.maxResultBytes);
   traceResult(o.trace, json);
   return json;
+}
+
+/**
+ * The SQLSTATE of `error` when it is Postgres failing a statement with a
+ * serialization failure or deadlock and the transaction on `tx` is aborted
+ * (so that statement was one of ours): nothing of the attempt can commit.
+ * A conflict from another connection (autocommitted work elsewhere, which a
+ * rerun would repeat), or one that fn caught and wrapped in its own error,
+ * is not: that error stays fn's.
+ */
+async function conflictThatAborted(tx: IdempotencyDatabase, error: unknown): Promise<string | undefined> {
+  const state = statementState(error);
+  if (state !== SERIALIZATION_FAILURE && state !== DEADLOCK_DETECTED) return undefined;
+  try {
+    await tx.execute(sql`select 1`);
+    return undefined;
+  } catch (probe) {
+    return sqlState(probe) === IN_FAILED_SQL_TRANSACTION ? state : undefined;
+  }
 }
 
 /** Tells telemetry that a failed attempt had held the key: its claim and fn's writes are gone. */

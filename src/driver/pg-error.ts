@@ -13,6 +13,26 @@ export function findCode(error: unknown, accept: (code: string) => boolean): str
   return undefined;
 }
 
+/**
+ * Whether `error` is drizzle's wrapper around a failed query (DrizzleQueryError:
+ * the query and every parameter in its message, the driver's error as its cause).
+ * Told by shape, not class: drizzle-orm 0.44 and 1.0 each have their own.
+ */
+export function isQueryWrapper(error: unknown): error is Error & { cause: Error } {
+  return error instanceof Error && 'query' in error && 'params' in error && error.cause instanceof Error;
+}
+
+/**
+ * The SQLSTATE the server answered a statement with, when `error` is that
+ * answer as a driver threw it (or drizzle's wrapper around it); undefined for
+ * anything else, such as an error of the caller's that merely has one as its cause.
+ */
+export function statementState(error: unknown): string | undefined {
+  const answer = isQueryWrapper(error) ? error.cause : error;
+  const code = (answer as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && SQLSTATE.test(code) ? code : undefined;
+}
+
 /** The Postgres SQLSTATE of an error thrown by any driver, or undefined. */
 export const sqlState = (error: unknown): string | undefined => findCode(error, (code) => SQLSTATE.test(code));
 

@@ -1,4 +1,4 @@
-import { sqlState } from './pg-error.js';
+import { isQueryWrapper, sqlState } from './pg-error.js';
 
 /**
  * A failure of one of the library's own statements, stripped of what could
@@ -38,10 +38,11 @@ export function redact(error: unknown): RedactedDatabaseError {
 function driverMessage(error: unknown): string {
   let current: unknown = error;
   for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
-    if (!('params' in current) && !('query' in current)) return current.message;
+    // postgres.js and PGlite errors carry the query too, but their message is the server's.
+    if (!isQueryWrapper(current)) return current.message;
     current = current.cause;
   }
-  return 'a statement of the library failed';
+  return 'a statement failed';
 }
 
 function socketCode(error: unknown): string | undefined {

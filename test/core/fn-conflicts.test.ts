@@ -76,6 +76,39 @@ describe("a serialization failure in one of fn's statements, given a database", 
     expect(await keyStatus(key)).toBeUndefined();
   });
 
+  it("passes a serialization failure from outside the library's transaction through unchanged, and runs fn once", async () => {
+    // fn writes through the pool (autocommit, committed at once), then a statement there fails with 40001:
+    // the library's transaction is intact, so running fn again would write twice.
+    const key = 'fn-serialization-elsewhere';
+    let runs = 0;
+    const error = await withIdempotencyOutcome(t.db, key, async (tx) => {
+      runs++;
+      await t.pool.query('insert into charges (ref, amount) values ($1, 1)', [key]);
+      await t.pool.query(`do $$ begin raise exception 'conflict elsewhere' using errcode = 'serialization_failure'; end $$`);
+      return insertCharge(tx, key, 500);
+    }).catch((e: unknown) => e);
+    expect(error).not.toBeInstanceOf(IdempotencySerializationError);
+    expect(error).toMatchObject({ code: '40001', message: 'conflict elsewhere' });
+    expect(runs).toBe(1);
+    expect(await count(t.pool, 'charges', 'ref = $1', [key])).toBe(1); // the autocommitted write, once
+    expect(await keyStatus(key)).toBeUndefined();
+  });
+
+  it("passes fn's own error through unchanged when it wraps a serialization failure fn caught", async () => {
+    const key = 'fn-serialization-wrapped';
+    const { fn: sell, runs } = sellAfterAConcurrentSale(key);
+    const declined = new Error('declined: try again later');
+    const fn = (tx: IdempotencyDatabase) =>
+      sell(tx).catch((cause: unknown) => {
+        throw Object.assign(declined, { cause });
+      });
+    const error = await withIdempotencyOutcome(t.db, key, fn, { transaction: { isolationLevel: 'repeatable read' } }).catch((e: unknown) => e);
+    expect(error).toBe(declined);
+    expect(runs.count).toBe(1);
+    expect(await count(t.pool, 'charges', 'ref = $1', [key])).toBe(0);
+    expect(await keyStatus(key)).toBeUndefined();
+  });
+
   it('is passed through unchanged in your own transaction: the whole transaction is yours to run again', async () => {
     const key = 'fn-serialization-in-callers-tx';
     const { fn } = sellAfterAConcurrentSale(key);

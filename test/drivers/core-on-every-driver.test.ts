@@ -98,6 +98,27 @@ describe.each(DRIVERS)('on $name', (driver: DriverUnderTest) => {
     expect(await charges('throws')).toBe(1);
   });
 
+  it("runs the transaction again when Postgres fails one of fn's statements with a serialization failure, and keeps one effect", async () => {
+    const conflict = sql`do $$ begin raise exception 'could not serialize, for this test' using errcode = 'serialization_failure'; end $$`;
+    let runs = 0;
+    const fn = async (tx: IdempotencyDatabase) => {
+      runs++;
+      const charge = await chargeOn(tx, 'fn-conflict', 1);
+      if (runs === 1) await tx.execute(conflict);
+      return charge;
+    };
+    expect((await withIdempotencyOutcome(db, 'fn-conflict', fn, o())).replayed).toBe(false);
+    expect(runs).toBe(2);
+    expect(await charges('fn-conflict')).toBe(1);
+    expect(await completedKeys('fn-conflict')).toBe(1);
+    // Retries used up: the typed error, with Postgres' own words as its cause, and nothing kept.
+    runs = 0;
+    const error = await withIdempotency(db, 'fn-conflict-no-retries', fn, o({ serializationRetries: 0 })).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'IDEMPOTENCY_SERIALIZATION_FAILURE', cause: { code: '40001', message: 'could not serialize, for this test' } });
+    expect(await charges('fn-conflict-no-retries')).toBe(0);
+    expect(await keys('fn-conflict-no-retries')).toBe(0);
+  });
+
   it("rolls back only its savepoint when fn throws inside the caller's transaction, which commits the rest", async () => {
     await db.transaction(async (tx) => {
       await chargeOn(tx, 'caller-write', 1);

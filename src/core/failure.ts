@@ -73,6 +73,12 @@ export function explainFailure(error: unknown, progress: Progress, transaction: 
       });
     }
   }
+  if (progress.phase === 'store' && sqlState(error) === IN_FAILED_SQL_TRANSACTION) {
+    return new IdempotencyTransactionAbortedError(
+      'fn returned with its transaction failed (it caught a failed statement without a savepoint), so its result could not be stored; nothing of fn or the key was kept',
+      { cause: redact(error) },
+    );
+  }
   if (progress.phase === 'claim' && sqlState(error) === IN_FAILED_SQL_TRANSACTION) {
     return new IdempotencyTransactionAbortedError(
       'the transaction passed to withIdempotency had already failed; roll it back and run it again',

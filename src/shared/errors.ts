@@ -118,7 +118,9 @@ export class IdempotencyClaimLostError extends IdempotencyError {
 
 /**
  * The caller's transaction had already failed (SQLSTATE 25P02) before the
- * key could be claimed: roll it back first. Nothing was claimed or run.
+ * key could be claimed: roll it back first. Nothing was claimed or run. Also
+ * when `fn` returned with its transaction failed (it caught a failed statement
+ * without a savepoint): nothing of `fn` or the key was kept.
  */
 export class IdempotencyTransactionAbortedError extends IdempotencyError {
   readonly code = 'IDEMPOTENCY_TRANSACTION_ABORTED';

@@ -43,6 +43,26 @@ describe('a transaction that had already failed', () => {
   });
 });
 
+describe('a transaction fn leaves failed (it caught a failed statement without a savepoint, and returned)', () => {
+  const swallows = (key: string) => async (tx: Parameters<Parameters<typeof t.db.transaction>[0]>[0]) => {
+    const charge = await insertCharge(tx, key, 500);
+    await tx.execute(sql`select 1 / 0`).catch(() => {}); // the transaction is now failed
+    return charge;
+  };
+
+  it.each([
+    ['given a database', (key: string) => withIdempotency(t.db, key, swallows(key))],
+    ["in the caller's transaction", (key: string) => t.db.transaction((tx) => withIdempotency(tx, key, swallows(key)))],
+  ])('gets IDEMPOTENCY_TRANSACTION_ABORTED, not retryable, and nothing of fn or the key is kept, %s', async (_where, call) => {
+    const key = `left-failed-${_where.replace(/\W/g, '-')}`;
+    const error = await call(key).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(IdempotencyError);
+    expect(error).toMatchObject({ code: 'IDEMPOTENCY_TRANSACTION_ABORTED', retryable: false, message: expect.stringMatching(/fn/) });
+    expect(await count(t.pool, 'charges', 'ref = $1', [key])).toBe(0);
+    expect(await count(t.pool, 'idempotency_keys', 'key = $1', [key])).toBe(0);
+  });
+});
+
 describe('a statement_timeout shorter than the wait', () => {
   it('ends the wait with IDEMPOTENCY_IN_FLIGHT, retryable', async () => {
     const held = await holdKey('short-statement-timeout');

@@ -15,11 +15,15 @@ export function findCode(error: unknown, accept: (code: string) => boolean): str
 
 /**
  * Whether `error` is drizzle's wrapper around a failed query (DrizzleQueryError:
- * the query and every parameter in its message, the driver's error as its cause).
- * Told by shape, not class: drizzle-orm 0.44 and 1.0 each have their own.
+ * the query and every parameter in its message, the driver's error as its
+ * cause). Told by shape, not class (drizzle-orm 0.44 and 1.0 each have their
+ * own, and another realm's fails `instanceof`); postgres.js and PGlite errors
+ * carry the query too, but their message is the server's.
  */
-export function isQueryWrapper(error: unknown): error is Error & { cause: Error } {
-  return error instanceof Error && 'query' in error && 'params' in error && error.cause instanceof Error;
+export function isQueryWrapper(error: unknown): error is { message: string; cause?: unknown } {
+  if (typeof error !== 'object' || error === null || !('query' in error) || !('params' in error)) return false;
+  const message = (error as { message?: unknown }).message;
+  return typeof message === 'string' && message.startsWith('Failed query');
 }
 
 /**

@@ -37,10 +37,10 @@ export function redact(error: unknown): RedactedDatabaseError {
 /** The driver's own words: the first error along the chain that is not drizzle's query wrapper. */
 function driverMessage(error: unknown): string {
   let current: unknown = error;
-  for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
-    // postgres.js and PGlite errors carry the query too, but their message is the server's.
-    if (!isQueryWrapper(current)) return current.message;
-    current = current.cause;
+  for (let depth = 0; depth < 5; depth++) {
+    if (isQueryWrapper(current)) current = current.cause;
+    else if (typeof (current as { message?: unknown } | null)?.message === 'string') return (current as { message: string }).message;
+    else break;
   }
   return 'a statement failed';
 }

@@ -63,7 +63,7 @@ export function explainFailure(error: unknown, progress: Progress, transaction: 
     // whole attempt, claim included, so running it again is what it asks for.
     const state = progress.conflict;
     if (state === SERIALIZATION_FAILURE) {
-      return new IdempotencySerializationError("a statement of fn could not serialize with a concurrent transaction; nothing committed, run it again", {
+      return new IdempotencySerializationError('a statement of fn could not serialize with a concurrent transaction; nothing committed, run it again', {
         cause: redact(error),
       });
     }

@@ -104,3 +104,18 @@ export function launch(command: string, args: string[], options: { cwd?: string;
       }),
   };
 }
+
+/**
+ * `launched.finished`, or, when it has not come within `ms`, what is known
+ * instead (whether the process itself exited, and the end of its output), so
+ * that a test that fails on it says why rather than timing out silently.
+ */
+export async function finishedWithin(launched: Launched, ms: number) {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), ms)));
+  const first = await Promise.race([launched.finished, late]);
+  clearTimeout(timer);
+  if (first !== 'late') return first;
+  const exited = await Promise.race([launched.exited, Promise.resolve('still running' as const)]);
+  return { notFinishedAfterMs: ms, exited, outputTail: launched.output().slice(-4000) };
+}
